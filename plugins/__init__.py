@@ -1,0 +1,1 @@
+"""The built-in xpresso-env plugins (installed as ``xpresso_env_plugins``)."""

@@ -1,0 +1,246 @@
+"""SQLite storage: the embedded default. One file, WAL, write transactions that lock up front.
+
+Each thread gets its own connection (sqlite3 connections must not be shared mid-transaction);
+``BEGIN IMMEDIATE`` takes the write lock at the start of a write so two writers never deadlock
+half-way, and ``busy_timeout`` makes a second writer wait instead of failing.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+from xpresso_env.errors import (AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError,
+                                StorageUnavailable)
+from xpresso_env.hookspecs import hookimpl
+from xpresso_env.storage import Doc, StorageBackendInfo
+
+# Each entry upgrades the schema from version i to i+1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: documents and their index columns
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE docs (
+               kind TEXT NOT NULL, id TEXT NOT NULL, grp TEXT, name TEXT,
+               deleted INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL, body TEXT NOT NULL,
+               PRIMARY KEY (kind, id))""",
+        "CREATE UNIQUE INDEX docs_live_name ON docs (kind, grp, name) WHERE deleted = 0 AND name IS NOT NULL",
+        "CREATE INDEX docs_by_group ON docs (kind, grp, created, id)",
+    ),
+    (  # 2: records visible in more groups than their owner's (shared images)
+        """CREATE TABLE visibility (kind TEXT NOT NULL, id TEXT NOT NULL, grp TEXT NOT NULL,
+               PRIMARY KEY (kind, grp, id))""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_COLUMNS = "kind, id, grp, name, deleted, created, body"
+
+
+def _translate(exc: sqlite3.Error) -> Exception:
+    text = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        if "docs.name" in text:
+            return NameConflict("A record with this name already exists in this group.")
+        return AlreadyExists("A record with this id already exists.")
+    if "locked" in text or "busy" in text:
+        return StorageUnavailable("The SQLite database is busy, try again later.")
+    if "no such table" in text:
+        return SchemaOutdated()
+    if isinstance(exc, sqlite3.OperationalError):
+        return StorageUnavailable(f"SQLite error: {text}")
+    return StorageError(f"SQLite error: {text}")
+
+
+class SQLiteTx:
+    def __init__(self, conn: sqlite3.Connection, writable: bool):
+        self._conn = conn
+        self._writable = writable
+
+    def _doc(self, row: tuple, visible: tuple[str, ...] = ()) -> Doc:
+        kind, id_, grp, name, deleted, created, body = row
+        return Doc(kind=kind, id=id_, group=grp, name=name, deleted=bool(deleted), created=created,
+                   body=json.loads(body), visible=visible)
+
+    def _visible(self, kind: str, id_: str) -> tuple[str, ...]:
+        rows = self._conn.execute("SELECT grp FROM visibility WHERE kind = ? AND id = ? ORDER BY grp",
+                                  (kind, id_)).fetchall()
+        return tuple(r[0] for r in rows)
+
+    def get(self, kind: str, id: str, *, lock: bool = False) -> Optional[Doc]:
+        # A write transaction already holds SQLite's single writer lock, so `lock` needs nothing more.
+        row = self._conn.execute(f"SELECT {_COLUMNS} FROM docs WHERE kind = ? AND id = ?", (kind, id)).fetchone()
+        return None if row is None else self._doc(row, self._visible(kind, id))
+
+    def _write_visibility(self, doc: Doc) -> None:
+        self._conn.execute("DELETE FROM visibility WHERE kind = ? AND id = ?", (doc.kind, doc.id))
+        self._conn.executemany("INSERT OR IGNORE INTO visibility (kind, id, grp) VALUES (?, ?, ?)",
+                               [(doc.kind, doc.id, g) for g in doc.visible if g != doc.group])
+
+    def insert(self, doc: Doc) -> None:
+        self._conn.execute(f"INSERT INTO docs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (doc.kind, doc.id, doc.group, doc.name, int(doc.deleted), doc.created,
+                            json.dumps(doc.body, separators=(",", ":"))))
+        if doc.visible:
+            self._write_visibility(doc)
+
+    def update(self, doc: Doc) -> None:
+        cur = self._conn.execute(
+            "UPDATE docs SET grp = ?, name = ?, deleted = ?, created = ?, body = ? WHERE kind = ? AND id = ?",
+            (doc.group, doc.name, int(doc.deleted), doc.created, json.dumps(doc.body, separators=(",", ":")),
+             doc.kind, doc.id))
+        if cur.rowcount == 0:
+            raise NotFound()
+        self._write_visibility(doc)
+
+    def query(self, kind: str, group: Optional[str] = None, *, include_deleted: bool = True) -> list[Doc]:
+        live = "" if include_deleted else " AND deleted = 0"
+        if group is None:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM docs WHERE kind = ?{live} ORDER BY created, id", (kind,)).fetchall()
+        else:
+            rows = self._conn.execute(
+                f"""SELECT {_COLUMNS} FROM docs WHERE kind = ? AND grp = ?{live}
+                    UNION ALL
+                    SELECT {_COLUMNS} FROM docs WHERE kind = ? AND grp IS NOT ?{live} AND id IN
+                        (SELECT id FROM visibility WHERE kind = ? AND grp = ?)
+                    ORDER BY created, id""", (kind, group, kind, group, kind, group)).fetchall()
+        extra: dict[str, list[str]] = {}
+        if kind == "image" or group is None:
+            for id_, grp in self._conn.execute("SELECT id, grp FROM visibility WHERE kind = ? ORDER BY grp", (kind,)):
+                extra.setdefault(id_, []).append(grp)
+        return [self._doc(r, tuple(extra.get(r[1], ()))) for r in rows]
+
+    def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM docs WHERE kind = ? AND grp = ? AND name = ? AND deleted = 0",
+            (kind, group, name)).fetchone()
+        return None if row is None else self._doc(row, self._visible(kind, row[1]))
+
+
+class _TranslatingTx:
+    """Wraps a transaction so every sqlite3 error leaves as a domain error."""
+
+    def __init__(self, inner: SQLiteTx):
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        fn = getattr(self._inner, name)
+
+        def call(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
+        return call
+
+
+class SQLiteStorage:
+    name = "sqlite"
+    schema_version = SCHEMA_VERSION
+
+    def __init__(self, path: Path, busy_timeout_s: float = 10.0):
+        self.path = Path(path)
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=self._busy_timeout_s, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit that was acknowledged survives a crash of the machine, not just the process.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        self._local.conn = conn
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[_TranslatingTx]:
+        conn = self._connect()
+        try:
+            conn.execute(begin)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+        try:
+            yield _TranslatingTx(SQLiteTx(conn, writable=begin != "BEGIN"))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise _translate(exc) from exc
+
+    def read(self):
+        return self._transaction("BEGIN")
+
+    def write(self):
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def current_version(self) -> int:
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0
+            raise _translate(exc) from exc
+        return int(row[0]) if row else 0
+
+    def init(self, target_version: Optional[int] = None) -> int:
+        target = SCHEMA_VERSION if target_version is None else target_version
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = self.current_version()
+                if current > SCHEMA_VERSION:
+                    raise StorageError(f"{self.path} has schema version {current}, newer than this "
+                                       f"xpresso-env knows ({SCHEMA_VERSION}): upgrade xpresso-env")
+                for version in range(current, target):
+                    for statement in MIGRATIONS[version]:
+                        conn.execute(statement)
+                if target > current:
+                    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                                 (str(target),))
+                conn.execute("COMMIT")
+                return max(current, target)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _factory(settings) -> SQLiteStorage:
+    return SQLiteStorage(settings.storage_path("xpresso.sqlite3"), settings.storage.busy_timeout_s)
+
+
+@hookimpl
+def xpresso_storage_backends():
+    return [StorageBackendInfo(name="sqlite", description="SQLite file (WAL); the embedded default",
+                               factory=_factory)]

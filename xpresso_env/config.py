@@ -1,0 +1,247 @@
+"""Settings: frozen dataclasses. Precedence: defaults < YAML file < XPRESSO_ENV_* env < CLI flags.
+
+Every key has a type; an unknown key or a value of the wrong type is a ConfigError that names
+the key and where it came from (the file, or the environment variable).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+ENV_PREFIX = "XPRESSO_ENV_"
+CONFIG_ENV = "XPRESSO_ENV_CONFIG"
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    backend: str = "sqlite"
+    # File for file backends. None: var/xpresso.sqlite3 (sqlite) or var/xpresso.yaml (yaml).
+    path: Optional[str] = None
+    dsn: Optional[str] = None  # PostgreSQL connection string
+    pool_max: int = 10
+    busy_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class DockerBuilderSettings:
+    base_url: Optional[str] = None  # None: DOCKER_HOST or the default socket
+
+
+@dataclass(frozen=True)
+class BuildahBuilderSettings:
+    storage_driver: str = "vfs"
+    isolation: str = "chroot"
+    root: Optional[str] = None  # buildah --root (None: buildah's default)
+    runroot: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class BuilderSettings:
+    backend: str = "auto"
+    docker: DockerBuilderSettings = field(default_factory=DockerBuilderSettings)
+    buildah: BuildahBuilderSettings = field(default_factory=BuildahBuilderSettings)
+
+
+@dataclass(frozen=True)
+class ImagesSettings:
+    nfs_root: str = "var/built_images"
+    retention_days: int = 6
+    logs_root: str = "var/build_logs"
+    workspace_root: str = "var/workspaces"
+    jobs_glob: str = "*_job.py"
+    manifests_glob: str = "*.tem"
+    sweep_interval_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class PolarisSettings:
+    repo: Optional[str] = None  # local path or git URL of the Polaris repository
+    dockerfile: str = "Dockerfile"
+
+
+@dataclass(frozen=True)
+class BuildsSettings:
+    max_concurrent: int = 2
+    timeout_s: float = 3600.0
+    lease_s: float = 60.0  # a build whose worker stops renewing its claim this long is taken over
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    threads: int = 8
+    max_body_bytes: int = 1048576
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    secret_file: str = "var/jwt-secret"
+    secret: Optional[str] = None  # given directly instead of secret_file
+    token_days: int = 30
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    builder: BuilderSettings = field(default_factory=BuilderSettings)
+    images: ImagesSettings = field(default_factory=ImagesSettings)
+    polaris: PolarisSettings = field(default_factory=PolarisSettings)
+    builds: BuildsSettings = field(default_factory=BuildsSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    # Folder that relative paths are resolved against (the config file's folder, else cwd).
+    base_dir: str = field(default=".", compare=False)
+    source: Optional[str] = field(default=None, compare=False)  # the config file used, if any
+
+    def resolve(self, path: Optional[str]) -> Optional[Path]:
+        """An absolute path for a configured path (relative ones are relative to base_dir)."""
+        if path is None:
+            return None
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+    def storage_path(self, default_name: str) -> Path:
+        return self.resolve(self.storage.path or f"var/{default_name}")  # type: ignore[return-value]
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _is_section(tp: Any) -> bool:
+    return dataclasses.is_dataclass(tp)
+
+
+def _coerce(tp: Any, value: Any, where: str, from_text: bool) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (from_text and str(value).strip().lower() in ("", "null", "none")):
+            return None
+        return _coerce(args[0], value, where, from_text)
+    if value is None:
+        raise ConfigError(f"{where}: a value is required")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and str(value).strip().lower() in _TRUE | _FALSE:
+            return str(value).strip().lower() in _TRUE
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if from_text:
+            try:
+                return int(str(value).strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_text:
+            try:
+                return float(str(value).strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str) and value != "":
+            return value
+        if from_text and str(value) != "":
+            return str(value)
+        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
+
+
+def _merge_section(cls: type, current: Any, data: Any, where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.compare}
+    changes = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+        tp = hints[key]
+        if _is_section(tp):
+            changes[key] = _merge_section(tp, getattr(current, key), value, f"{where}.{key}")
+        else:
+            changes[key] = _coerce(tp, value, f"{where}.{key}", from_text=False)
+    return dataclasses.replace(current, **changes)
+
+
+def _env_overrides(cls: type, current: Any, env: Mapping[str, str], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    changes = {}
+    for f in dataclasses.fields(cls):
+        if not f.compare:
+            continue
+        name = f"{prefix}_{f.name.upper()}"
+        tp = hints[f.name]
+        if _is_section(tp):
+            changes[f.name] = _env_overrides(tp, getattr(current, f.name), env, name)
+        elif name in env:
+            changes[f.name] = _coerce(tp, env[name], f"environment variable {name}", from_text=True)
+    return dataclasses.replace(current, **changes)
+
+
+def load_settings(path: Optional[str | os.PathLike] = None,
+                  env: Optional[Mapping[str, str]] = None,
+                  overrides: Optional[Mapping[str, Any]] = None) -> Settings:
+    """Build Settings. ``path`` falls back to $XPRESSO_ENV_CONFIG; ``overrides`` is a nested dict
+    (as from CLI flags) applied last."""
+    env = os.environ if env is None else env
+    path = path or env.get(CONFIG_ENV) or None
+    settings = Settings(base_dir=os.getcwd())
+    if path:
+        file = Path(path).expanduser().resolve()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror})") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+        settings = dataclasses.replace(settings, base_dir=str(file.parent), source=str(file))
+        settings = _merge_section(Settings, settings, data, str(file))
+    settings = _env_overrides(Settings, settings, env, ENV_PREFIX.rstrip("_"))
+    if overrides:
+        settings = _merge_section(Settings, settings, overrides, "command line")
+    _check_values(settings)
+    return settings
+
+
+def _check_values(s: Settings) -> None:
+    where = s.source or "configuration"
+    positive = {
+        "storage.pool_max": s.storage.pool_max, "images.retention_days": s.images.retention_days + 1,
+        "builds.max_concurrent": s.builds.max_concurrent, "builds.timeout_s": s.builds.timeout_s,
+        "server.port": s.server.port, "server.threads": s.server.threads,
+        "server.max_body_bytes": s.server.max_body_bytes, "auth.token_days": s.auth.token_days,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{where}: {key} must be positive")
+    if s.server.port > 65535:
+        raise ConfigError(f"{where}: server.port must be at most 65535")
+
+
+def settings_as_dict(s: Settings) -> dict[str, Any]:
+    out = dataclasses.asdict(s)
+    out.pop("base_dir", None)
+    out.pop("source", None)
+    return out

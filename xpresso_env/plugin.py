@@ -1,0 +1,71 @@
+"""The plugin manager: built fresh for every application, never global."""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Iterable
+
+import pluggy
+
+from . import hookspecs
+from .builders import BuilderInfo
+from .errors import ConfigError
+from .storage import StorageBackendInfo
+
+# The built-in plugins, always registered (third-party ones come from entry points).
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "xpresso_env_plugins.storage_sqlite",
+    "xpresso_env_plugins.storage_yaml",
+    "xpresso_env_plugins.storage_postgres",
+    "xpresso_env_plugins.builder_docker",
+    "xpresso_env_plugins.builder_buildah",
+    "xpresso_env_plugins.builder_dryrun",
+)
+
+ENTRY_POINT_GROUP = "xpresso_env"
+# Comma-separated plugin names not to load from entry points (for a broken third-party plugin).
+BLOCK_ENV = "XPRESSO_ENV_BLOCK_PLUGINS"
+
+
+def make_plugin_manager(extra_plugins: Iterable[object] = (), load_entry_points: bool = True) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("xpresso_env")
+    pm.add_hookspecs(hookspecs)
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name=name)
+    for plugin in extra_plugins:
+        pm.register(plugin)
+    if load_entry_points:
+        for blocked in filter(None, (s.strip() for s in os.environ.get(BLOCK_ENV, "").split(","))):
+            pm.set_blocked(blocked)
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    pm.check_pending()
+    return pm
+
+
+def storage_backends(pm: pluggy.PluginManager) -> dict[str, StorageBackendInfo]:
+    return {info.name: info for infos in pm.hook.xpresso_storage_backends() for info in infos}
+
+
+def builders(pm: pluggy.PluginManager) -> dict[str, BuilderInfo]:
+    return {info.name: info for infos in pm.hook.xpresso_builders() for info in infos}
+
+
+def pick_storage(pm: pluggy.PluginManager, name: str) -> StorageBackendInfo:
+    found = storage_backends(pm)
+    if name not in found:
+        raise ConfigError(f"storage.backend: unknown storage backend {name!r}; installed: {', '.join(sorted(found))}")
+    return found[name]
+
+
+def plugin_list(pm: pluggy.PluginManager) -> list[dict[str, str]]:
+    """Loaded plugins with their versions, for GET /api/v2/plugins."""
+    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    from . import __version__
+
+    out = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
+        dist = dists.get(id(plugin))
+        version = getattr(dist, "version", None) or getattr(plugin, "__version__", None) or __version__
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        out.append({"name": name, "version": str(version), "hooks": hooks})
+    return out
