@@ -13,7 +13,6 @@ setup(
     packages=["xpresso_env", "xpresso_env.api", "xpresso_env.services", "xpresso_env.testing",
               "xpresso_env_plugins"],
     package_dir={"xpresso_env_plugins": "plugins"},
-    package_data={"xpresso_env.api": ["openapi.json"]},
     install_requires=[
         "falcon>=3.1",
         "waitress>=2.1",

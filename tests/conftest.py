@@ -1,0 +1,150 @@
+"""Shared fixtures: an app per test, on every storage backend the suite is asked to cover.
+
+XPRESSO_TEST_BACKENDS (default: all three) picks the backends the API tests run on; each API
+test runs once per backend. PostgreSQL tests use one temporary database per session, emptied
+between tests.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+from falcon.testing import TestClient
+
+from xpresso_env.app import AppContext, build_context, create_app
+from xpresso_env.config import Settings, load_settings
+
+ALL_BACKENDS = ("sqlite", "yaml", "postgres")
+SECRET = "test-secret-" + "s" * 40
+
+
+def selected_backends() -> list[str]:
+    raw = os.environ.get("XPRESSO_TEST_BACKENDS", ",".join(ALL_BACKENDS))
+    return [b.strip() for b in raw.split(",") if b.strip()]
+
+
+def make_settings(tmp: Path, backend: str = "sqlite", dsn: Optional[str] = None,
+                  extra: Optional[dict[str, Any]] = None) -> Settings:
+    env = {
+        "XPRESSO_ENV_STORAGE_BACKEND": backend,
+        "XPRESSO_ENV_AUTH_SECRET": SECRET,
+        "XPRESSO_ENV_SERVER_ACCESS_LOG": "false",
+    }
+    if backend == "sqlite":
+        env["XPRESSO_ENV_STORAGE_PATH"] = str(tmp / "xpresso.sqlite3")
+    elif backend == "yaml":
+        env["XPRESSO_ENV_STORAGE_PATH"] = str(tmp / "xpresso.yaml")
+    elif backend == "postgres":
+        env["XPRESSO_ENV_STORAGE_DSN"] = dsn or ""
+    overrides = {"images": {"nfs_root": str(tmp / "nfs"), "logs_root": str(tmp / "logs"),
+                            "workspace_root": str(tmp / "ws")}}
+    for section, values in (extra or {}).items():
+        overrides.setdefault(section, {}).update(values)
+    return load_settings(None, env=env, overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[Optional[str]]:
+    """One temporary PostgreSQL database for the session (None when postgres is not selected)."""
+    if "postgres" not in selected_backends():
+        yield None
+        return
+    from xpresso_env.testing.postgres import temp_database
+
+    with temp_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(params=selected_backends())
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def settings(tmp_path: Path, backend: str, pg_database: Optional[str]) -> Settings:
+    if backend == "postgres":
+        from xpresso_env.testing.postgres import reset_database
+
+        reset_database(pg_database)
+    return make_settings(tmp_path, backend, pg_database)
+
+
+@dataclass
+class World:
+    """An app with a seeded population of groups, users and tokens."""
+
+    ctx: AppContext
+    client: TestClient
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def headers(self, user: str, group: Optional[str] = "g1", **extra: str) -> dict[str, str]:
+        h = {"Authorization": self.tokens[user]}
+        if group is not None:
+            h["Group"] = group
+        h.update(extra)
+        return h
+
+    def get(self, path: str, user: str = "admin", group: Optional[str] = "g1", **kw):
+        return self.client.simulate_get(path, headers=self.headers(user, group), **kw)
+
+    def post(self, path: str, body: Any = None, user: str = "admin", group: Optional[str] = "g1", **kw):
+        return self.client.simulate_post(path, json=body, headers=self.headers(user, group), **kw)
+
+    def patch(self, path: str, body: Any = None, user: str = "admin", group: Optional[str] = "g1", **kw):
+        return self.client.simulate_patch(path, json=body, headers=self.headers(user, group), **kw)
+
+    def delete(self, path: str, user: str = "admin", group: Optional[str] = "g1", **kw):
+        return self.client.simulate_delete(path, headers=self.headers(user, group), **kw)
+
+    def dump(self) -> list:
+        """Every document in storage, to prove a refused request changed nothing."""
+        with self.ctx.storage.read() as tx:
+            return [tx.query(kind) for kind in ("group", "user", "revocation", "harness", "engine", "image")]
+
+
+USERS = {
+    # name: (superuser, roles)
+    "admin": (True, {}),
+    "ga": (False, {"g1": "group_admin"}),
+    "priv": (False, {"g1": "privilege_member"}),
+    "mem": (False, {"g1": "member"}),
+    "guest": (False, {"g1": "guest"}),
+    "other": (False, {"g2": "group_admin"}),
+    "multi": (False, {"g1": "member", "g2": "member"}),
+}
+
+
+def seed(ctx: AppContext) -> dict[str, str]:
+    for group in ("g1", "g2", "g3"):
+        ctx.auth.add_group(group)
+    tokens = {}
+    for name, (superuser, roles) in USERS.items():
+        ctx.auth.add_user(name, superuser=superuser, roles=roles)
+        tokens[name] = ctx.auth.issue_token(name).display
+    return tokens
+
+
+@pytest.fixture
+def make_world(settings: Settings):
+    """Build a seeded app; keyword arguments go to build_context (clock, builder...)."""
+    made: list[AppContext] = []
+
+    def make(images: bool = False, settings_override: Optional[Settings] = None, **kwargs) -> World:
+        s = settings_override or settings
+        ctx = build_context(s, check_schema=False, images=images, **kwargs)
+        ctx.storage.init()
+        made.append(ctx)
+        tokens = seed(ctx) if len(made) == 1 else {}
+        return World(ctx=ctx, client=TestClient(create_app(ctx)), tokens=tokens)
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture
+def world(make_world) -> World:
+    return make_world()

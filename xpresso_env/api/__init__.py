@@ -1,0 +1,1 @@
+"""The HTTP layer: thin falcon resources, one error mapping, wire serialisation."""
