@@ -21,14 +21,14 @@ setup(
         "PyJWT>=2.8",
     ],
     extras_require={
-        "postgres": ["psycopg[binary]>=3.1", "psycopg_pool>=3.1"],
+        "postgres": ["psycopg[binary]>=3.1", "psycopg_pool>=3.2"],
         "docker": ["docker>=7.0"],
         "test": [
             "pytest>=7",
             "requests>=2.28",
             "openapi-spec-validator>=0.7",
             "psycopg[binary]>=3.1",
-            "psycopg_pool>=3.1",
+            "psycopg_pool>=3.2",
             "docker>=7.0",
         ],
     },

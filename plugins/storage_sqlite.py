@@ -107,10 +107,10 @@ class SQLiteTx:
                     SELECT {_COLUMNS} FROM docs WHERE kind = ? AND grp IS NOT ?{live} AND id IN
                         (SELECT id FROM visibility WHERE kind = ? AND grp = ?)
                     ORDER BY created, id""", (kind, group, kind, group, kind, group)).fetchall()
+        # Every kind may carry visible groups (the codec only sets them on images, the contract allows all).
         extra: dict[str, list[str]] = {}
-        if kind == "image" or group is None:
-            for id_, grp in self._conn.execute("SELECT id, grp FROM visibility WHERE kind = ? ORDER BY grp", (kind,)):
-                extra.setdefault(id_, []).append(grp)
+        for id_, grp in self._conn.execute("SELECT id, grp FROM visibility WHERE kind = ? ORDER BY grp", (kind,)):
+            extra.setdefault(id_, []).append(grp)
         return [self._doc(r, tuple(extra.get(r[1], ()))) for r in rows]
 
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:

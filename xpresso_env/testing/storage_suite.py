@@ -492,7 +492,8 @@ class StorageConformance:
                make_harness(1, group="alpha", created=1), make_harness(2, group="beta", created=2),
                make_engine(3, group="alpha", created=3),
                make_image(4, group="alpha", created=4), make_image(5, group="beta", groups=("alpha",), created=5),
-               make_image(6, group="gamma", groups=("alpha", "beta"), created=6), make_image(7, group="gamma", created=7))
+               make_image(6, group="gamma", groups=("alpha", "beta"), created=6),
+               make_image(7, group="gamma", created=7))
         with backend.read() as tx:
             assert ids(tx.query("harness", "alpha")) == [str(uid(1))]
             assert ids(tx.query("harness", "beta")) == [str(uid(2))]
@@ -514,6 +515,18 @@ class StorageConformance:
             assert ids(tx.query("image", "beta")) == [str(uid(n)) for n in (5, 6)]
             assert ids(tx.query("image", "gamma")) == [str(uid(n)) for n in (4, 6, 7)]
             assert tx.get("image", str(uid(6))).visible == ("beta",)
+
+    def test_visible_works_for_any_kind(self, backend):
+        # The codec sets `visible` on images only, but the contract is the same for every kind.
+        shared = dataclasses.replace(to_doc(make_harness(1, group="alpha")), visible=("beta", "gamma"))
+        insert(backend, shared, make_harness(2, group="beta", created=1))
+        with backend.read() as tx:
+            assert tx.get("harness", shared.id) == shared
+            assert tx.query("harness", "beta") == [shared, to_doc(make_harness(2, group="beta", created=1))]
+            assert tx.query("harness", "alpha") == [shared]
+            assert tx.query("harness", "gamma") == [shared]
+            assert tx.query("harness")[0] == shared
+            assert tx.find_name("harness", "alpha", "harness-1") == shared
 
     def test_order_is_created_then_id(self, backend):
         # Group ids are client-chosen names: order is by code point, whatever the collation.
