@@ -40,7 +40,34 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
         settings.storage_path("xpresso.yaml" if settings.storage.backend == "yaml" else "xpresso.sqlite3"))
     change = "created" if before == 0 else ("upgraded" if after > before else "already up to date")
     print(f"storage {settings.storage.backend} at {_redact(str(where))}: schema version {after} ({change})")
+    if args.group or args.admin:
+        _first_admin(args, settings)
     return 0
+
+
+def _first_admin(args: argparse.Namespace, settings: Settings) -> None:
+    """`init --group G --admin NAME`: a first group and system administrator, and their token."""
+    from .errors import AlreadyExists
+
+    ctx = _context(settings, images=False)
+    try:
+        if args.group:
+            try:
+                ctx.auth.add_group(args.group)
+                print(f"group {args.group} created")
+            except AlreadyExists:
+                print(f"group {args.group} exists")
+        if args.admin:
+            try:
+                ctx.auth.add_user(args.admin, superuser=True)
+                print(f"system administrator {args.admin} created")
+            except AlreadyExists:
+                print(f"user {args.admin} exists")
+            issued = ctx.auth.issue_token(args.admin)
+            print(f"token for {issued.user}, id (jti) {issued.jti}, expires {issued.expires}")
+            print(issued.display)
+    finally:
+        ctx.close()
 
 
 def _redact(text: str) -> str:
@@ -149,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("init", help="create or upgrade the storage schema and the token secret")
+    p.add_argument("--group", help="also create this group (if missing)")
+    p.add_argument("--admin", metavar="NAME", help="also create this system administrator (if missing) and print a token")
     p.set_defaults(handler=cmd_init)
 
     p = sub.add_parser("serve", help="serve the API with waitress")
@@ -186,13 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(handler=cmd_load)
 
-    for extend in EXTENSIONS:
+    from .cli_extra import SUBCOMMANDS
+
+    for extend in SUBCOMMANDS:
         extend(sub)
     return parser
-
-
-# Other modules add their subcommands here (export/import, images sweep).
-EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def _serve_overrides(args: argparse.Namespace) -> dict:
@@ -201,8 +228,6 @@ def _serve_overrides(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from . import cli_extra  # noqa: F401  (registers the extension subcommands)
-
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("XPRESSO_ENV_LOG_LEVEL", "INFO").upper(),

@@ -158,7 +158,8 @@ class AuthService:
             if not user.superuser and len(user.roles) == 1:
                 return next(iter(user.roles))
             raise BadRequest("The Group header is required: name the group this request is for.")
-        if tx.get(Group.KIND, header) is None:
+        # A name no group could have is simply not there (and never reaches storage).
+        if not NAME_RE.match(header) or tx.get(Group.KIND, header) is None:
             raise PermissionDenied()
         if not user.superuser and header not in user.roles:
             raise PermissionDenied()

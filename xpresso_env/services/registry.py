@@ -11,7 +11,7 @@ from ..models import (ConfigurationState, Engine, EngineType, Harness, HarnessTy
 from ..storage import StorageBackend, Tx, filter_docs
 from ..timeutil import Clock
 from .auth import AuthService, Caller
-from .validation import (ListQuery, absolute_path, boolean, choice, http_url, name_text, optional, page,
+from .validation import (FieldError, ListQuery, absolute_path, boolean, choice, http_url, name_text, optional, page,
                          parse_list_query, parse_uuid, text, validate_body)
 
 READ_ONLY = {"id", "uuid", "created_by", "date_created", "date_modified", "deleted", "operational_state",
@@ -88,6 +88,10 @@ class RegistryService:
         return from_doc(doc)
 
     def lookup(self, tx: Tx, caller: Caller, spec: KindSpec, name: str) -> Any:
+        try:
+            name = HARNESS.fields["name"](name)
+        except FieldError:
+            raise NotFound() from None  # no record can have such a name
         doc = tx.find_name(spec.kind, caller.group, name)
         if doc is None:
             raise NotFound()

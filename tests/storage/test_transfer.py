@@ -1,0 +1,96 @@
+"""export/import moves everything between backends: sqlite -> postgres -> yaml -> sqlite."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import make_settings, seed
+from xpresso_env.app import build_context
+from xpresso_env.services.fixtures import load_fixtures
+from xpresso_env.services.transfer import KINDS, export_file, import_file
+
+
+def _everything(ctx) -> dict:
+    with ctx.storage.read() as tx:
+        return {kind: tx.query(kind) for kind in KINDS}
+
+
+def _ctx(settings):
+    ctx = build_context(settings, check_schema=False, images=False)
+    ctx.storage.init()
+    return ctx
+
+
+def test_round_trip_through_every_backend(tmp_path):
+    from xpresso_env.testing.postgres import temp_database
+
+    source = _ctx(make_settings(tmp_path / "a", "sqlite"))
+    seed(source)
+    load_fixtures(source.storage, {"groups": ["myGroup"], "harnesses": [
+        {"group": "myGroup", "id": "94f03015-5f0d-4c2e-a6e6-49ca71442a36", "name": "TestHarness",
+         "path": "/p", "date_created": "2019-05-30T17:22:12.733397Z", "operational_state": "ONLINE",
+         "deleted": True}],
+        "engines": [{"group": "g1", "name": "E", "base_url": "https://j.example.com", "api_token": "t0k"}]},
+        source.clock)
+    source.auth.revoke("0123456789abcdef0123456789abcdef")
+    with source.storage.write() as tx:  # an image visible in more than one group
+        from xpresso_env.storage import Doc
+
+        tx.insert(Doc(kind="image", id="7d8f4f48-55a2-4f0f-9a0b-2c1f0f0d0e01", group="g1", name=None, deleted=False,
+                      created="2021-08-25T19:35:14.765536Z", body={"id": "7d8f4f48-55a2-4f0f-9a0b-2c1f0f0d0e01",
+                                                                   "group": "g1", "groups": ["g2", "g3"]},
+                      visible=("g2", "g3")))
+    expected = _everything(source)
+    assert all(expected[k] for k in KINDS)
+
+    with temp_database() as dsn:
+        hops = [make_settings(tmp_path / "b", "postgres", dsn), make_settings(tmp_path / "c", "yaml"),
+                make_settings(tmp_path / "d", "sqlite")]
+        current = source
+        for i, settings in enumerate(hops):
+            file = tmp_path / f"export-{i}.yaml"
+            export_file(current.storage, file, current.clock)
+            assert yaml.safe_load(file.read_text())["format"] == "xpresso-env-export"
+            nxt = _ctx(settings)
+            import_file(nxt.storage, file)
+            assert _everything(nxt) == expected, f"hop {i} to {settings.storage.backend}"
+            if current is not source:
+                current.close()
+            current = nxt
+        current.close()
+    source.close()
+
+
+def test_import_is_all_or_nothing(tmp_path):
+    from xpresso_env.errors import BadRequest
+
+    ctx = _ctx(make_settings(tmp_path, "sqlite"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"format": "xpresso-env-export", "version": 1, "kinds": {
+        "group": [{"id": "g", "group": None, "name": None, "deleted": False, "created": "2020-01-01T00:00:00.000000Z",
+                   "visible": [], "body": {"name": "g", "date_created": "2020-01-01T00:00:00.000000Z"}}],
+        "harness": [{"id": "x"}]}}))
+    with pytest.raises(BadRequest):
+        import_file(ctx.storage, bad)
+    assert _everything(ctx)["group"] == []
+    (tmp_path / "other.yaml").write_text("just: text\n")
+    with pytest.raises(BadRequest, match="not an xpresso-env export"):
+        import_file(ctx.storage, tmp_path / "other.yaml")
+    ctx.close()
+
+
+def test_cli_export_import(tmp_path):
+    from xpresso_env.testing.server import cli, write_config
+
+    a = write_config(tmp_path / "a", {"storage": {"backend": "sqlite"}, "auth": {"secret": "k" * 40}})
+    b = write_config(tmp_path / "b", {"storage": {"backend": "yaml"}, "auth": {"secret": "k" * 40}})
+    cli(a, "init", "--group", "g", "--admin", "root")
+    out = cli(a, "export", str(tmp_path / "all.yaml")).stdout
+    assert "1 group(s)" in out and "1 user(s)" in out
+    cli(b, "init")
+    assert "1 group(s)" in cli(b, "import", str(tmp_path / "all.yaml")).stdout
+    p = cli(b, "import", str(tmp_path / "missing.yaml"), check=False)
+    assert p.returncode == 1 and p.stderr.startswith("xpresso-env: error:")
