@@ -9,7 +9,8 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Sequence
 
 from .config import Settings, load_settings
 from .errors import BadRequest, XpressoError
@@ -19,10 +20,16 @@ log = logging.getLogger("xpresso_env.cli")
 Handler = Callable[[argparse.Namespace, Settings], Optional[int]]
 
 
-def _context(settings: Settings, **kwargs):
+@contextmanager
+def opened(settings: Settings, **kwargs) -> Iterator:
+    """An application context for one command, closed at the end."""
     from .app import build_context
 
-    return build_context(settings, **kwargs)
+    ctx = build_context(settings, **kwargs)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
@@ -49,8 +56,7 @@ def _first_admin(args: argparse.Namespace, settings: Settings) -> None:
     """`init --group G --admin NAME`: a first group and system administrator, and their token."""
     from .errors import AlreadyExists
 
-    ctx = _context(settings, images=False)
-    try:
+    with opened(settings, images=False) as ctx:
         if args.group:
             try:
                 ctx.auth.add_group(args.group)
@@ -66,8 +72,6 @@ def _first_admin(args: argparse.Namespace, settings: Settings) -> None:
             issued = ctx.auth.issue_token(args.admin)
             print(f"token for {issued.user}, id (jti) {issued.jti}, expires {issued.expires}")
             print(issued.display)
-    finally:
-        ctx.close()
 
 
 def _redact(text: str) -> str:
@@ -82,7 +86,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from .app import create_app
 
-    ctx = _context(settings)
+    from .app import build_context
+
+    ctx = build_context(settings)
     ctx.start()
     app = create_app(ctx)
     s = settings.server
@@ -97,11 +103,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_group_add(args: argparse.Namespace, settings: Settings) -> int:
-    ctx = _context(settings, images=False)
-    try:
+    with opened(settings, images=False) as ctx:
         ctx.auth.add_group(args.name)
-    finally:
-        ctx.close()
     print(f"group {args.name} created")
     return 0
 
@@ -117,42 +120,30 @@ def _parse_memberships(items: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
-    ctx = _context(settings, images=False)
-    try:
+    with opened(settings, images=False) as ctx:
         ctx.auth.add_user(args.name, superuser=args.superuser, roles=_parse_memberships(args.group or []))
-    finally:
-        ctx.close()
     print(f"user {args.name} created" + (" (system administrator)" if args.superuser else ""))
     return 0
 
 
 def cmd_user_delete(args: argparse.Namespace, settings: Settings) -> int:
-    ctx = _context(settings, images=False)
-    try:
+    with opened(settings, images=False) as ctx:
         ctx.auth.delete_user(args.name)
-    finally:
-        ctx.close()
     print(f"user {args.name} deleted; their tokens no longer work")
     return 0
 
 
 def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
-    ctx = _context(settings, images=False)
-    try:
+    with opened(settings, images=False) as ctx:
         issued = ctx.auth.issue_token(args.name, args.days)
-    finally:
-        ctx.close()
     print(f"token for {issued.user}, id (jti) {issued.jti}, expires {issued.expires}")
     print(issued.display)
     return 0
 
 
 def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    ctx = _context(settings, images=False)
-    try:
+    with opened(settings, images=False) as ctx:
         ctx.auth.revoke(args.jti)
-    finally:
-        ctx.close()
     print(f"token {args.jti} revoked")
     return 0
 
@@ -161,11 +152,8 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     from .services.fixtures import load_fixtures, read_fixtures
 
     data = read_fixtures(args.file)
-    ctx = _context(settings, images=False)
-    try:
+    with opened(settings, images=False) as ctx:
         report = load_fixtures(ctx.storage, data, ctx.clock)
-    finally:
-        ctx.close()
     print(report)
     return 0
 

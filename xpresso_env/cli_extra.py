@@ -10,20 +10,17 @@ import argparse
 from .config import Settings
 
 
-def _context(settings: Settings, **kwargs):
-    from .app import build_context
+def opened(settings: Settings, **kwargs):
+    from .cli import opened as _opened  # the shared helper (imported late: cli imports this module)
 
-    return build_context(settings, **kwargs)
+    return _opened(settings, **kwargs)
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from .services.transfer import export_file
 
-    ctx = _context(settings, images=False)
-    try:
+    with opened(settings, images=False) as ctx:
         report = export_file(ctx.storage, args.file, ctx.clock)
-    finally:
-        ctx.close()
     print(f"exported {report} from {settings.storage.backend} to {args.file}")
     return 0
 
@@ -31,11 +28,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from .services.transfer import import_file
 
-    ctx = _context(settings, images=False)
-    try:
+    with opened(settings, images=False) as ctx:
         report = import_file(ctx.storage, args.file)
-    finally:
-        ctx.close()
     print(f"imported {report} into {settings.storage.backend}")
     return 0
 
@@ -53,11 +47,8 @@ def _transfer(sub: argparse._SubParsersAction) -> None:
 
 def cmd_images_sweep(args: argparse.Namespace, settings: Settings) -> int:
     """Run the retention sweep once; print each image past retention and what happens to it."""
-    ctx = _context(settings)
-    try:
+    with opened(settings) as ctx:
         items = ctx.images.sweep(dry_run=args.dry_run)
-    finally:
-        ctx.close()
     removed = 0
     for item in items:
         verb = ("would remove" if args.dry_run else "removed") if item.removed else "kept"
