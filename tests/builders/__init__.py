@@ -1,0 +1,1 @@
+"""Tests of the build machinery: workspace, procrun, builder plugins."""

@@ -1,0 +1,219 @@
+"""Fixtures for the build machinery: real git repositories, a private dockerd, a buildah store.
+
+A test that needs dockerd or buildah skips when they are missing, except under CI=true where it
+fails (``xpresso_env.testing.require``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+from xpresso_env.builders import BuildRequest
+from xpresso_env.testing import require
+from xpresso_env.testing.daemons import (BUSYBOX_REF, docker_daemon, dockerd_missing_reason,
+                                         make_buildah_busybox_base, make_busybox_base)
+
+# A sleep length no other test on the machine is likely to use: lets a test find leftovers.
+SLEEP_S = 37
+
+
+# --------------------------------------------------------------------------- git repositories
+
+@dataclass
+class Repo:
+    """A real git repository made for one test."""
+
+    path: Path
+    clock: int = 1_700_000_000  # commit dates move forward one minute per commit
+
+    def git(self, *args: str) -> str:
+        self.clock += 60
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+               "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
+               "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com",
+               "GIT_AUTHOR_DATE": f"@{self.clock} +0000", "GIT_COMMITTER_DATE": f"@{self.clock} +0000"}
+        res = subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=self.path, env=env,
+                             capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)}: {res.stderr}")
+        return res.stdout.strip()
+
+    def write(self, files: dict[str, Optional[str]]) -> None:
+        for name, text in files.items():
+            target = self.path / name
+            if text is None:
+                target.unlink()
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+
+    def commit(self, files: dict[str, Optional[str]], message: str = "change") -> str:
+        self.write(files)
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.head()
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
+
+    def checkout(self, branch: str, create: bool = False, start: Optional[str] = None) -> None:
+        args = ["checkout", "-q"] + (["-b", branch] if create else [branch])
+        self.git(*args, *([start] if start else []))
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path):
+    counter = iter(range(1000))
+
+    def make(name: Optional[str] = None) -> Repo:
+        path = tmp_path / (name or f"repo{next(counter)}")
+        path.mkdir()
+        repo = Repo(path)
+        repo.git("init", "-q", "-b", "main")
+        return repo
+
+    return make
+
+
+# --------------------------------------------------------------------------- build requests
+
+@dataclass
+class Capture:
+    """A build log kept in memory, with an event a test can wait on."""
+
+    lines: list[str] = field(default_factory=list)
+    wanted: Optional[str] = None
+    seen: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        if self.wanted is not None and self.wanted in line:
+            self.seen.set()
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def make_request(tmp_path: Path):
+    def make(context: Path, image_ref: str, output: Optional[Path] = None, timeout_s: float = 120,
+             dockerfile: str = "Dockerfile", wanted: Optional[str] = None) -> tuple[BuildRequest, Capture]:
+        log = Capture(wanted=wanted)
+        out = output or tmp_path / "nfs" / "g1" / image_ref.split(":")[0] / f"{image_ref.split(':')[1]}.tar"
+        request = BuildRequest(context_dir=context, dockerfile=dockerfile, image_ref=image_ref,
+                               output_tar=out, log=log, cancel=threading.Event(), timeout_s=timeout_s)
+        return request, log
+
+    return make
+
+
+def make_context(root: Path, dockerfile: str, files: Optional[dict[str, str]] = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Dockerfile").write_text(dockerfile)
+    for name, text in (files or {}).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def cancel_when_seen(request: BuildRequest, log: Capture, timeout_s: float = 60) -> dict[str, float]:
+    """Set the request's cancel event once the log shows ``log.wanted``; returns when it did."""
+    when: dict[str, float] = {}
+
+    def watch() -> None:
+        if log.seen.wait(timeout_s):
+            when["cancelled_at"] = time.monotonic()
+            request.cancel.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return when
+
+
+def processes_running(argv: list[str]) -> list[int]:
+    """Pids of live (not zombie) processes whose command line is exactly ``argv``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")[:-1]
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if [c.decode(errors="replace") for c in cmdline] == argv and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(predicate, timeout_s: float = 10.0, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# --------------------------------------------------------------------------- docker
+
+@pytest.fixture(scope="session")
+def docker_url() -> Iterator[str]:
+    reason = dockerd_missing_reason()
+    require(reason is None, reason or "")
+    with docker_daemon() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def docker_api(docker_url: str):
+    import docker
+
+    api = docker.APIClient(base_url=docker_url, version="auto", timeout=120)
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def docker_busybox(docker_api) -> str:
+    return make_busybox_base(docker_api, BUSYBOX_REF)
+
+
+# --------------------------------------------------------------------------- buildah
+
+@dataclass(frozen=True)
+class BuildahStore:
+    storage_driver: str
+    root: str
+    runroot: str
+
+    def args(self) -> list[str]:
+        return ["--storage-driver", self.storage_driver, "--root", self.root, "--runroot", self.runroot]
+
+    def buildah(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["buildah", *self.args(), *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def buildah_store(tmp_path_factory) -> Iterator[BuildahStore]:
+    require(shutil.which("buildah") is not None, "buildah is not installed (Debian package buildah)")
+    require(os.geteuid() == 0, "the buildah tests run as root (vfs storage, chroot isolation)")
+    base = tmp_path_factory.mktemp("buildah")
+    store = BuildahStore("vfs", str(base / "root"), str(base / "runroot"))
+    make_buildah_busybox_base(store.args(), BUSYBOX_REF)
+    yield store
+    store.buildah("rm", "--all")
+    store.buildah("rmi", "--all", "--force")
+    shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,292 @@
+"""The build workspace: clone the Polaris repository, check out a ref, merge a base ref, find files.
+
+Everything a client sends reaches git only as a checked ref name (:func:`validate_ref`), inside an
+argument list, after ``--end-of-options``; git runs without prompts, hooks or templates, in its
+own process group (:mod:`xpresso_env.services.procrun`) so a cancel or a timeout stops it.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shlex
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence
+
+from ..builders import BuildFailed, BuildTimedOut
+from ..errors import ValidationError
+from . import procrun
+
+Log = Callable[[str], None]
+MergeResult = Literal["none", "fast-forward", "merged"]
+
+MAX_REF_LEN = 255
+# The identity of the merge commits the service makes (never a user's).
+COMMITTER_NAME = "xpresso-env"
+COMMITTER_EMAIL = "xpresso-env@localhost"
+
+_HEX_ID = re.compile(r"[0-9a-fA-F]{7,40}")
+_FULL_ID = re.compile(r"[0-9a-f]{40}")
+# Git's refname_disposition: control characters, space and ~ ^ : ? [ \ DEL are never allowed;
+# '*' only in refspec patterns (which refs here are not).
+_BAD_REF_CHARS = frozenset([chr(c) for c in range(0x20)] + [" ", "~", "^", ":", "?", "[", "\\", "*", "\x7f"])
+_REVISION_HINT = "Revision expressions (~, ^, @{, .., :) are not allowed."
+
+
+class WorkspaceError(BuildFailed):
+    """The workspace cannot be made: unknown ref, merge conflict, clone failure."""
+
+
+@dataclass(frozen=True)
+class WorkspaceResult:
+    commit: str  # what git_ref resolved to
+    base_commit: Optional[str]  # what base_ref resolved to (None without base_ref)
+    merged_commit: Optional[str]  # HEAD after the merge, when it moved (None: no merge, or nothing to merge)
+    merge: MergeResult
+
+    @property
+    def head(self) -> str:
+        """The commit the workspace holds."""
+        return self.merged_commit or self.commit
+
+    def as_meta(self) -> dict[str, Any]:
+        return {"commit": self.commit, "base_commit": self.base_commit,
+                "merged_commit": self.merged_commit, "merge": self.merge}
+
+
+# --------------------------------------------------------------------------- ref names
+
+def check_ref_format(name: str) -> bool:
+    """``git check-ref-format --allow-onelevel <name>``, in Python (refs.c's rules)."""
+    if name == "@" or name == "":
+        return False
+    components = name.split("/")
+    for comp in components:
+        if comp == "" or comp.startswith(".") or comp.endswith(".lock"):
+            return False
+    if name.endswith(".") or ".." in name or "@{" in name:
+        return False
+    return not any(ch in _BAD_REF_CHARS for ch in name)
+
+
+def validate_ref(field: str, value: Any) -> str:
+    """Accept a ref name git's check-ref-format allows (one level allowed) or a 7-40 digit hex
+    commit id; refuse anything that could be read as an option or a revision expression.
+
+    :raises ValidationError: with a message for ``field``.
+    """
+    if not isinstance(value, str):
+        raise ValidationError.one(field, "Not a valid string.")
+    if value == "":
+        raise ValidationError.one(field, "This field may not be blank.")
+    if len(value) > MAX_REF_LEN:
+        raise ValidationError.one(field, f"Ensure this field has no more than {MAX_REF_LEN} characters.")
+    if value.startswith("-"):
+        raise ValidationError.one(field, "A git ref may not start with '-'.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError.one(field, "Not a valid git ref or commit id.") from None
+    if _HEX_ID.fullmatch(value):
+        return value
+    if not check_ref_format(value):
+        if any(s in value for s in ("~", "^", "@{", "..", ":")):
+            raise ValidationError.one(field, f"Not a valid git ref or commit id. {_REVISION_HINT}")
+        raise ValidationError.one(field, "Not a valid git ref or commit id.")
+    return value
+
+
+# --------------------------------------------------------------------------- git plumbing
+
+# Kept from the server's environment: how to reach the repository. Every other GIT_* variable
+# (GIT_DIR, GIT_WORK_TREE, GIT_CONFIG_PARAMETERS...) would redirect or reconfigure our git calls.
+_KEEP_GIT_ENV = {"GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH",
+                 "GIT_PROXY_COMMAND", "GIT_HTTP_USER_AGENT"}
+# Applied to every git call: no hooks (the repository's or a global core.hooksPath), no
+# background maintenance left running, no fsmonitor daemon.
+_GIT_CONFIG = ("core.hooksPath=/dev/null", "gc.auto=0", "maintenance.auto=false",
+               "core.fsmonitor=false", "advice.detachedHead=false",
+               f"user.name={COMMITTER_NAME}", f"user.email={COMMITTER_EMAIL}")
+
+
+def git_env(base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    src = os.environ if base is None else base
+    env = {k: v for k, v in src.items() if not k.startswith("GIT_") or k in _KEEP_GIT_ENV}
+    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true",
+                "LC_ALL": "C", "LANG": "C"})
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    return env
+
+
+_URL_USERINFO = re.compile(r"(://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """Hide credentials written into a URL (https://user:token@host/...)."""
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
+class _Git:
+    def __init__(self, cwd: Optional[Path], log: Log, cancel: threading.Event, deadline: float,
+                 timeout_s: float, env: Mapping[str, str]):
+        self.cwd, self.log, self.cancel = cwd, log, cancel
+        self.deadline, self.timeout_s, self.env = deadline, timeout_s, env
+
+    def __call__(self, *args: str, capture: bool = False, quiet: bool = False,
+                 env: Optional[Mapping[str, str]] = None) -> procrun.RunResult:
+        cmd = ["git"]
+        for item in _GIT_CONFIG:
+            cmd += ["-c", item]
+        cmd += list(args)
+        if not quiet:
+            self.log("$ " + redact(" ".join(shlex.quote(a) for a in ["git", *args])))
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise BuildTimedOut("timed out")
+        sink = (lambda line: None) if quiet else (lambda line: self.log(redact(line)))
+        return procrun.run(cmd, sink, self.cancel, remaining, cwd=self.cwd,
+                           env={**self.env, **(env or {})}, capture_stdout=capture)
+
+    def resolve(self, name: str) -> Optional[str]:
+        """The commit id ``name`` names, or None."""
+        res = self("rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}",
+                   capture=True, quiet=True)
+        out = [line.strip() for line in res.stdout if line.strip()]
+        if res.returncode == 0 and out and _FULL_ID.fullmatch(out[-1]):
+            return out[-1]
+        return None
+
+
+def _candidates(ref: str) -> list[str]:
+    """Where a ref may live in a fresh clone, in the order a user means it: a branch of the
+    repository (now origin/<ref>), a tag, a full ref name, a commit id."""
+    out = [f"refs/remotes/origin/{ref}", f"refs/tags/{ref}"]
+    if ref.startswith("refs/heads/"):
+        out.append("refs/remotes/origin/" + ref[len("refs/heads/"):])
+    elif ref.startswith("refs/"):
+        out.append(ref)
+    if _HEX_ID.fullmatch(ref):
+        out.append(ref)
+    return out
+
+
+def _resolve_ref(git: _Git, ref: str) -> str:
+    for candidate in _candidates(ref):
+        commit = git.resolve(candidate)
+        if commit:
+            git.log(f"{ref} -> {commit}")
+            return commit
+    raise WorkspaceError(f"unknown ref: {ref}")
+
+
+def _fail(what: str, res: procrun.RunResult) -> WorkspaceError:
+    reason = redact(res.last_line()) or f"exit status {res.returncode}"
+    return WorkspaceError(f"{what} failed: {reason}")
+
+
+def prepare(repo: str, git_ref: str, base_ref: Optional[str], dest: Path, log: Log,
+            cancel: threading.Event, timeout_s: float) -> WorkspaceResult:
+    """Clone ``repo`` into ``dest`` (which must not exist or be empty), check out ``git_ref``
+    detached and, with ``base_ref``, merge it in (3-way).
+
+    :raises WorkspaceError: unknown ref, merge conflict, clone failure.
+    :raises BuildCancelled: ``cancel`` was set (the running git is killed).
+    :raises BuildTimedOut: the whole preparation took longer than ``timeout_s``.
+    """
+    # The service validates refs when a build is submitted; checking again here keeps a ref that
+    # came another way (a stored record, a restart) from ever reaching git as an option.
+    for field, ref in (("git_ref", git_ref), ("base_ref", base_ref)):
+        if ref is not None:
+            try:
+                validate_ref(field, ref)
+            except ValidationError as exc:
+                raise WorkspaceError(f"invalid {field}: {ref!r}: {' '.join(exc.fields[field])}") from None
+
+    env = git_env()
+    deadline = time.monotonic() + timeout_s
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+
+    clone = _Git(dest.parent, log, cancel, deadline, timeout_s, env)
+    res = clone("clone", "--no-checkout", "--template=", "--", repo, str(dest))
+    if res.returncode != 0:
+        raise _fail("git clone", res)
+
+    git = _Git(dest, log, cancel, deadline, timeout_s, env)
+    commit = _resolve_ref(git, git_ref)
+    res = git("checkout", "--detach", "--quiet", commit)
+    if res.returncode != 0:
+        raise _fail("git checkout", res)
+    if base_ref is None:
+        return WorkspaceResult(commit=commit, base_commit=None, merged_commit=None, merge="none")
+
+    base_commit = _resolve_ref(git, base_ref)
+    if _is_ancestor(git, base_commit, commit):
+        log(f"{base_ref} ({base_commit[:12]}) is already contained in {git_ref}: nothing to merge")
+        return WorkspaceResult(commit, base_commit, None, "none")
+
+    # A merge commit dated like its newest parent: the same two commits always give the same id.
+    dates = git("show", "-s", "--format=%ct", commit, base_commit, "--", capture=True, quiet=True)
+    stamps = [int(s) for s in dates.stdout if s.strip().isdigit()]
+    when = f"@{max(stamps)} +0000" if stamps else None
+    date_env = {"GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when} if when else {}
+    res = git("merge", "--no-edit", "--no-verify", "--no-stat", "-m", f"Merge {base_ref} into {git_ref}",
+              base_commit, env=date_env)
+    if res.returncode != 0:
+        conflicts = git("diff", "--name-only", "--diff-filter=U", "-z", capture=True, quiet=True)
+        paths = sorted(p for p in "\n".join(conflicts.stdout).split("\0") if p.strip())
+        if paths:
+            log(f"merge conflict between {git_ref} and {base_ref} in:")
+            for path in paths:
+                log(f"  {path}")
+            raise WorkspaceError(f"merge conflict between {git_ref} and {base_ref} in: {', '.join(paths)}")
+        raise _fail(f"merge of {base_ref} into {git_ref}", res)
+
+    head = git.resolve("HEAD")
+    if head is None:  # pragma: no cover - git just made it
+        raise WorkspaceError("merge failed: HEAD cannot be read")
+    merge: MergeResult = "fast-forward" if head == base_commit else "merged"
+    log(f"merge of {base_ref} into {git_ref}: {merge} ({head})")
+    return WorkspaceResult(commit, base_commit, head, merge)
+
+
+def _is_ancestor(git: _Git, older: str, newer: str) -> bool:
+    res = git("merge-base", "--is-ancestor", older, newer, quiet=True)
+    if res.returncode not in (0, 1):
+        raise _fail("git merge-base", res)
+    return res.returncode == 0
+
+
+# --------------------------------------------------------------------------- discovery
+
+def _matcher(pattern: str) -> Callable[[str, str], bool]:
+    # A glob without '/' matches file names anywhere; one with '/' matches the relative path.
+    if "/" in pattern:
+        return lambda rel, name: fnmatch.fnmatchcase(rel, pattern)
+    return lambda rel, name: fnmatch.fnmatchcase(name, pattern)
+
+
+def discover(dest: Path, jobs_glob: str, manifests_glob: str) -> tuple[list[str], list[str]]:
+    """Relative paths (``/``-separated, sorted) of the job files and manifest files in the tree,
+    ``.git`` excluded. Symbolic links are listed, never followed."""
+    want_jobs, want_manifests = _matcher(jobs_glob), _matcher(manifests_glob)
+    jobs: list[str] = []
+    manifests: list[str] = []
+    root = Path(dest)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        names = list(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in names:
+            rel = Path(dirpath, name).relative_to(root).as_posix()
+            if want_jobs(rel, name):
+                jobs.append(rel)
+            if want_manifests(rel, name):
+                manifests.append(rel)
+    return sorted(jobs), sorted(manifests)
+
+
+__all__: Sequence[str] = ("WorkspaceError", "WorkspaceResult", "validate_ref", "check_ref_format",
+                          "prepare", "discover", "git_env", "redact")
