@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Sequence
@@ -84,9 +85,7 @@ def _redact(text: str) -> str:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import waitress
 
-    from .app import create_app
-
-    from .app import build_context
+    from .app import build_context, create_app
 
     ctx = build_context(settings)
     ctx.start()
@@ -94,12 +93,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     s = settings.server
     log.info("xpresso-env serving on http://%s:%s/ (storage %s, %s threads)", s.host, s.port,
              settings.storage.backend, s.threads)
+    # waitress ignores SIGTERM; turn it into a clean exit so running builds are handed back.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         waitress.serve(app, host=s.host, port=s.port, threads=s.threads, ident="xpresso-env",
                        max_request_body_size=max(s.max_body_bytes * 2, 1 << 20), _quiet=True)
     finally:
         ctx.close()
     return 0
+
+
+def _exit_on_signal(signum, frame) -> None:
+    log.info("signal %s: stopping", signum)
+    raise SystemExit(0)
 
 
 def cmd_group_add(args: argparse.Namespace, settings: Settings) -> int:

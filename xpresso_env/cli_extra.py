@@ -43,8 +43,6 @@ def _transfer(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_import)
 
 
-
-
 def cmd_images_sweep(args: argparse.Namespace, settings: Settings) -> int:
     """Run the retention sweep once; print each image past retention and what happens to it."""
     with opened(settings) as ctx:

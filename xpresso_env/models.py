@@ -188,6 +188,7 @@ class Image:
     is_nfs_storage: bool = True
     is_deleted: bool = False
     meta: Optional[dict[str, Any]] = None
+    worker_meta: Optional[dict[str, Any]] = None  # which worker (host, pid) runs or ran the build
     # Internal bookkeeping, never on the wire.
     log_path: Optional[str] = None
     built_at: Optional[datetime] = None

@@ -29,7 +29,8 @@ def _documented(doc) -> set[tuple[str, str]]:
             if method in ("get", "post", "patch", "put", "delete")}
 
 
-def test_served_document_is_valid_openapi_3_1(world):
+def test_served_document_is_valid_openapi_3_1(make_world):
+    world = make_world(images=True)
     r = world.client.simulate_get("/api/v2/openapi.json")  # no token needed
     assert r.status_code == 200
     doc = r.json
@@ -37,7 +38,8 @@ def test_served_document_is_valid_openapi_3_1(world):
     validate(doc)
 
 
-def test_every_route_documented_and_every_documented_path_mounted(world):
+def test_every_route_documented_and_every_documented_path_mounted(make_world):
+    world = make_world(images=True)
     doc = world.client.simulate_get("/api/v2/openapi.json").json
     mounted = _mounted(create_app(world.ctx))
     documented = _documented(doc)

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Benchmark of Polaris image builds (issue 4, "Speed").
+
+1. The same Dockerfile and 50 MB context built by raw ``docker build`` + ``docker save`` (the
+   docker CLI, classic builder like the service's docker plugin) and through the service (the
+   real ``xpresso-env serve``: POST polaris_build, then poll until ``successful``). Every
+   iteration commits a new stamp file that the Dockerfile copies first, so neither side ever
+   hits Docker's layer cache. Raw and service runs alternate; the medians are compared.
+   Target: service / raw <= 1.15.
+2. ``POST /api/v2/images/polaris_build`` latency while two builds run (builds.max_concurrent=2,
+   both busy; the posted builds wait in the queue and are cancelled afterwards).
+   Target: p95 < 50 ms.
+
+    python benchmarks/builds.py                 # 3 iterations of each, 200 POSTs
+    python benchmarks/builds.py -n 5 --posts 500 --context-mb 50
+
+Needs root (a private dockerd, started and stopped here) or XPRESSO_TEST_DOCKER_HOST naming a
+daemon; the docker CLI; git. Talks only to 127.0.0.1 and cleans up its temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import table  # noqa: E402  (also puts the repository on sys.path)
+
+import requests  # noqa: E402
+
+from xpresso_env.testing.daemons import docker_daemon  # noqa: E402
+from xpresso_env.testing.server import cli, serve, write_config  # noqa: E402
+
+DOCKERFILE = "FROM scratch\nCOPY stamp.txt /stamp.txt\nCOPY data /data\n"
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+           "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
+           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def make_repo(base: Path, context_mb: int) -> Path:
+    repo = base / "polaris"
+    (repo / "data").mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "Dockerfile").write_text(DOCKERFILE)
+    for i in range(max(1, context_mb // 10)):  # incompressible, in 10 MB files
+        (repo / "data" / f"blob{i}.bin").write_bytes(os.urandom(min(10, context_mb) << 20))
+    (repo / "data" / "basic_job.py").write_text("# job\n")
+    (repo / "stamp.txt").write_text("0\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    return repo
+
+
+def new_stamp(repo: Path) -> None:
+    (repo / "stamp.txt").write_text(uuid.uuid4().hex + "\n")
+    git(repo, "commit", "-q", "-am", "stamp")
+
+
+def raw_build(repo: Path, docker_url: str, out: Path) -> float:
+    """docker build + docker save of the working tree (without .git, like the service's context)."""
+    ctx = out.parent / "raw-context"
+    shutil.rmtree(ctx, ignore_errors=True)
+    shutil.copytree(repo, ctx, ignore=shutil.ignore_patterns(".git"))
+    env = {**os.environ, "DOCKER_HOST": docker_url, "DOCKER_BUILDKIT": "0"}
+    t0 = time.perf_counter()
+    subprocess.run(["docker", "build", "-q", "-t", "bench:raw", str(ctx)], env=env, check=True,
+                   capture_output=True)
+    subprocess.run(["docker", "save", "-o", str(out), "bench:raw"], env=env, check=True, capture_output=True)
+    elapsed = time.perf_counter() - t0
+    shutil.rmtree(ctx, ignore_errors=True)
+    return elapsed
+
+
+def service_build(url: str, headers: dict, tag: str) -> tuple[float, dict]:
+    s = requests.Session()
+    t0 = time.perf_counter()
+    r = s.post(f"{url}/api/v2/images/polaris_build", headers=headers, timeout=30,
+               json={"name": "bench", "tag": tag, "git_ref": "main"})
+    r.raise_for_status()
+    image_id = r.json()["uuid"]
+    while True:
+        rec = s.get(f"{url}/api/v2/images/{image_id}", headers=headers, timeout=30).json()
+        if rec["status"] != "building":
+            elapsed = time.perf_counter() - t0
+            if rec["status"] != "successful":
+                raise RuntimeError(f"build {image_id} {rec['status']}: {rec['meta']}")
+            return elapsed, rec
+        time.sleep(0.01)
+
+
+def latency_under_load(url: str, headers: dict, repo: Path, posts: int) -> tuple[list[float], int]:
+    s = requests.Session()
+    busy = []
+    for n in range(2):
+        new_stamp(repo)
+        r = s.post(f"{url}/api/v2/images/polaris_build", headers=headers, timeout=30,
+                   json={"name": "bench", "tag": f"busy{n}", "git_ref": "main"})
+        busy.append(r.json()["uuid"])
+    time.sleep(0.3)  # both claimed and building
+    lat, queued = [], []
+    for n in range(posts):
+        body = {"name": "bench", "tag": f"queued{n}", "git_ref": "main"}
+        t0 = time.perf_counter()
+        r = s.post(f"{url}/api/v2/images/polaris_build", headers=headers, timeout=30, json=body)
+        lat.append((time.perf_counter() - t0) * 1000)
+        r.raise_for_status()
+        queued.append(r.json()["uuid"])
+    still = sum(s.get(f"{url}/api/v2/images/{i}", headers=headers, timeout=30).json()["status"] == "building"
+                for i in busy)
+    for i in queued:
+        s.post(f"{url}/api/v2/images/{i}/cancel", headers=headers, timeout=30)
+    for i in busy:
+        while s.get(f"{url}/api/v2/images/{i}", headers=headers, timeout=30).json()["status"] == "building":
+            time.sleep(0.1)
+    return lat, still
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=3, help="iterations of each build (default 3)")
+    ap.add_argument("--context-mb", type=int, default=50)
+    ap.add_argument("--posts", type=int, default=200, help="POSTs for the latency figure (default 200)")
+    args = ap.parse_args()
+    if shutil.which("docker") is None:
+        print("builds.py: the docker CLI is needed for the raw baseline", file=sys.stderr)
+        return 1
+    base = Path(tempfile.mkdtemp(prefix="xpresso-bench-builds-"))
+    try:
+        with docker_daemon() as docker_url:
+            repo = make_repo(base, args.context_mb)
+            config = write_config(base / "srv", {
+                "storage": {"backend": "sqlite", "path": "db.sqlite3"}, "auth": {"secret_file": "secret"},
+                "images": {"nfs_root": "nfs", "logs_root": "logs", "workspace_root": "ws"},
+                "polaris": {"repo": str(repo)},
+                "builder": {"backend": "docker", "docker": {"base_url": docker_url}},
+                "builds": {"max_concurrent": 2}, "server": {"access_log": False}})
+            cli(config, "init")
+            cli(config, "group", "add", "bench")
+            cli(config, "user", "add", "bench", "--group", "bench:member")
+            token = cli(config, "token", "create", "bench").stdout.strip().splitlines()[-1]
+            headers = {"Authorization": token, "Group": "bench"}
+            raw, svc, phases = [], [], []
+            with serve(config) as server:
+                # one warm-up of each (page cache, daemon start-up costs), not counted
+                new_stamp(repo)
+                raw_build(repo, docker_url, base / "raw.tar")
+                new_stamp(repo)
+                service_build(server.url, headers, "warmup")
+                for i in range(args.n):
+                    new_stamp(repo)
+                    raw.append(raw_build(repo, docker_url, base / "raw.tar"))
+                    new_stamp(repo)
+                    elapsed, rec = service_build(server.url, headers, f"run{i}")
+                    svc.append(elapsed)
+                    phases.append(rec["meta"]["timings"])
+                tar_mb = rec["size"] / 1e6
+                lat, still = latency_under_load(server.url, headers, repo, args.posts)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+    ratio = statistics.median(svc) / statistics.median(raw)
+    rows = [[f"raw docker build + save", f"{statistics.median(raw):.2f}", f"{min(raw):.2f}", f"{max(raw):.2f}"],
+            [f"through the service", f"{statistics.median(svc):.2f}", f"{min(svc):.2f}", f"{max(svc):.2f}"]]
+    print(f"context {args.context_mb} MB (incompressible), tar {tar_mb:.1f} MB, {args.n} iterations each")
+    print(table(rows, ["build", "median s", "min s", "max s"]))
+    ws = statistics.median(p["workspace_s"] for p in phases)
+    bs = statistics.median(p["build_s"] for p in phases)
+    other = statistics.median(e - p["workspace_s"] - p["build_s"] for e, p in zip(svc, phases))
+    print(f"service phases (median): workspace (clone, checkout) {ws:.2f} s, builder (build + save + fsync) "
+          f"{bs:.2f} s, the rest (POST, claim, discovery, commits, 10 ms polling) {other:.2f} s")
+    print(f"ratio service / raw: {ratio:.3f}   (target <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'})")
+    p95 = pct(lat, 95)
+    print(f"POST polaris_build while two builds run ({len(lat)} requests, {still}/2 builds still running at the end): "
+          f"p50 {pct(lat, 50):.1f} ms, p95 {p95:.1f} ms, max {max(lat):.1f} ms   "
+          f"(target p95 < 50 ms: {'met' if p95 < 50 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
