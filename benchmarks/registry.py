@@ -1,0 +1,449 @@
+#!/usr/bin/env python3
+"""HTTP benchmark of the harness registry (issue 2, "Speed").
+
+Seeds 10,000 harnesses over 200 groups into a fresh SQLite store in a temporary folder, starts the
+real `xpresso-env serve` on 127.0.0.1 and drives it with wrk:
+
+* ``GET /api/v2/harnesses`` (50 records a group; each request names one of the 200 groups),
+* ``GET /api/v2/harnesses/{id}`` (over all 10,000 ids, each with its own group),
+
+then the same against the ceiling: a bare WSGI app on waitress with the same thread count that
+answers the exact bytes the service answered (captured beforehand). Prints requests/s, p50, p99,
+the ratio to the ceiling and the server's resident memory after the run.
+
+Targets: list >= 60 % of the ceiling, p99 < 25 ms, RSS < 80 MB with 10,000 records.
+
+    python benchmarks/registry.py                      # the full run (about a minute)
+    python benchmarks/registry.py -d 3 --access-log off  # a quick one
+    python benchmarks/registry.py --profile            # + where the time goes (cProfile, in-process)
+
+Talks only to 127.0.0.1, cleans up its temporary folder and stops every process it started.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (Seeded, backend_settings, free_port, proc_status, seed_harnesses, table,  # noqa: E402
+                     wait_for_port, write_config)
+
+LIST_PATH = "/api/v2/harnesses"
+MARK = "XPRESSO-BENCH"
+
+# One wrk Lua script for both scenarios; each wrk thread starts at a different point of the list.
+LUA = r"""
+local token = %(token)s
+local mode = %(mode)s
+local groups = {%(groups)s}
+local items = {%(items)s}
+local counter = 0
+function setup(thread)
+  thread:set("offset", counter * 7919)
+  counter = counter + 1
+end
+function init(args)
+  i = offset or 0
+end
+function request()
+  i = i + 1
+  if mode == "list" then
+    local g = groups[(i %% #groups) + 1]
+    return wrk.format("GET", "%(list_path)s", {["Authorization"] = token, ["Group"] = g})
+  end
+  local it = items[(i %% #items) + 1]
+  return wrk.format("GET", "%(list_path)s/" .. it[2], {["Authorization"] = token, ["Group"] = it[1]})
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("%(mark)s %%d %%d %%d %%d %%d %%d %%d %%d %%d %%d %%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
+    summary.bytes, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+@dataclass
+class Result:
+    label: str
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    non2xx: int
+
+    def row(self, ceiling: Optional["Result"]) -> list[str]:
+        ratio = f"{100 * self.rps / ceiling.rps:.0f} %" if ceiling and ceiling.rps else "-"
+        return [self.label, f"{self.rps:,.0f}", f"{self.p50_ms:.2f}", f"{self.p99_ms:.2f}", f"{self.max_ms:.1f}",
+                ratio, f"{self.errors + self.non2xx}"]
+
+
+def _lua_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string is a valid Lua string for these characters
+
+
+def write_lua(folder: Path, mode: str, token: str, seeded: Seeded) -> Path:
+    groups = ",".join(_lua_str(g) for g in seeded.groups)
+    items = ",".join("{%s,%s}" % (_lua_str(g), _lua_str(i)) for g, ids in seeded.ids.items() for i in ids)
+    path = folder / f"{mode}.lua"
+    path.write_text(LUA % {"token": _lua_str(token), "mode": _lua_str(mode), "groups": groups, "items": items,
+                           "list_path": LIST_PATH, "mark": MARK})
+    return path
+
+
+def run_wrk(label: str, port: int, script: Path, duration: int, connections: int, threads: int) -> Result:
+    cmd = ["wrk", "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+           "--timeout", "5s", "-s", str(script), f"http://127.0.0.1:{port}/"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-1000:]}")
+    out = done.stdout
+    line = next((l for l in out.splitlines() if l.startswith(MARK)), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    n, dur_us, p50, p99, mx, _bytes, conn, read, write, status, timeout = map(int, line.split()[1:])
+    return Result(label, n, n / (dur_us / 1e6), p50 / 1000, p99 / 1000, mx / 1000, conn + read + write + timeout, status)
+
+
+def get(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+class Server:
+    """A child process listening on 127.0.0.1:port, stopped with SIGINT (waitress's clean exit)."""
+
+    def __init__(self, cmd: list[str], port: int, log: Path, env: Optional[dict] = None):
+        self.port = port
+        self.log = log
+        self._fh = open(log, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        try:
+            wait_for_port(port, proc=self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"server did not start; its output:\n{log.read_text()[-3000:]}") from None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._fh.close()
+
+
+def serve_command(config: Path, override: Optional[str] = None) -> list[str]:
+    if override:  # e.g. another WSGI server in front of xpresso_env.app:make_app()
+        import shlex
+
+        return [a.replace("{config}", str(config)) for a in shlex.split(override)]
+    exe = shutil.which("xpresso-env")
+    base = [exe] if exe else [sys.executable, "-m", "xpresso_env.cli"]
+    return base + ["--config", str(config), "serve"]
+
+
+# -- the ceiling: a bare WSGI app answering captured bytes -------------------------------------------
+def serve_ceiling(port: int, threads: int, list_file: str, item_file: str) -> None:
+    import waitress
+
+    list_body, item_body = Path(list_file).read_bytes(), Path(item_file).read_bytes()
+    list_headers = [("Content-Type", "application/json"), ("Content-Length", str(len(list_body))),
+                    ("X-Total-Count", "50")]
+    item_headers = [("Content-Type", "application/json"), ("Content-Length", str(len(item_body)))]
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == LIST_PATH:
+            start_response("200 OK", list_headers)
+            return [list_body]
+        start_response("200 OK", item_headers)
+        return [item_body]
+
+    # The same waitress call as `xpresso-env serve`.
+    waitress.serve(app, host="127.0.0.1", port=port, threads=threads, ident="xpresso-env", _quiet=True)
+
+
+# -- sampling profile of the running server (py-spy) ----------------------------------------------------
+def spy_start(pid: int, seconds: int, out: Path, gil: bool) -> Optional[subprocess.Popen]:
+    exe = shutil.which("py-spy")
+    if exe is None:
+        print("  (py-spy is not installed: pip install py-spy)", flush=True)
+        return None
+    cmd = [exe, "record", "--pid", str(pid), "-d", str(seconds), "-r", "250", "--format", "raw", "-o", str(out),
+           "--nonblocking"] + (["--gil"] if gil else [])
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def spy_report(proc: Optional[subprocess.Popen], out: Path, title: str, top: int = 18) -> None:
+    """Self and inclusive shares per function from py-spy's collapsed stacks."""
+    if proc is None:
+        return
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    if not out.exists():
+        print(f"  py-spy wrote nothing: {proc.stderr.read().decode(errors='replace')[-500:]}")
+        return
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in out.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        frames = stack.split(";")
+        total += int(n)
+        own[frames[-1]] = own.get(frames[-1], 0) + int(n)
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + int(n)
+    if not total:
+        return
+    print(f"\n=== py-spy, {title}: {total:,} samples ===")
+    print("  self time:")
+    for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {100 * n / total:5.1f} %  {f}")
+    print("  inclusive (xpresso_env, plugins and the storage driver only):")
+    ours = [(f, n) for f, n in incl.items() if re.search(r"xpresso_env/|plugins/|sqlite|psycopg", f)]
+    for f, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
+        print(f"    {100 * n / total:5.1f} %  {f}")
+
+
+# -- in-process profile ---------------------------------------------------------------------------------
+def profile_app(settings, token: str, seeded: Seeded, n: int = 2000) -> None:
+    """cProfile of the falcon app called directly (no socket, no waitress): where a request's time goes."""
+    import cProfile
+    import io
+    import pstats
+
+    from falcon.testing import create_environ
+
+    from xpresso_env.app import build_context, create_app
+
+    ctx = build_context(settings, images=False)
+    app = create_app(ctx)
+    groups = seeded.groups
+
+    def call(path: str, group: str) -> None:
+        env = create_environ(path=path, headers={"Authorization": token, "Group": group})
+        out = []
+        body = app(env, lambda status, headers, exc_info=None: out.append(status))
+        b"".join(body)
+        assert out[0].startswith("200"), out
+
+    for label, make in (("list", lambda i: (LIST_PATH, groups[i % len(groups)])),
+                        ("item", lambda i: (f"{LIST_PATH}/{seeded.ids[groups[i % len(groups)]][i % 50]}",
+                                            groups[i % len(groups)]))):
+        for i in range(200):
+            call(*make(i))
+        t0 = time.perf_counter()
+        for i in range(n):
+            call(*make(i))
+        per = (time.perf_counter() - t0) / n
+        prof = cProfile.Profile()
+        prof.enable()
+        for i in range(n):
+            call(*make(i))
+        prof.disable()
+        buf = io.StringIO()
+        stats = pstats.Stats(prof, stream=buf)
+        stats.sort_stats("tottime").print_stats(22)
+        print(f"\n=== in-process {label}: {per * 1e6:.0f} us per request, one thread, no waitress "
+              f"(=> at most {1 / per:,.0f} req/s under the GIL) ===")
+        lines = buf.getvalue().splitlines()
+        start = next((i for i, l in enumerate(lines) if l.strip().startswith("ncalls")), 0)
+        print("\n".join(l for l in lines[start:] if l.strip()))
+    ctx.close()
+
+
+# -- the run --------------------------------------------------------------------------------------------
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-d", "--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument("-c", "--connections", type=int, default=16, help="wrk connections (default 16)")
+    p.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--threads", type=int, default=8, help="waitress threads, service and ceiling (default 8)")
+    p.add_argument("--groups", type=int, default=200)
+    p.add_argument("--per-group", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first (default 2)")
+    p.add_argument("--access-log", choices=("off", "on", "both"), default="both",
+                   help="measure with the access log off (the figure), on, or both (default)")
+    p.add_argument("--profile", action="store_true", help="also profile the app in-process with cProfile")
+    p.add_argument("--py-spy", action="store_true",
+                   help="sample the server with py-spy during the list run (all threads, then --gil holders)")
+    p.add_argument("--serve-command", metavar="CMD",
+                   help="run this instead of `xpresso-env --config {config} serve` ({config} is replaced; "
+                        "it must listen on the configured 127.0.0.1 port)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (prints where)")
+    p.add_argument("--ceiling-server", nargs=4, metavar=("PORT", "THREADS", "LIST", "ITEM"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.ceiling_server:
+        port, threads, list_file, item_file = args.ceiling_server
+        serve_ceiling(int(port), int(threads), list_file, item_file)
+        return 0
+    if not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="xpresso-bench-registry-"))
+    servers: list[Server] = []
+    try:
+        return _run(args, tmp, servers)
+    finally:
+        for s in servers:
+            s.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args, tmp: Path, servers: list) -> int:
+    from xpresso_env.app import build_context
+
+    total = args.groups * args.per_group
+    print(f"seeding {total:,} harnesses over {args.groups} groups into SQLite at {tmp} ...", flush=True)
+    settings = backend_settings(tmp, "sqlite", host="127.0.0.1", port=free_port(), threads=args.threads,
+                                access_log=False)
+    ctx = build_context(settings, images=False, check_schema=False)
+    try:
+        ctx.storage.init()
+        seeded = seed_harnesses(ctx.storage, args.groups, args.per_group)
+        ctx.auth.add_user("bench", roles={g: "member" for g in seeded.groups})
+        token = ctx.auth.issue_token("bench").display
+    finally:
+        ctx.close()
+    print(f"  seeded through the storage API in {seeded.transactions} write transactions: "
+          f"{seeded.seconds:.2f} s; user `bench` is a member of all {args.groups} groups", flush=True)
+
+    scripts = {m: write_lua(tmp, m, token, seeded) for m in ("list", "item")}
+    results: list[Result] = []
+    rss: dict[str, dict[str, int]] = {}
+    captured: dict[str, bytes] = {}
+
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.access_log]
+    for access_log in modes:
+        port = free_port()
+        s = backend_settings(tmp, "sqlite", host="127.0.0.1", port=port, threads=args.threads,
+                             access_log=access_log)
+        config = write_config(tmp / f"config-{'log' if access_log else 'nolog'}.yaml", s)
+        env = {**os.environ, "XPRESSO_ENV_LOG_LEVEL": "INFO"}
+        env.pop("XPRESSO_ENV_CONFIG", None)
+        server = Server(serve_command(config, args.serve_command), port, tmp / f"serve-{port}.log", env=env)
+        servers.append(server)
+        tag = "access log on" if access_log else "access log off"
+        rss[f"start ({tag})"] = proc_status(server.pid)
+        first = seeded.groups[0]
+        status, headers, body = get(port, LIST_PATH, {"Authorization": token, "Group": first})
+        if status != 200 or len(json.loads(body)) != args.per_group:
+            raise RuntimeError(f"list answered {status}: {body[:300]!r}")
+        captured.setdefault("list", body)
+        item_id = seeded.ids[first][0]
+        status, _, item = get(port, f"{LIST_PATH}/{item_id}", {"Authorization": token, "Group": first})
+        if status != 200 or json.loads(item)["id"] != item_id:
+            raise RuntimeError(f"retrieve answered {status}: {item[:300]!r}")
+        captured.setdefault("item", item)
+        if args.warmup:
+            run_wrk("warm-up", port, scripts["list"], args.warmup, args.connections, args.wrk_threads)
+        print(f"xpresso-env serve ({tag}, {args.threads} threads, pid {server.pid}): wrk -c {args.connections} "
+              f"-d {args.duration:g}s ...", flush=True)
+        for mode, label in (("list", f"GET {LIST_PATH}"), ("item", f"GET {LIST_PATH}/{{id}}")):
+            results.append(run_wrk(f"{label}  [serve, {tag}]", port, scripts[mode], args.duration,
+                                   args.connections, args.wrk_threads))
+            print("  " + results[-1].label + f": {results[-1].rps:,.0f} req/s", flush=True)
+        if args.py_spy and not access_log:
+            for gil in (False, True):
+                raw = tmp / f"py-spy-{'gil' if gil else 'all'}.txt"
+                spy = spy_start(server.pid, args.duration, raw, gil)
+                run_wrk("profiled", port, scripts["list"], args.duration, args.connections, args.wrk_threads)
+                spy_report(spy, raw, f"list, {'threads holding the GIL' if gil else 'all busy threads'}")
+        rss[f"after the runs ({tag})"] = proc_status(server.pid)
+        if access_log:
+            lines = sum(1 for l in server.log.read_text(errors="replace").splitlines()
+                        if re.search(r"GET /api/v2/harnesses\S* 200 ", l))
+            print(f"  the access log holds {lines:,} request lines", flush=True)
+        server.stop()
+        servers.remove(server)
+
+    # The ceiling: same waitress call and thread count, the captured bytes.
+    (tmp / "list.body").write_bytes(captured["list"])
+    (tmp / "item.body").write_bytes(captured["item"])
+    port = free_port()
+    ceiling = Server([sys.executable, str(Path(__file__).resolve()), "--ceiling-server", str(port),
+                      str(args.threads), str(tmp / "list.body"), str(tmp / "item.body")],
+                     port, tmp / "ceiling.log")
+    servers.append(ceiling)
+    if args.warmup:
+        run_wrk("warm-up", port, scripts["list"], args.warmup, args.connections, args.wrk_threads)
+    print(f"ceiling (bare WSGI app on waitress, {args.threads} threads) ...", flush=True)
+    ceilings = {}
+    for mode, label in (("list", f"GET {LIST_PATH}"), ("item", f"GET {LIST_PATH}/{{id}}")):
+        ceilings[mode] = run_wrk(f"{label}  [ceiling]", port, scripts[mode], args.duration, args.connections,
+                                 args.wrk_threads)
+    ceiling.stop()
+    servers.remove(ceiling)
+
+    rows = []
+    for r in results:
+        rows.append(r.row(ceilings["list" if "{id}" not in r.label else "item"]))
+    rows += [c.row(None) for c in ceilings.values()]
+    print()
+    print(f"wrk: {args.connections} connections, {args.wrk_threads} threads, {args.duration:g} s per run; "
+          f"{total:,} harnesses over {args.groups} groups; list body {len(captured['list']):,} bytes, "
+          f"item body {len(captured['item']):,} bytes; {os.cpu_count()} CPUs shared by wrk and the server")
+    print(table(rows, ["endpoint", "req/s", "p50 ms", "p99 ms", "max ms", "of ceiling", "errors"]))
+    print()
+    for when, st in rss.items():
+        print(f"server memory {when}: VmRSS {st['VmRSS'] / 1024:.1f} MB, peak (VmHWM) {st['VmHWM'] / 1024:.1f} MB")
+
+    off = [r for r in results if "access log off" in r.label] or results
+    lst = next(r for r in off if "{id}" not in r.label)
+    after = [v for k, v in rss.items() if k.startswith("after")]
+    worst_rss = max(st["VmRSS"] for st in after) / 1024
+    checks = [
+        (f"list at >= 60 % of the ceiling", lst.rps / ceilings["list"].rps >= 0.60,
+         f"{100 * lst.rps / ceilings['list'].rps:.0f} %"),
+        ("list p99 < 25 ms", lst.p99_ms < 25, f"{lst.p99_ms:.2f} ms"),
+        ("item p99 < 25 ms", all(r.p99_ms < 25 for r in off if "{id}" in r.label),
+         ", ".join(f"{r.p99_ms:.2f} ms" for r in off if "{id}" in r.label)),
+        ("server RSS < 80 MB with the records", worst_rss < 80, f"{worst_rss:.1f} MB"),
+        ("no errors, no non-2xx", all(r.errors + r.non2xx == 0 for r in results), ""),
+    ]
+    print()
+    for name, ok, value in checks:
+        print(f"  [{'met ' if ok else 'MISS'}] {name}: {value}")
+
+    if args.profile:
+        profile_app(backend_settings(tmp, "sqlite"), token, seeded)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
