@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import types
 import typing
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable, Optional
 
 from .models import RECORD_TYPES, Group, Image, Revocation, User
 from .storage import Doc
 from .timeutil import format_time, parse_time
-
-
-@lru_cache(maxsize=None)
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def _encode(value: Any) -> Any:
@@ -37,27 +33,52 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode(tp: Any, value: Any) -> Any:
-    if value is None:
-        return None
+Converter = Optional[Callable[[Any], Any]]  # None: the stored value is used as it is
+
+
+def _time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)  # the common case: our own wire format
+    except (TypeError, ValueError):
+        return parse_time(value)
+    return parsed if parsed.tzinfo is timezone.utc else parse_time(value)
+
+
+def _none_or(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else convert(v)
+
+
+def _converter(tp: Any) -> Converter:
+    """How to turn a stored JSON value back into a field of type ``tp``; worked out once per type
+    (decoding runs for every record of every read, so no type inspection per value)."""
     origin = typing.get_origin(tp)
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+    if origin is typing.Union or origin is types.UnionType:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _decode(args[0], value) if len(args) == 1 else value
+        return _converter(args[0]) if len(args) == 1 else None
     if origin in (list, tuple):
         (inner, *_) = typing.get_args(tp) or (Any,)
-        items = [_decode(inner, v) for v in value]
-        return tuple(items) if origin is tuple else items
+        item = _converter(inner) or (lambda v: v)
+        if origin is tuple:
+            return _none_or(lambda v: tuple(map(item, v)))
+        return _none_or(lambda v: [item(x) for x in v])
     if origin is dict:
         _, inner = typing.get_args(tp) or (Any, Any)
-        return {k: _decode(inner, v) for k, v in value.items()}
+        item = _converter(inner)
+        return None if item is None else _none_or(lambda v: {k: item(x) for k, x in v.items()})
     if tp is uuid.UUID:
-        return uuid.UUID(value)
+        return _none_or(uuid.UUID)
     if tp is datetime:
-        return parse_time(value)
+        return _none_or(_time)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp(value)
-    return value
+        members = tp._value2member_map_
+        return _none_or(lambda v: members.get(v) or tp(v))
+    return None
+
+
+@lru_cache(maxsize=None)
+def _plan(cls: type) -> dict[str, Converter]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _converter(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
 def record_body(record: Any) -> dict[str, Any]:
@@ -65,9 +86,13 @@ def record_body(record: Any) -> dict[str, Any]:
 
 
 def record_from_body(cls: type, body: dict[str, Any]) -> Any:
-    hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: _decode(hints[k], v) for k, v in body.items() if k in names})
+    plan = _plan(cls)
+    values = {}
+    for key, value in body.items():
+        if key in plan:  # fields a newer version stored and this one does not know are dropped
+            convert = plan[key]
+            values[key] = value if convert is None or value is None else convert(value)
+    return cls(**values)
 
 
 def to_doc(record: Any) -> Doc:
