@@ -3,6 +3,14 @@
 Each thread gets its own connection (sqlite3 connections must not be shared mid-transaction);
 ``BEGIN IMMEDIATE`` takes the write lock at the start of a write so two writers never deadlock
 half-way, and ``busy_timeout`` makes a second writer wait instead of failing.
+
+Change counters (``Tx.versions``, see ``xpresso_env/storage.py``) live in the ``counters`` table.
+A write transaction collects the (kind, group) keys its inserts and updates touch and bumps each
+once, just before COMMIT: in the same transaction as the change, so a reader sees both or neither.
+Migration 3 starts the counter of every (kind, group) that already holds documents at 1 (0 stays
+"never written"); a cache cannot hold anything from before the upgrade, because a server whose
+code needs schema 3 refuses to start on schema 2 (``check_ready``). Processes running an older
+xpresso-env do not bump counters: stop them all before ``xpresso-env init`` upgrades the store.
 """
 from __future__ import annotations
 
@@ -11,7 +19,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 from xpresso_env.errors import (AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError,
                                 StorageUnavailable)
@@ -33,8 +41,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE visibility (kind TEXT NOT NULL, id TEXT NOT NULL, grp TEXT NOT NULL,
                PRIMARY KEY (kind, grp, id))""",
     ),
+    (  # 3: change counters per (kind, group); group '' for documents without one
+        """CREATE TABLE counters (kind TEXT NOT NULL, grp TEXT NOT NULL, n INTEGER NOT NULL,
+               PRIMARY KEY (kind, grp)) WITHOUT ROWID""",
+        """INSERT INTO counters (kind, grp, n)
+               SELECT kind, COALESCE(grp, ''), 1 FROM docs UNION SELECT kind, grp, 1 FROM visibility""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+COUNTERS_VERSION = 3  # the schema that has the counters table
 
 _COLUMNS = "kind, id, grp, name, deleted, created, body"
 
@@ -54,10 +69,41 @@ def _translate(exc: sqlite3.Error) -> Exception:
     return StorageError(f"SQLite error: {text}")
 
 
+_BUMP = "INSERT INTO counters (kind, grp, n) VALUES (?, ?, 1) ON CONFLICT (kind, grp) DO UPDATE SET n = n + 1"
+
+
+def _keys_of(kind: str, group: Optional[str], visible: Sequence[str]) -> set[tuple[str, str]]:
+    """The counter keys a document's change bumps: its owner group's and its visible groups'."""
+    return {(kind, group or "")} | {(kind, g) for g in visible}
+
+
 class SQLiteTx:
     def __init__(self, conn: sqlite3.Connection, writable: bool):
         self._conn = conn
         self._writable = writable
+        self._touched: set[tuple[str, str]] = set()  # counter keys to bump at commit
+
+    @property
+    def pending_counters(self) -> bool:
+        return bool(self._touched)
+
+    def flush_counters(self) -> None:
+        """Bump the counters of what this transaction changed (the backend calls it before COMMIT)."""
+        if self._touched:
+            self._conn.executemany(_BUMP, sorted(self._touched))
+            self._touched.clear()
+
+    def versions(self, keys: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+        if not keys:
+            return ()
+        self.flush_counters()  # a write transaction sees its own bumps, as it sees its own writes
+        values = ", ".join(["(?, ?, ?)"] * len(keys))
+        params = [p for i, (kind, grp) in enumerate(keys) for p in (i, kind, grp)]
+        rows = self._conn.execute(
+            f"""WITH k (i, kind, grp) AS (VALUES {values})
+                SELECT COALESCE(c.n, 0) FROM k LEFT JOIN counters c ON c.kind = k.kind AND c.grp = k.grp
+                ORDER BY k.i""", params).fetchall()
+        return tuple(r[0] for r in rows)
 
     def _doc(self, row: tuple, visible: tuple[str, ...] = ()) -> Doc:
         kind, id_, grp, name, deleted, created, body = row
@@ -74,26 +120,39 @@ class SQLiteTx:
         row = self._conn.execute(f"SELECT {_COLUMNS} FROM docs WHERE kind = ? AND id = ?", (kind, id)).fetchone()
         return None if row is None else self._doc(row, self._visible(kind, id))
 
-    def _write_visibility(self, doc: Doc) -> None:
-        self._conn.execute("DELETE FROM visibility WHERE kind = ? AND id = ?", (doc.kind, doc.id))
+    def _write_visibility(self, doc: Doc, replace: bool) -> list[str]:
+        """Set the document's visible groups; returns the ones it had."""
+        old: list[str] = []
+        if replace:
+            # A SELECT, not DELETE ... RETURNING: that needs SQLite 3.35, newer than some systems ship.
+            old = [r[0] for r in self._conn.execute("SELECT grp FROM visibility WHERE kind = ? AND id = ?",
+                                                    (doc.kind, doc.id))]
+            self._conn.execute("DELETE FROM visibility WHERE kind = ? AND id = ?", (doc.kind, doc.id))
         self._conn.executemany("INSERT OR IGNORE INTO visibility (kind, id, grp) VALUES (?, ?, ?)",
                                [(doc.kind, doc.id, g) for g in doc.visible if g != doc.group])
+        return old
 
     def insert(self, doc: Doc) -> None:
         self._conn.execute(f"INSERT INTO docs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (doc.kind, doc.id, doc.group, doc.name, int(doc.deleted), doc.created,
                             json.dumps(doc.body, separators=(",", ":"))))
         if doc.visible:
-            self._write_visibility(doc)
+            self._write_visibility(doc, replace=False)
+        self._touched |= _keys_of(doc.kind, doc.group, doc.visible)
 
     def update(self, doc: Doc) -> None:
+        row = self._conn.execute("SELECT grp FROM docs WHERE kind = ? AND id = ?", (doc.kind, doc.id)).fetchone()
+        if row is None:
+            raise NotFound()
         cur = self._conn.execute(
             "UPDATE docs SET grp = ?, name = ?, deleted = ?, created = ?, body = ? WHERE kind = ? AND id = ?",
             (doc.group, doc.name, int(doc.deleted), doc.created, json.dumps(doc.body, separators=(",", ":")),
              doc.kind, doc.id))
         if cur.rowcount == 0:
             raise NotFound()
-        self._write_visibility(doc)
+        old_visible = self._write_visibility(doc, replace=True)
+        # The groups that lose the document must see a change as much as those that gain it.
+        self._touched |= _keys_of(doc.kind, doc.group, doc.visible) | _keys_of(doc.kind, row[0], old_visible)
 
     def query(self, kind: str, group: Optional[str] = None, *, include_deleted: bool = True) -> list[Doc]:
         live = "" if include_deleted else " AND deleted = 0"
@@ -147,6 +206,7 @@ class SQLiteStorage:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._counters_ready = False  # see _has_counters
 
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -174,16 +234,28 @@ class SQLiteStorage:
             conn.execute(begin)
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
+        tx = SQLiteTx(conn, writable=begin != "BEGIN")
         try:
-            yield _TranslatingTx(SQLiteTx(conn, writable=begin != "BEGIN"))
+            yield _TranslatingTx(tx)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         try:
+            if tx.pending_counters and self._has_counters(conn):
+                tx.flush_counters()
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
             raise _translate(exc) from exc
+
+    def _has_counters(self, conn: sqlite3.Connection) -> bool:
+        """Whether the store has the counters table (schema 3). Writes to an older schema (tools and
+        tests writing before `init` upgrades it) bump nothing: the upgrade starts the counters.
+        Only a yes is remembered: another process may upgrade the store at any time."""
+        if not self._counters_ready:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            self._counters_ready = row is not None and int(row[0]) >= COUNTERS_VERSION
+        return self._counters_ready
 
     def read(self):
         return self._transaction("BEGIN")

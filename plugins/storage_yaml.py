@@ -16,6 +16,14 @@ Files, all in the folder of ``storage.path`` (default ``var/xpresso.yaml``):
   reads a half-finished commit. It also holds a commit counter: together with the file's
   (mtime, size, inode), it tells every transaction cheaply whether it must reload.
 
+Change counters (``Tx.versions``): one counter for the whole store (``versions_store_wide``), as
+the contract allows. It is a stamp kept in memory by each backend object: every new snapshot it
+publishes -- its own commit, or a reload after another process's commit or a hand edit -- gets the
+next number, so the value is monotonic, changes with every change of the data this process can
+see, and is read from the same snapshot as the data. It stays 0 while the store holds no
+documents, as "never written" reads 0 on the other backends. The numbers of two processes are not
+comparable with each other, and need not be: a response cache lives in one process.
+
 Hand edits are picked up on the next transaction (noticed by the file's mtime, size or inode). A
 file that no longer parses, or breaks a rule (a duplicate id, two live records with one name), is
 refused with a StorageError naming the line (503 through the API): the file is left as it is for
@@ -40,7 +48,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from xpresso_env.errors import (AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError,
                                 StorageUnavailable)
@@ -131,6 +139,10 @@ class _State:
     version: int  # 0: no file
     tables: dict[str, _Table]
     key: Optional[tuple]  # (mtime_ns, size, inode, commit counter) of the file this state is; None: no file
+    stamp: int = 0  # the change counter of every key (see the module docstring); set by _publish
+
+    def has_docs(self) -> bool:
+        return any(t.by_id for t in self.tables.values())
 
     def table(self, kind: str) -> _Table:
         return self.tables.get(kind, _EMPTY)
@@ -226,6 +238,12 @@ class YamlTx:
             return None  # no such name, or that document was changed in this transaction
         return table.by_id[id_]
 
+    def versions(self, keys: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+        # One counter for the whole store; a write transaction's own changes count as the next one,
+        # which is what its commit will publish (writes are serialised).
+        stamp = self._state.stamp + (1 if self.changes else 0)
+        return (stamp,) * len(keys)
+
     def get(self, kind: str, id: str, *, lock: bool = False) -> Optional[Doc]:
         # A write transaction holds the file lock from start to commit, so `lock` needs nothing more.
         doc = self._current(kind, id)
@@ -315,6 +333,7 @@ def _write_all(fd: int, data: bytes) -> None:
 class YamlStorage:
     name = "yaml"
     schema_version = SCHEMA_VERSION
+    versions_store_wide = True  # one change counter for every (kind, group)
 
     def __init__(self, path: Path, busy_timeout_s: float = 10.0):
         self.path = Path(path)
@@ -391,8 +410,8 @@ class YamlStorage:
         state is kept when the file is refused."""
         got = self._read_file()
         if got is None:
-            self._state, self._broken = _State(0, {}, None), None
-            return self._state
+            self._broken = None
+            return self._publish(_State(0, {}, None))
         data, st = got
         key = (st.st_mtime_ns, st.st_size, st.st_ino, self._generation())
         old = self._state
@@ -408,8 +427,15 @@ class YamlStorage:
                         "reads go on from the last good data, writes are refused until it is fixed"
                         if old is not None and old.version else "nothing can be served until it is fixed")
             raise
-        self._state, self._broken = state, None
-        return state
+        self._broken = None
+        return self._publish(state)
+
+    def _publish(self, state: _State) -> _State:
+        """Make ``state`` the current one, with the next change stamp (the caller holds
+        _reload_mutex). The stamp stays 0 as long as the store holds no documents."""
+        prev = self._state.stamp if self._state is not None else 0
+        self._state = dataclasses.replace(state, stamp=prev + 1 if prev or state.has_docs() else 0)
+        return self._state
 
     def _decode(self, data: bytes, key: tuple, old: Optional[_State]) -> _State:
         doc = fmt.parse(data, str(self.path))
@@ -587,7 +613,7 @@ class YamlStorage:
                 tables[kind] = state.table(kind).applied(changed)
             new = self._write_state(_State(state.version, tables, None))
             with self._reload_mutex:
-                self._state = new
+                self._publish(new)
 
     def current_version(self) -> int:
         return self._snapshot().version
@@ -611,7 +637,7 @@ class YamlStorage:
                 tables = {k: t.without_texts() for k, t in state.tables.items()}
                 new = self._write_state(_State(target, tables, None))
                 with self._reload_mutex:
-                    self._state = new
+                    self._publish(new)
             return max(current, target)
 
     def _too_new(self, version: int) -> StorageError:

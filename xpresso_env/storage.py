@@ -12,6 +12,15 @@ name, deleted flag, creation time, extra visible groups). Records are turned int
   itself so that several processes cannot break it.
 * ``query`` returns documents ordered by (created, id). With a group, it returns those owned by
   the group or listing it in ``visible``.
+* Change counters: every committed insert/update of a document bumps the counter of
+  (kind, group or "") and of (kind, g) for every g in its ``visible`` groups (old and new), in
+  the same transaction as the change, so a reader never sees new data with an old counter, nor a
+  new counter with old data. ``versions()`` reads counters (0 for a key never written). A rolled
+  back transaction bumps nothing. Counters let the API cache responses without ever serving
+  stale data, also across processes. A backend may bump more than asked, never less: one that
+  keeps a single counter for the whole store says so with a class attribute
+  ``versions_store_wide = True`` (yaml), and its numbers are only comparable within one backend
+  object (the cache that uses them lives in one process).
 * An unreachable backend raises ``StorageUnavailable``; a backend error never leaks as anything
   but a ``xpresso_env.errors`` exception.
 
@@ -20,7 +29,7 @@ name, deleted flag, creation time, extra visible groups). Records are turned int
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ContextManager, Iterable, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, ContextManager, Iterable, Optional, Protocol, Sequence, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,9 @@ class Tx(Protocol):
 
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
         """The live document of that kind and group with that name, or None."""
+
+    def versions(self, keys: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+        """The change counters of (kind, group) keys, group "" for documents without a group."""
 
 
 @runtime_checkable

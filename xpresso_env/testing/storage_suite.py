@@ -37,8 +37,14 @@ Knobs are class attributes (``THREADS``, ``INCREMENTS_PER_THREAD``, ...) a subcl
 for a slow backend. ``test_schema_upgrade`` writes documents without ``visible`` at version
 ``schema_version - 1``; a backend whose previous schema cannot hold those must override it.
 
-Child processes (the two-writer and SIGKILL tests) run ``python -c`` with :func:`child_main`; they
-print one line per acknowledged (committed) write, so the parent knows what must survive.
+Change counters: a backend with ONE counter for the whole store (allowed: it bumps more than asked)
+declares ``versions_store_wide = True`` on its backend class; the suite then skips the assertions
+that a write leaves the counters of unrelated keys alone. Writes to a store still at the previous
+schema (the upgrade test) must work, with or without bumps; after ``init`` they must bump.
+
+Child processes (the two-writer, SIGKILL and cross-process counter tests) run ``python -c`` with
+:func:`child_main`; they print one line per acknowledged (committed) write, so the parent knows what
+must survive.
 """
 from __future__ import annotations
 
@@ -170,6 +176,19 @@ def ids(docs: list[Doc]) -> list[str]:
     return [d.id for d in docs]
 
 
+def versions(backend: StorageBackend, keys: list[tuple[str, str]]) -> tuple[int, ...]:
+    """Change counters read in a read transaction of their own, as a response cache reads them."""
+    with backend.read() as tx:
+        got = tx.versions(keys)
+    assert isinstance(got, tuple) and len(got) == len(keys) and all(type(v) is int for v in got), got
+    return got
+
+
+def store_wide(backend: StorageBackend) -> bool:
+    """Whether the backend keeps one change counter for the whole store (see the module docstring)."""
+    return bool(getattr(backend, "versions_store_wide", False))
+
+
 # ----------------------------------------------------------------------------------------------
 # Child processes
 
@@ -197,6 +216,10 @@ def child_main(argv: list[str]) -> None:
         _child_stream(backend)
     elif task == "hammer":
         _child_hammer(backend, **params)
+    elif task == "insert":
+        insert(backend, make_harness(params["n"], group=params["group"]))
+        backend.close()
+        print("committed", flush=True)
     else:  # pragma: no cover
         raise SystemExit(f"unknown task {task!r}")
 
@@ -367,9 +390,12 @@ class StorageConformance:
         with new.read() as tx:
             for record in kept:
                 assert from_doc(tx.get(record.KIND, str(record.id))) == record
-        # The newest schema's features work on the upgraded store.
+        # The newest schema's features work on the upgraded store, change counters included.
+        keys = [("image", "alpha"), ("image", "beta")]
+        before = versions(new, keys)
         shared = make_image(4, groups=("beta",), created=4)
         insert(new, shared)
+        assert all(a > b for a, b in zip(versions(new, keys), before))
         with new.read() as tx:
             assert ids(tx.query("image", "beta")) == [str(shared.id)]
             assert ids(tx.query("image", "alpha")) == [str(uid(3)), str(shared.id)]
@@ -734,6 +760,173 @@ class StorageConformance:
             assert from_doc(tx.get("image", str(counter.id))).attempts == 2 * self.PROCESS_INCREMENTS
             live = tx.query("harness", "race", include_deleted=False)
             assert sorted(d.name for d in live) == sorted(names)
+
+    # -- change counters -------------------------------------------------------------------------
+
+    def test_versions_of_keys_never_written_are_0(self, backend):
+        keys = [("harness", "alpha"), ("user", ""), ("image", "beta"), ("nosuchkind", "x")]
+        assert versions(backend, keys) == (0, 0, 0, 0)
+        assert versions(backend, []) == ()
+        with backend.write() as tx:  # a write transaction reads them too
+            assert tx.versions(keys) == (0, 0, 0, 0)
+        insert(backend, make_harness(1, group="alpha"), make_user("u"))
+        assert all(v > 0 for v in versions(backend, keys)[:2])
+        if not store_wide(backend):
+            assert versions(backend, keys)[2:] == (0, 0)
+
+    def test_insert_bumps_its_group_and_its_visible_groups(self, backend):
+        insert(backend, make_harness(1, group="alpha"), make_image(2, group="delta"))
+        touched = [("image", "alpha"), ("image", "beta"), ("image", "gamma")]
+        others = [("image", "delta"), ("harness", "alpha"), ("image", ""), ("group", "")]
+        before = versions(backend, touched + others)
+        insert(backend, make_image(3, group="alpha", groups=("beta", "gamma")))
+        after = versions(backend, touched + others)
+        assert all(a > b for a, b in zip(after[:3], before[:3])), (before, after)
+        if not store_wide(backend):
+            assert after[3:] == before[3:]
+        # A document without a group bumps (kind, "").
+        before = versions(backend, [("group", ""), ("user", "")])
+        insert(backend, make_group("alpha"))
+        after = versions(backend, [("group", ""), ("user", "")])
+        assert after[0] > before[0]
+        if not store_wide(backend):
+            assert after[1] == before[1]
+
+    def test_update_bumps_the_old_and_the_new_groups(self, backend):
+        insert(backend, make_image(1, group="alpha", groups=("beta", "gamma")), make_image(2, group="zeta"))
+        keys = [("image", g) for g in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")]
+
+        def changed_by(*records: Any) -> tuple[bool, ...]:
+            before = versions(backend, keys)
+            with backend.write() as tx:
+                for r in records:
+                    tx.update(to_doc(r))
+            after = versions(backend, keys)
+            assert all(a >= b for a, b in zip(after, before)), (before, after)  # never backwards
+            return tuple(a > b for a, b in zip(after, before))
+
+        # beta loses the document, delta gains it, gamma and the owner alpha see it change.
+        got = changed_by(make_image(1, group="alpha", groups=("gamma", "delta"), attempts=1))
+        assert got[:4] == (True, True, True, True)
+        if not store_wide(backend):
+            assert got[4:] == (False, False)
+        # The document moves to another owner group: the one that loses it is bumped too.
+        got = changed_by(make_image(1, group="epsilon", groups=("gamma",)))
+        assert (got[0], got[2], got[4]) == (True, True, True) and got[3] is True  # delta loses it
+        if not store_wide(backend):
+            assert (got[1], got[5]) == (False, False)
+        # A claim-style update (get with lock, then update) bumps like any other.
+        before = versions(backend, [("image", "zeta")])
+        increment_attempts(backend, str(uid(2)))
+        assert versions(backend, [("image", "zeta")]) > before
+
+    def test_a_rolled_back_write_bumps_nothing(self, backend):
+        insert(backend, make_harness(1, name="taken"), make_image(2, groups=("beta",)))
+        keys = [("harness", "alpha"), ("image", "alpha"), ("image", "beta"), ("image", "gamma"), ("harness", "")]
+        before = versions(backend, keys)
+
+        class Boom(Exception):
+            pass
+
+        with pytest.raises(Boom):
+            with backend.write() as tx:
+                tx.insert(to_doc(make_harness(3, name="new")))
+                tx.update(to_doc(make_image(2, groups=("gamma",))))
+                raise Boom()
+        with pytest.raises(NameConflict):  # a refused write that leaves the block rolls back too
+            with backend.write() as tx:
+                tx.insert(to_doc(make_harness(4, name="other")))
+                tx.insert(to_doc(make_harness(5, name="taken")))
+        with pytest.raises(NotFound):
+            with backend.write() as tx:
+                tx.update(to_doc(make_harness(6)))
+        assert versions(backend, keys) == before
+
+    def test_another_backend_object_sees_a_bump_right_after_the_commit(self, backend, make_backend):
+        other = make_backend()
+        key = [("harness", "alpha")]
+        seen_other = versions(other, key)  # warms whatever the other object caches
+        insert(backend, make_harness(1))
+        now_other, now_mine = versions(other, key), versions(backend, key)
+        assert now_other > seen_other
+        with other.write() as tx:
+            tx.update(to_doc(make_harness(1, name="renamed")))
+        assert versions(other, key) > now_other
+        assert versions(backend, key) > now_mine  # and the other way round
+
+    def test_another_process_commit_is_seen(self, backend, backend_spec):
+        key = [("harness", "beta")]
+        seen = versions(backend, key)
+        proc = spawn_child("insert", backend_spec, {"n": 7, "group": "beta"})
+        out, err = proc.communicate(timeout=self.CHILD_TIMEOUT_S)
+        assert proc.returncode == 0 and out.strip() == "committed", err
+        assert versions(backend, key) > seen
+        with backend.read() as tx:
+            assert ids(tx.query("harness", "beta")) == [str(uid(7))]
+
+    def test_counters_and_data_are_one_snapshot_under_concurrent_writes(self, backend, make_backend):
+        """A reader sees a counter and the data it counts together: the same value always comes
+        with the same data, a larger amount of data with a larger value, never backwards; and
+        after each commit, another object's versions() is larger than before it."""
+        commits = 20
+        watcher, reader = make_backend(), make_backend()
+        key = [("harness", "alpha")]
+        done = threading.Event()
+        seen: list[tuple[int, int]] = []  # (version, number of documents) in one read transaction
+        errors: list[BaseException] = []
+
+        def read_loop() -> None:
+            try:
+                while not done.is_set():
+                    with reader.read() as tx:
+                        (v,) = tx.versions(key)
+                        seen.append((v, len(tx.query("harness", "alpha"))))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        def write_loop() -> None:
+            try:
+                last = versions(watcher, key)
+                for i in range(commits):
+                    insert(backend, make_harness(i + 1, created=i))
+                    now = versions(watcher, key)
+                    assert now > last, (i, last, now)
+                    last = now
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+            finally:
+                done.set()
+
+        threads = [threading.Thread(target=read_loop), threading.Thread(target=write_loop)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(self.CHILD_TIMEOUT_S)
+        assert not any(t.is_alive() for t in threads), "threads hung"
+        assert not errors, errors
+        seen.append((versions(reader, key)[0], commits))
+        count_of: dict[int, int] = {}
+        for v, n in seen:
+            assert count_of.setdefault(v, n) == n, f"version {v} came with {count_of[v]} and {n} documents"
+        assert seen == sorted(seen), "went backwards"
+
+    def test_concurrent_writers_to_shared_groups_all_bump(self, backend):
+        """Writers touching the same counters in different orders neither deadlock nor lose a bump."""
+        per_thread = 5
+
+        def work(i: int) -> None:
+            shared = ("s1", "s2") if i % 2 else ("s2", "s1")
+            for k in range(per_thread):
+                insert(backend, dataclasses.replace(
+                    to_doc(make_image(1000 * (i + 1) + k, group=f"own{i}", created=k)), visible=shared))
+
+        keys = [("image", "s1"), ("image", "s2")]
+        before = versions(backend, keys)
+        assert self._run_threads(self.THREADS, work) == []
+        after = versions(backend, keys)
+        assert all(a - b >= self.THREADS * per_thread for a, b in zip(after, before)), (before, after)
+        with backend.read() as tx:
+            assert len(tx.query("image", "s1")) == self.THREADS * per_thread
 
     # -- durability ------------------------------------------------------------------------------
 
