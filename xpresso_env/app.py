@@ -19,6 +19,7 @@ import pluggy
 from .api import errors as api_errors
 from .api import meta as api_meta
 from .api import registry as api_registry
+from .api.cache import ResponseCache
 from .config import Settings, load_settings
 from .plugin import make_plugin_manager, pick_storage
 from .services.auth import AuthService, load_secret
@@ -38,6 +39,7 @@ class AppContext:
     clock: Clock
     auth: AuthService
     registry: RegistryService
+    response_cache: ResponseCache = field(default_factory=lambda: ResponseCache(0))
     images: Any = None  # xpresso_env.services.images.ImageService, when builds are enabled
     started: bool = field(default=False)
 
@@ -75,7 +77,8 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
         check_ready(storage)
     auth = AuthService(storage, load_secret(settings), clock, settings.auth.token_days)
     ctx = AppContext(settings=settings, pm=pm, storage=storage, clock=clock, auth=auth,
-                     registry=RegistryService(storage, clock, new_id=new_id))
+                     registry=RegistryService(storage, clock, new_id=new_id),
+                     response_cache=ResponseCache(settings.server.response_cache_bytes))
     ctx.registry._notify = ctx.notify
     if images:
         from .services.images import make_image_service

@@ -81,6 +81,7 @@ class ServerSettings:
     threads: int = 8
     max_body_bytes: int = 1048576
     access_log: bool = True
+    response_cache_bytes: int = 8388608  # GET answers kept in memory (never stale); 0 turns it off
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,8 @@ def _check_values(s: Settings) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{where}: {key} must be positive")
+    if s.server.response_cache_bytes < 0:
+        raise ConfigError(f"{where}: server.response_cache_bytes must be 0 (off) or positive")
     if s.server.port > 65535:
         raise ConfigError(f"{where}: server.port must be at most 65535")
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import falcon
 
 from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ..services.auth import AuthService, Caller
 from ..storage import Tx
+from .cache import Entry, ResponseCache
 
 
 def group_header(req: falcon.Request) -> Optional[str]:
@@ -21,6 +22,14 @@ def send_json(resp: falcon.Response, data: Any, status: str = falcon.HTTP_200) -
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
     resp.text = json.dumps(data)
+
+
+def _send_bytes(resp: falcon.Response, body: bytes, total: Optional[str]) -> None:
+    resp.status = falcon.HTTP_200
+    resp.content_type = falcon.MEDIA_JSON
+    if total is not None:
+        resp.set_header("X-Total-Count", total)
+    resp.data = body
 
 
 def send_list(resp: falcon.Response, items: list, total: int) -> None:
@@ -40,6 +49,32 @@ class Endpoint:
         req.context.user = caller.user.name
         req.context.group = caller.group
         return caller
+
+    def cached_get(self, req: falcon.Request, resp: falcon.Response, kind: str,
+                   produce: Callable[[Tx, Caller], tuple[Any, Optional[int]]]) -> None:
+        """Answer a GET from the response cache when storage says nothing it depends on changed;
+        else authenticate, ``produce(tx, caller) -> (data, total or None)`` and remember it."""
+        cache: ResponseCache = self.ctx.response_cache
+        key = (req.relative_uri, req.get_header("Authorization"), group_header(req))
+        entry = cache.get(key) if cache.enabled else None
+        if entry is not None and self.auth.still_valid(entry.token_expires):
+            with self.ctx.storage.read() as tx:
+                fresh = tx.versions(entry.keys) == entry.values
+            if fresh:
+                req.context.user, req.context.group = entry.user, entry.group
+                _send_bytes(resp, entry.body, entry.total)
+                return
+        with self.ctx.storage.read() as tx:
+            caller = self.authenticate(req, tx)
+            data, total = produce(tx, caller)
+            keys = (("user", ""), ("revocation", ""), ("group", ""), (kind, caller.group))
+            values = tx.versions(keys) if cache.enabled else ()
+        body = json.dumps(data).encode()
+        total_text = None if total is None else str(total)
+        if cache.enabled:
+            cache.put(key, Entry(keys=keys, values=values, body=body, total=total_text, user=caller.user.name,
+                                 group=caller.group, token_expires=caller.token_expires))
+        _send_bytes(resp, body, total_text)
 
     def caller(self, req: falcon.Request, permission: Optional[str] = None) -> Caller:
         with self.ctx.storage.read() as tx:

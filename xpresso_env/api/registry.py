@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import falcon
 
+from ..codec import record_body
 from ..errors import NotFound
 from ..services.registry import ENGINE, HARNESS, KindSpec
 from . import serialize
-from .common import Endpoint, send_json, send_list
+from .common import Endpoint, send_json
 
 V2 = {HARNESS.kind: serialize.harness_v2, ENGINE.kind: serialize.engine_v2}
 V1 = {HARNESS.kind: serialize.harness_v1, ENGINE.kind: serialize.engine_v1}
@@ -19,11 +20,12 @@ class Collection(Endpoint):
         self.render = (V2 if version == 2 else V1)[spec.kind]
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        with self.ctx.storage.read() as tx:
-            caller = self.authenticate(req, tx)
+        def produce(tx, caller):
             query = self.ctx.registry.parse_query(self.spec, req.params)
             records, total = self.ctx.registry.list(tx, caller, self.spec, query)
-        send_list(resp, [self.render(r) for r in records], total)
+            return [self.render(r) for r in records], total
+
+        self.cached_get(req, resp, self.spec.kind, produce)
 
 
 class WritableCollection(Collection):
@@ -32,7 +34,7 @@ class WritableCollection(Collection):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         caller = self.caller(req, self.spec.add)
         record = self.ctx.registry.create(caller, self.spec, self.body(req))
-        send_json(resp, self.render(record), falcon.HTTP_201)
+        send_json(resp, self.render(record_body(record)), falcon.HTTP_201)
 
 
 class Item(Endpoint):
@@ -42,19 +44,19 @@ class Item(Endpoint):
         self.render = (V2 if version == 2 else V1)[spec.kind]
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, record_id: str) -> None:
-        with self.ctx.storage.read() as tx:
-            caller = self.authenticate(req, tx)
+        def produce(tx, caller):
             if req.params:
                 raise_unknown_params(req)
-            record = self.ctx.registry.get(tx, caller, self.spec, record_id)
-        send_json(resp, self.render(record))
+            return self.render(self.ctx.registry.get(tx, caller, self.spec, record_id)), None
+
+        self.cached_get(req, resp, self.spec.kind, produce)
 
 
 class WritableItem(Item):
     def on_patch(self, req: falcon.Request, resp: falcon.Response, record_id: str) -> None:
         caller = self.caller(req, self.spec.change)
         record = self.ctx.registry.update(caller, self.spec, record_id, self.body(req))
-        send_json(resp, self.render(record))
+        send_json(resp, self.render(record_body(record)))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, record_id: str) -> None:
         caller = self.caller(req, self.spec.delete)
@@ -78,15 +80,16 @@ class NameLookup(Endpoint):
         self.id_key = "id" if version == 2 else "uuid"
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, category: str, name: str) -> None:
-        with self.ctx.storage.read() as tx:
-            caller = self.authenticate(req, tx)
+        spec = self.CATEGORIES.get(category)
+
+        def produce(tx, caller):
             if req.params:
                 raise_unknown_params(req)
-            spec = self.CATEGORIES.get(category)
             if spec is None:
                 raise NotFound()
-            record = self.ctx.registry.lookup(tx, caller, spec, name)
-        send_json(resp, serialize.resource_meta(record, category, self.id_key))
+            return serialize.resource_meta(self.ctx.registry.lookup(tx, caller, spec, name), category, self.id_key), None
+
+        self.cached_get(req, resp, spec.kind if spec else "none", produce)
 
 
 def add_routes(app: falcon.App, ctx) -> None:

@@ -36,6 +36,7 @@ class Caller:
 
     user: User
     group: str
+    token_expires: float = float("inf")  # unix time the token stops being valid
 
     def can(self, permission: str) -> bool:
         if self.user.superuser:
@@ -151,7 +152,7 @@ class AuthService:
         user = self._user(tx, claims["sub"])
         if user is None:
             raise InvalidToken()
-        return Caller(user=user, group=self._pick_group(user, group_header, tx))
+        return Caller(user=user, group=self._pick_group(user, group_header, tx), token_expires=float(claims["exp"]))
 
     def _pick_group(self, user: User, header: Optional[str], tx: Tx) -> str:
         if header is None or header == "":
@@ -164,6 +165,9 @@ class AuthService:
         if not user.superuser and header not in user.roles:
             raise PermissionDenied()
         return header
+
+    def still_valid(self, expires: float) -> bool:
+        return self._clock().timestamp() < expires
 
     @staticmethod
     def require(caller: Caller, permission: str) -> None:

@@ -1,0 +1,81 @@
+"""The GET response cache is never stale: every change that could alter an answer is seen."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from tests.conftest import World
+
+LIST = "/api/v2/harnesses"
+
+
+def _cached(world: World, path: str, user: str, group="g1") -> bool:
+    return world.ctx.response_cache.get((path, world.tokens[user], group)) is not None
+
+
+def test_repeated_get_is_served_from_the_cache_with_the_same_bytes(world):
+    world.post(LIST, {"name": "h", "path": "/p"}, user="priv")
+    first = world.get(LIST, user="mem")
+    assert _cached(world, LIST, "mem")
+    second = world.get(LIST, user="mem")
+    assert second.content == first.content and second.headers["X-Total-Count"] == "1"
+
+
+def test_writes_by_another_process_invalidate(world, make_world):
+    other = make_world()  # a second app on the same store stands for another process
+    other.tokens = world.tokens
+    h = world.post(LIST, {"name": "h", "path": "/p"}, user="priv").json
+    assert [x["site"] for x in world.get(LIST).json] == [""]
+    assert world.get(f"{LIST}/{h['id']}").json["site"] == ""
+    other.patch(f"{LIST}/{h['id']}", {"site": "NEW"}, user="priv")
+    assert [x["site"] for x in world.get(LIST).json] == ["NEW"]
+    assert world.get(f"{LIST}/{h['id']}").json["site"] == "NEW"
+    other.post(LIST, {"name": "h2", "path": "/p"}, user="priv")
+    assert len(world.get(LIST).json) == 2
+    other.delete(f"{LIST}/{h['id']}", user="ga")
+    assert len(world.get(LIST).json) == 1
+
+
+def test_revocation_user_and_role_changes_invalidate(world):
+    assert world.get(LIST, user="mem").status_code == 200
+    assert world.get(LIST, user="priv").status_code == 200
+    assert world.get(LIST, user="guest").status_code == 200
+    world.ctx.auth.set_role("mem", "g1", None)  # no longer a member
+    assert world.get(LIST, user="mem").status_code == 403
+    world.ctx.auth.delete_user("priv")
+    assert world.get(LIST, user="priv").status_code == 401
+    import jwt
+    from tests.conftest import SECRET
+
+    jti = jwt.decode(world.tokens["guest"].split()[1], SECRET, algorithms=["HS256"])["jti"]
+    world.ctx.auth.revoke(jti)
+    assert world.get(LIST, user="guest").status_code == 401
+
+
+def test_other_groups_do_not_share_entries(world):
+    world.post(LIST, {"name": "h", "path": "/p"}, user="priv")
+    assert len(world.get(LIST, user="admin", group="g1").json) == 1
+    assert world.get(LIST, user="admin", group="g2").json == []
+
+
+def test_expiry_is_checked_on_every_hit(make_world):
+    now = [datetime.now(timezone.utc)]
+    w = make_world(clock=lambda: now[0])
+    assert w.get(LIST, user="mem").status_code == 200
+    assert w.get(LIST, user="mem").status_code == 200
+    now[0] += timedelta(days=31)
+    r = w.get(LIST, user="mem")
+    assert r.status_code == 401 and r.json == {"detail": "Token has expired."}
+
+
+def test_cache_is_bounded_in_bytes():
+    from xpresso_env.api.cache import Entry, ResponseCache
+
+    cache = ResponseCache(max_bytes=1000)
+    for i in range(50):
+        cache.put((str(i), None, None), Entry(keys=(), values=(), body=b"x" * 100, total=None, user="u",
+                                              group="g", token_expires=0))
+    assert cache._bytes <= 1000 and len(cache._entries) == 10
+    assert cache.get(("49", None, None)) is not None and cache.get(("0", None, None)) is None
+    cache.put(("big", None, None), Entry(keys=(), values=(), body=b"x" * 600, total=None, user="u", group="g",
+                                         token_expires=0))
+    assert cache.get(("big", None, None)) is None  # larger than a quarter: not kept
