@@ -409,6 +409,10 @@ class PostgresStorage:
             self._counters_ready = row[1] is not None and int(row[1]) >= COUNTERS_VERSION
         return self._counters_ready
 
+    def versions(self, keys):
+        with self.read() as tx:
+            return tx.versions(keys)
+
     def read(self):
         return self._transaction(writable=False)
 

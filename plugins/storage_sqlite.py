@@ -220,6 +220,9 @@ class SQLiteStorage:
             # FULL: a commit that was acknowledged survives a crash of the machine, not just the process.
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
+            # One connection per server thread: keep each page cache small (1 MiB, not 2) so memory
+            # stays flat as threads grow; the OS page cache holds the file for all of them.
+            conn.execute("PRAGMA cache_size=-1024")
         except (sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         self._local.conn = conn
@@ -256,6 +259,14 @@ class SQLiteStorage:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             self._counters_ready = row is not None and int(row[0]) >= COUNTERS_VERSION
         return self._counters_ready
+
+    def versions(self, keys):
+        # One statement in autocommit mode is its own consistent snapshot: no BEGIN/COMMIT needed.
+        conn = self._connect()
+        try:
+            return SQLiteTx(conn, writable=False).versions(keys)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
 
     def read(self):
         return self._transaction("BEGIN")

@@ -582,6 +582,10 @@ class YamlStorage:
 
     # -- the StorageBackend protocol --
 
+    def versions(self, keys):
+        with self.read() as tx:
+            return tx.versions(keys)
+
     def read(self):
         return self._read()
 

@@ -84,6 +84,10 @@ class StorageBackend(Protocol):
     def read(self) -> ContextManager[Tx]:
         ...
 
+    def versions(self, keys: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+        """``Tx.versions`` as one consistent read outside a transaction (the cache's hot path:
+        a backend may answer it more cheaply than a whole read transaction)."""
+
     def write(self) -> ContextManager[Tx]:
         ...
 

@@ -58,9 +58,7 @@ class Endpoint:
         key = (req.relative_uri, req.get_header("Authorization"), group_header(req))
         entry = cache.get(key) if cache.enabled else None
         if entry is not None and self.auth.still_valid(entry.token_expires):
-            with self.ctx.storage.read() as tx:
-                fresh = tx.versions(entry.keys) == entry.values
-            if fresh:
+            if self.ctx.storage.versions(entry.keys) == entry.values:
                 req.context.user, req.context.group = entry.user, entry.group
                 _send_bytes(resp, entry.body, entry.total)
                 return

@@ -854,6 +854,16 @@ class StorageConformance:
         assert versions(other, key) > now_other
         assert versions(backend, key) > now_mine  # and the other way round
 
+    def test_backend_versions_outside_a_transaction_agree_with_tx_versions(self, backend, make_backend):
+        keys = [("harness", "alpha"), ("group", ""), ("image", "beta")]
+        assert backend.versions(keys) == versions(backend, keys)
+        other = make_backend()
+        before = other.versions(keys)
+        insert(backend, make_harness(1, group="alpha"))
+        after = other.versions(keys)
+        assert after[0] > before[0] and after == versions(other, keys)
+        assert backend.versions([]) == ()
+
     def test_another_process_commit_is_seen(self, backend, backend_spec):
         key = [("harness", "beta")]
         seen = versions(backend, key)
