@@ -141,6 +141,7 @@ def main() -> int:
         print("builds.py: the docker CLI is needed for the raw baseline", file=sys.stderr)
         return 1
     base = Path(tempfile.mkdtemp(prefix="xpresso-bench-builds-"))
+    load_before = os.getloadavg()
     try:
         with docker_daemon() as docker_url:
             repo = make_repo(base, args.context_mb)
@@ -174,7 +175,11 @@ def main() -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
+    load_after = os.getloadavg()
     ratio = statistics.median(svc) / statistics.median(raw)
+    # Each service build next to the raw build just before it: the spread shows how much the
+    # machine's other work moved the figure during the run.
+    paired = [s / r for s, r in zip(svc, raw)]
     rows = [[f"raw docker build + save", f"{statistics.median(raw):.2f}", f"{min(raw):.2f}", f"{max(raw):.2f}"],
             [f"through the service", f"{statistics.median(svc):.2f}", f"{min(svc):.2f}", f"{max(svc):.2f}"]]
     print(f"context {args.context_mb} MB (incompressible), tar {tar_mb:.1f} MB, {args.n} iterations each")
@@ -184,7 +189,10 @@ def main() -> int:
     other = statistics.median(e - p["workspace_s"] - p["build_s"] for e, p in zip(svc, phases))
     print(f"service phases (median): workspace (clone, checkout) {ws:.2f} s, builder (build + save + fsync) "
           f"{bs:.2f} s, the rest (POST, claim, discovery, commits, 10 ms polling) {other:.2f} s")
-    print(f"ratio service / raw: {ratio:.3f}   (target <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'})")
+    print(f"ratio service / raw: {ratio:.3f}   (target <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'}); "
+          f"paired ratios min {min(paired):.3f}, median {statistics.median(paired):.3f}, max {max(paired):.3f}")
+    print(f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs "
+          f"(other work on the machine widens the spread)")
     p95 = pct(lat, 95)
     print(f"POST polaris_build while two builds run ({len(lat)} requests, {still}/2 builds still running at the end): "
           f"p50 {pct(lat, 50):.1f} ms, p95 {p95:.1f} ms, max {max(lat):.1f} ms   "

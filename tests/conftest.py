@@ -17,6 +17,7 @@ from falcon.testing import TestClient
 from xpresso_env.app import AppContext, build_context, create_app
 from xpresso_env.config import Settings, load_settings
 
+pytest_plugins = ["tests.daemon_fixtures"]
 ALL_BACKENDS = ("sqlite", "yaml", "postgres")
 SECRET = "test-secret-" + "s" * 40
 

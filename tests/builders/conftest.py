@@ -1,25 +1,21 @@
-"""Fixtures for the build machinery: real git repositories, a private dockerd, a buildah store.
+"""Fixtures for the build machinery: real git repositories, build requests, process helpers.
 
-A test that needs dockerd or buildah skips when they are missing, except under CI=true where it
-fails (``xpresso_env.testing.require``).
+The private dockerd and the buildah store (``docker_url``, ``docker_api``, ``docker_busybox``,
+``buildah_store``) are session fixtures of tests/daemon_fixtures.py, shared with every folder.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import pytest
 
 from xpresso_env.builders import BuildRequest
-from xpresso_env.testing import require
-from xpresso_env.testing.daemons import (BUSYBOX_REF, docker_daemon, dockerd_missing_reason,
-                                         make_buildah_busybox_base, make_busybox_base)
 
 # A sleep length no other test on the machine is likely to use: lets a test find leftovers.
 SLEEP_S = 37
@@ -165,55 +161,3 @@ def wait_until(predicate, timeout_s: float = 10.0, step: float = 0.1) -> bool:
 
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-# --------------------------------------------------------------------------- docker
-
-@pytest.fixture(scope="session")
-def docker_url() -> Iterator[str]:
-    reason = dockerd_missing_reason()
-    require(reason is None, reason or "")
-    with docker_daemon() as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def docker_api(docker_url: str):
-    import docker
-
-    api = docker.APIClient(base_url=docker_url, version="auto", timeout=120)
-    yield api
-    api.close()
-
-
-@pytest.fixture(scope="session")
-def docker_busybox(docker_api) -> str:
-    return make_busybox_base(docker_api, BUSYBOX_REF)
-
-
-# --------------------------------------------------------------------------- buildah
-
-@dataclass(frozen=True)
-class BuildahStore:
-    storage_driver: str
-    root: str
-    runroot: str
-
-    def args(self) -> list[str]:
-        return ["--storage-driver", self.storage_driver, "--root", self.root, "--runroot", self.runroot]
-
-    def buildah(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["buildah", *self.args(), *args], capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture(scope="session")
-def buildah_store(tmp_path_factory) -> Iterator[BuildahStore]:
-    require(shutil.which("buildah") is not None, "buildah is not installed (Debian package buildah)")
-    require(os.geteuid() == 0, "the buildah tests run as root (vfs storage, chroot isolation)")
-    base = tmp_path_factory.mktemp("buildah")
-    store = BuildahStore("vfs", str(base / "root"), str(base / "runroot"))
-    make_buildah_busybox_base(store.args(), BUSYBOX_REF)
-    yield store
-    store.buildah("rm", "--all")
-    store.buildah("rmi", "--all", "--force")
-    shutil.rmtree(base, ignore_errors=True)

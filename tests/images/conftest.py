@@ -1,5 +1,7 @@
 """Fixtures for the image service and API: a real Polaris git repository, apps that build with
-the dry-run, docker or buildah builder, and a private dockerd / buildah store.
+the dry-run, docker or buildah builder. The private dockerd and buildah store (``docker_url``,
+``docker_api``, ``buildah_store``) are session fixtures of tests/daemon_fixtures.py, shared with
+tests/builders.
 
 The image tests run on SQLite (the service logic does not depend on the backend; the storage
 conformance suite covers the backends, and one test here shares PostgreSQL between two services).
@@ -9,18 +11,15 @@ fails (``xpresso_env.testing.require``).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
-from xpresso_env.testing import require
-from xpresso_env.testing.daemons import (BUSYBOX_REF, docker_daemon, dockerd_missing_reason,
-                                         make_buildah_busybox_base, make_busybox_base)
+from xpresso_env.testing.daemons import BUSYBOX_REF
 
 from tests.conftest import World, make_settings
 
@@ -206,53 +205,10 @@ def files_outside(tmp_path: Path, roots: tuple[str, ...] = ("nfs", "logs", "ws")
 
 # --------------------------------------------------------------------------- real builders
 
-@pytest.fixture(scope="session")
-def docker_url() -> Iterator[str]:
-    reason = dockerd_missing_reason()
-    require(reason is None, reason or "")
-    with docker_daemon() as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def docker_api(docker_url: str):
-    import docker
-
-    api = docker.APIClient(base_url=docker_url, version="auto", timeout=120)
-    make_busybox_base(api, BUSYBOX_REF)
-    yield api
-    api.close()
-
-
-@dataclass(frozen=True)
-class BuildahStore:
-    root: str
-    runroot: str
-
-    def args(self) -> list[str]:
-        return ["--storage-driver", "vfs", "--root", self.root, "--runroot", self.runroot]
-
-    def buildah(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["buildah", *self.args(), *args], capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture(scope="session")
-def buildah_store(tmp_path_factory) -> Iterator[BuildahStore]:
-    require(shutil.which("buildah") is not None, "buildah is not installed (Debian package buildah)")
-    require(os.geteuid() == 0, "the buildah tests run as root (vfs storage, chroot isolation)")
-    base = tmp_path_factory.mktemp("buildah")
-    store = BuildahStore(str(base / "root"), str(base / "runroot"))
-    make_buildah_busybox_base(store.args(), BUSYBOX_REF)
-    yield store
-    store.buildah("rm", "--all")
-    store.buildah("rmi", "--all", "--force")
-    shutil.rmtree(base, ignore_errors=True)
-
-
 def builder_config(name: str, request) -> dict:
     """Settings that point the named real builder at the test daemon / store."""
     if name == "docker":
-        request.getfixturevalue("docker_api")  # imports the busybox base image
+        request.getfixturevalue("docker_busybox")  # the session's dockerd, with the busybox base image
         return {"builder": {"backend": "docker", "docker": {"base_url": request.getfixturevalue("docker_url")}}}
     if name == "buildah":
         store = request.getfixturevalue("buildah_store")

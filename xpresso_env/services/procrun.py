@@ -86,6 +86,14 @@ def _leader_exited(pid: int) -> bool:
     return info is not None
 
 
+def _pidfd(pid: int) -> Optional[int]:
+    """A pidfd for ``pid`` (Linux 5.3+), or None where there is none: then exits are polled."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group, from /proc."""
     found = []
@@ -184,11 +192,20 @@ def run(cmd: Sequence[str], log: Log, cancel: threading.Event, timeout_s: float,
         os.set_blocking(stream.fileno(), False)
         sel.register(stream, selectors.EVENT_READ)
 
+    # A pidfd becomes readable when the leader exits (without reaping it): the loop wakes at
+    # once instead of sleeping out POLL_S when the pipes close just before the exit.
+    exit_fd = _pidfd(proc.pid)
+    if exit_fd is not None:
+        sel.register(exit_fd, selectors.EVENT_READ)
+
     stopped: Optional[BuildFailed] = None
     exited_at: Optional[float] = None
     try:
         while sel.get_map() or exited_at is None:
             for key, _ in sel.select(POLL_S):  # with no pipe left open this just waits
+                if key.fileobj == exit_fd:
+                    sel.unregister(exit_fd)
+                    continue
                 try:
                     data = os.read(key.fileobj.fileno(), 65536)
                 except BlockingIOError:
@@ -214,6 +231,8 @@ def run(cmd: Sequence[str], log: Log, cancel: threading.Event, timeout_s: float,
                 break  # a descendant that left the group still holds the pipe: stop reading
     finally:
         sel.close()
+        if exit_fd is not None:
+            os.close(exit_fd)
         if not _leader_exited(proc.pid):
             # Leaving by an exception (a failing log callback...): never leave the group running.
             _kill_group(pgid)

@@ -173,13 +173,56 @@ def _candidates(ref: str) -> list[str]:
     return out
 
 
-def _resolve_ref(git: _Git, ref: str) -> str:
-    for candidate in _candidates(ref):
-        commit = git.resolve(candidate)
-        if commit:
-            git.log(f"{ref} -> {commit}")
-            return commit
-    raise WorkspaceError(f"unknown ref: {ref}")
+# Ref names hold no spaces (check_ref_format), so a space separates the fields safely.
+_REF_FORMAT = "--format=%(refname) %(objecttype) %(objectname) %(*objecttype) %(*objectname)"
+
+
+def _lookup_refs(git: _Git, names: Sequence[str]) -> dict[str, Optional[str]]:
+    """Every candidate ref name in ONE ``git for-each-ref`` (a process per candidate costs more
+    than the lookup): name -> the commit it names, or None when only git can peel it (a tag of a
+    tag). Names that do not exist, or that name no commit (a tag of a tree), are left out, as
+    ``rev-parse <name>^{commit}`` would refuse them."""
+    if not names:
+        return {}
+    res = git("for-each-ref", _REF_FORMAT, "--end-of-options", *names, capture=True, quiet=True)
+    if res.returncode != 0:
+        raise _fail("git for-each-ref", res)
+    wanted = set(names)
+    found: dict[str, Optional[str]] = {}
+    for line in res.stdout:
+        fields = line.split(" ")
+        if len(fields) != 5 or fields[0] not in wanted:  # a pattern also matches refs below it
+            continue
+        name, kind, oid, peeled_kind, peeled = fields
+        if kind == "commit" and _FULL_ID.fullmatch(oid):
+            found[name] = oid
+        elif kind == "tag" and peeled_kind == "commit" and _FULL_ID.fullmatch(peeled):
+            found[name] = peeled
+        elif kind == "tag" and peeled_kind == "tag":
+            found[name] = None
+    return found
+
+
+def _resolve_refs(git: _Git, refs: Sequence[str]) -> list[str]:
+    """The commit each ref names (candidates in :func:`_candidates` order). One git call looks
+    up the ref names of all of them; ``rev-parse`` runs only for commit ids and nested tags."""
+    names = [c for ref in refs for c in _candidates(ref) if c.startswith("refs/")]
+    found = _lookup_refs(git, list(dict.fromkeys(names)))
+    commits = []
+    for ref in refs:
+        commit: Optional[str] = None
+        for candidate in _candidates(ref):
+            if not candidate.startswith("refs/"):
+                commit = git.resolve(candidate)  # a commit id, full or abbreviated
+            elif candidate in found:
+                commit = found[candidate] or git.resolve(candidate)
+            if commit:
+                break
+        if not commit:
+            raise WorkspaceError(f"unknown ref: {ref}")
+        git.log(f"{ref} -> {commit}")
+        commits.append(commit)
+    return commits
 
 
 def _fail(what: str, res: procrun.RunResult) -> WorkspaceError:
@@ -216,14 +259,15 @@ def prepare(repo: str, git_ref: str, base_ref: Optional[str], dest: Path, log: L
         raise _fail("git clone", res)
 
     git = _Git(dest, log, cancel, deadline, timeout_s, env)
-    commit = _resolve_ref(git, git_ref)
+    # Both refs in one lookup, before the checkout: an unknown base_ref fails without one.
+    commit, *rest = _resolve_refs(git, [git_ref] if base_ref is None else [git_ref, base_ref])
+    base_commit: Optional[str] = rest[0] if rest else None
     res = git("checkout", "--detach", "--quiet", commit)
     if res.returncode != 0:
         raise _fail("git checkout", res)
-    if base_ref is None:
+    if base_ref is None or base_commit is None:
         return WorkspaceResult(commit=commit, base_commit=None, merged_commit=None, merge="none")
 
-    base_commit = _resolve_ref(git, base_ref)
     if _is_ancestor(git, base_commit, commit):
         log(f"{base_ref} ({base_commit[:12]}) is already contained in {git_ref}: nothing to merge")
         return WorkspaceResult(commit, base_commit, None, "none")
