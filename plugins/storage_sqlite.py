@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -208,6 +209,19 @@ class SQLiteStorage:
         self._lock = threading.Lock()
         self._counters_ready = False  # see _has_counters
 
+    def _set_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL. On a brand-new file several connections may race to do it, and SQLite
+        answers "locked" at once there instead of calling the busy handler: retry for a while."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
@@ -216,7 +230,7 @@ class SQLiteStorage:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=self._busy_timeout_s, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._set_wal(conn)
             # FULL: a commit that was acknowledged survives a crash of the machine, not just the process.
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
