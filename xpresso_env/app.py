@@ -19,7 +19,7 @@ import pluggy
 from .api import errors as api_errors
 from .api import meta as api_meta
 from .api import registry as api_registry
-from .api.cache import ResponseCache
+from .api.cache import CacheFrontend, ResponseCache
 from .config import Settings, load_settings
 from .plugin import make_plugin_manager, pick_storage
 from .services.auth import AuthService, load_secret
@@ -87,6 +87,12 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
     return ctx
 
 
+def log_access(method: str, path: str, status: str, started: float, user: str, group: str) -> None:
+    """One access-log line: method, path, status, milliseconds, user, group."""
+    access_log.info("%s %s %s %.1fms user=%s group=%s", method, path, status,
+                    (time.perf_counter() - started) * 1000, user, group)
+
+
 class AccessLog:
     """One line per request: method, path, status, milliseconds, user, group."""
 
@@ -96,10 +102,8 @@ class AccessLog:
         req.context.group = "-"
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
-        started = getattr(req.context, "started", None)
-        ms = (time.perf_counter() - started) * 1000 if started else 0.0
-        access_log.info("%s %s %s %.1fms user=%s group=%s", req.method, req.path, resp.status[:3], ms,
-                        getattr(req.context, "user", "-"), getattr(req.context, "group", "-"))
+        log_access(req.method, req.path, resp.status[:3], getattr(req.context, "started", time.perf_counter()),
+                   getattr(req.context, "user", "-"), getattr(req.context, "group", "-"))
 
 
 def create_app(ctx: AppContext) -> falcon.App:
@@ -119,8 +123,22 @@ def create_app(ctx: AppContext) -> falcon.App:
     return app
 
 
-def make_app() -> falcon.App:
+def create_wsgi_app(ctx: AppContext) -> Callable:
+    """What a server runs: the falcon app behind the response cache's frontend."""
+    app = create_app(ctx)
+    if not ctx.response_cache.enabled:
+        return app
+    if ctx.settings.server.access_log:
+        def on_hit(environ: dict, entry: Any, started: float) -> None:
+            log_access("GET", environ.get("PATH_INFO", ""), "200", started, entry.user, entry.group)
+    else:
+        def on_hit(environ: dict, entry: Any, started: float) -> None:
+            pass
+    return CacheFrontend(app, ctx, on_hit)
+
+
+def make_app() -> Callable:
     """A WSGI app from $XPRESSO_ENV_CONFIG, for other WSGI servers (gunicorn xpresso_env.app:make_app())."""
     ctx = build_context(load_settings(os.environ.get("XPRESSO_ENV_CONFIG")))
     ctx.start()
-    return create_app(ctx)
+    return create_wsgi_app(ctx)

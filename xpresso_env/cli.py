@@ -85,11 +85,11 @@ def _redact(text: str) -> str:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import waitress
 
-    from .app import build_context, create_app
+    from .app import build_context, create_wsgi_app
 
     ctx = build_context(settings)
     ctx.start()
-    app = create_app(ctx)
+    app = create_wsgi_app(ctx)
     s = settings.server
     log.info("xpresso-env serving on http://%s:%s/ (storage %s, %s threads)", s.host, s.port,
              settings.storage.backend, s.threads)

@@ -8,8 +8,8 @@ from tests.conftest import World
 LIST = "/api/v2/harnesses"
 
 
-def _cached(world: World, path: str, user: str, group="g1") -> bool:
-    return world.ctx.response_cache.get((path, world.tokens[user], group)) is not None
+def _cached(world: World, path: str, user: str, group="g1", query: str = "") -> bool:
+    return world.ctx.response_cache.get((path, query, world.tokens[user], group)) is not None
 
 
 def test_repeated_get_is_served_from_the_cache_with_the_same_bytes(world):
@@ -72,10 +72,33 @@ def test_cache_is_bounded_in_bytes():
 
     cache = ResponseCache(max_bytes=1000)
     for i in range(50):
-        cache.put((str(i), None, None), Entry(keys=(), values=(), body=b"x" * 100, total=None, user="u",
+        cache.put((str(i), "", None, None), Entry(keys=(), values=(), body=b"x" * 100, total=None, user="u",
                                               group="g", token_expires=0))
     assert cache._bytes <= 1000 and len(cache._entries) == 10
-    assert cache.get(("49", None, None)) is not None and cache.get(("0", None, None)) is None
-    cache.put(("big", None, None), Entry(keys=(), values=(), body=b"x" * 600, total=None, user="u", group="g",
+    assert cache.get(("49", "", None, None)) is not None and cache.get(("0", "", None, None)) is None
+    cache.put(("big", "", None, None), Entry(keys=(), values=(), body=b"x" * 600, total=None, user="u", group="g",
                                          token_expires=0))
-    assert cache.get(("big", None, None)) is None  # larger than a quarter: not kept
+    assert cache.get(("big", "", None, None)) is None  # larger than a quarter: not kept
+
+
+def test_the_wsgi_frontend_answers_hits_and_sees_every_change(world, make_world):
+    """What `serve` runs: hits answered before falcon, still never stale."""
+    from falcon.testing import TestClient
+
+    from xpresso_env.app import create_wsgi_app
+
+    front = World(ctx=world.ctx, client=TestClient(create_wsgi_app(world.ctx)), tokens=world.tokens)
+    other = make_world()
+    other.tokens = world.tokens
+    h = world.post(LIST, {"name": "h", "path": "/p"}, user="priv").json
+    first = front.get(LIST + "?site=", user="mem")
+    assert _cached(world, LIST, "mem", query="site=")
+    hit = front.get(LIST + "?site=", user="mem")
+    assert hit.content == first.content and hit.headers["X-Total-Count"] == "1"
+    assert hit.headers["Content-Type"] == "application/json"
+    other.patch(f"{LIST}/{h['id']}", {"site": "NEW"}, user="priv")
+    assert front.get(LIST, user="mem").json[0]["site"] == "NEW"
+    assert front.get(LIST + "?site=", user="mem").json == []
+    world.ctx.auth.delete_user("mem")
+    assert front.get(LIST, user="mem").status_code == 401
+    assert front.client.simulate_get(LIST, headers={"Authorization": "Jwt forged", "Group": "g1"}).status_code == 401

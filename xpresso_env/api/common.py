@@ -9,7 +9,7 @@ import falcon
 from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ..services.auth import AuthService, Caller
 from ..storage import Tx
-from .cache import Entry, ResponseCache
+from .cache import Entry, ResponseCache, request_key
 
 
 def group_header(req: falcon.Request) -> Optional[str]:
@@ -55,10 +55,10 @@ class Endpoint:
         """Answer a GET from the response cache when storage says nothing it depends on changed;
         else authenticate, ``produce(tx, caller) -> (data, total or None)`` and remember it."""
         cache: ResponseCache = self.ctx.response_cache
-        key = (req.relative_uri, req.get_header("Authorization"), group_header(req))
+        key = request_key(req.env)
         entry = cache.get(key) if cache.enabled else None
         if entry is not None and self.auth.still_valid(entry.token_expires):
-            if self.ctx.storage.versions(entry.keys) == entry.values:
+            if self.ctx.storage.versions(entry.keys) == entry.values:  # (CacheFrontend serves most hits)
                 req.context.user, req.context.group = entry.user, entry.group
                 _send_bytes(resp, entry.body, entry.total)
                 return
