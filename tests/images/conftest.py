@@ -11,7 +11,6 @@ fails (``xpresso_env.testing.require``).
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from xpresso_env.testing.daemons import BUSYBOX_REF
 
 from tests.conftest import World, make_settings
+from tests.git_repo import GitRepo
 
 # A sleep length no other test uses, so a test can look for leftover processes by command line.
 SLEEP_S = 41
@@ -35,40 +35,8 @@ def backend() -> str:
 
 # --------------------------------------------------------------------------- the Polaris repository
 
-@dataclass
-class Repo:
-    path: Path
-    clock: int = 1_700_000_000
-
-    def git(self, *args: str) -> str:
-        self.clock += 60
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
-               "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
-               "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com",
-               "GIT_AUTHOR_DATE": f"@{self.clock} +0000", "GIT_COMMITTER_DATE": f"@{self.clock} +0000"}
-        res = subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=self.path, env=env,
-                             capture_output=True, text=True)
-        if res.returncode != 0:
-            raise AssertionError(f"git {' '.join(args)}: {res.stderr}")
-        return res.stdout.strip()
-
-    def commit(self, files: dict[str, Optional[str]], message: str = "change") -> str:
-        for name, text in files.items():
-            target = self.path / name
-            if text is None:
-                target.unlink()
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
-        self.git("add", "-A")
-        self.git("commit", "-q", "-m", message)
-        return self.git("rev-parse", "HEAD")
-
-    def branch(self, name: str, start: str = "main") -> None:
-        self.git("checkout", "-q", "-b", name, start)
-
-    def checkout(self, name: str) -> None:
-        self.git("checkout", "-q", name)
+class Repo(GitRepo):
+    """The Polaris repository of the image tests."""
 
     def sleeping_branch(self, name: str, seconds: int) -> str:
         """A branch whose build sleeps; its RUN line is unique, so Docker's layer cache never
@@ -80,9 +48,6 @@ class Repo:
         self.commit({"Dockerfile": f"FROM {BUSYBOX_REF}\nCOPY hello.txt /hello.txt\nRUN {command}\n"}, name)
         self.checkout("main")
         return command
-
-    def rev(self, name: str) -> str:
-        return self.git("rev-parse", name)
 
 
 SCRATCH_DOCKERFILE = "FROM scratch\nCOPY hello.txt /hello.txt\nCOPY basic /basic\n"

@@ -1,9 +1,6 @@
 """export/import moves everything between backends: sqlite -> postgres -> yaml -> sqlite."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
 from ..codec import to_doc
 from ..errors import BadRequest, ValidationError
-from ..models import Engine, Group, Harness, OperationalState, Role, User
+from ..models import Group, OperationalState, Role, User
 from ..storage import StorageBackend, Tx
 from ..timeutil import Clock, parse_time
 from .auth import check_name
