@@ -14,8 +14,13 @@ xpresso-env do not bump counters: stop them all before ``xpresso-env init`` upgr
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import mmap
+import os
 import sqlite3
+import struct
 import threading
 import time
 from contextlib import contextmanager
@@ -26,6 +31,8 @@ from xpresso_env.errors import (AlreadyExists, NameConflict, NotFound, SchemaOut
                                 StorageUnavailable)
 from xpresso_env.hookspecs import hookimpl
 from xpresso_env.storage import Doc, StorageBackendInfo
+
+log = logging.getLogger(__name__)
 
 # Each entry upgrades the schema from version i to i+1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -83,6 +90,7 @@ class SQLiteTx:
         self._conn = conn
         self._writable = writable
         self._touched: set[tuple[str, str]] = set()  # counter keys to bump at commit
+        self.changed = False  # whether this transaction wrote anything (for the commit sequence)
 
     @property
     def pending_counters(self) -> bool:
@@ -134,6 +142,7 @@ class SQLiteTx:
         return old
 
     def insert(self, doc: Doc) -> None:
+        self.changed = True  # first: even a statement that fails half-way counts as a change
         self._conn.execute(f"INSERT INTO docs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (doc.kind, doc.id, doc.group, doc.name, int(doc.deleted), doc.created,
                             json.dumps(doc.body, separators=(",", ":"))))
@@ -142,6 +151,7 @@ class SQLiteTx:
         self._touched |= _keys_of(doc.kind, doc.group, doc.visible)
 
     def update(self, doc: Doc) -> None:
+        self.changed = True  # first: even a statement that fails half-way counts as a change
         row = self._conn.execute("SELECT grp FROM docs WHERE kind = ? AND id = ?", (doc.kind, doc.id)).fetchone()
         if row is None:
             raise NotFound()
@@ -197,6 +207,65 @@ class _TranslatingTx:
         return call
 
 
+class CommitSequence:
+    """Two commit counters, *started* and *finished*, in a 16-byte file beside the database that
+    every process maps into memory: a seqlock over the whole store.
+
+    A writer bumps *started* while it holds SQLite's write lock, before COMMIT, and raises
+    *finished* to its own number after COMMIT (or ROLLBACK). ``stamp()`` is a plain memory read,
+    with no system call and no release of the GIL: it returns *started* when both are equal (no
+    write in flight) and None otherwise. Two equal non-None stamps mean that no write started or
+    committed in between, in any process, so the response cache can trust an answer it already
+    checked without asking SQLite again. A writer that dies between the two steps leaves the
+    counters unequal (the cache then asks SQLite, as it always may) until the next writer's
+    *finished* catches up.
+    """
+
+    SIZE = 16
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self._fd).st_size < self.SIZE:
+            os.ftruncate(self._fd, self.SIZE)  # zeros; done by every first opener, harmless twice
+        self._map = mmap.mmap(self._fd, self.SIZE)
+        self._lock = threading.Lock()  # flock does not exclude threads sharing this descriptor
+
+    def _read(self) -> tuple[int, int]:
+        return struct.unpack_from("<QQ", self._map, 0)
+
+    def stamp(self) -> Optional[int]:
+        first = self._read()
+        if first != self._read() or first[0] != first[1]:  # torn by a writer, or a write in flight
+            return None
+        return first[0]
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[tuple[int, int]]:
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield self._read()
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def begin(self) -> int:
+        """Called holding SQLite's write lock: this write's number."""
+        with self._exclusive() as (started, finished):
+            mine = started + 1
+            struct.pack_into("<Q", self._map, 0, mine)
+        return mine
+
+    def end(self, mine: int) -> None:
+        with self._exclusive() as (started, finished):
+            if mine > finished:
+                struct.pack_into("<Q", self._map, 8, mine)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+
 class SQLiteStorage:
     name = "sqlite"
     schema_version = SCHEMA_VERSION
@@ -208,6 +277,7 @@ class SQLiteStorage:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._counters_ready = False  # see _has_counters
+        self._seq: Optional[CommitSequence] = None  # opened with the first connection
 
     def _set_wal(self, conn: sqlite3.Connection) -> None:
         """Switch to WAL. On a brand-new file several connections may race to do it, and SQLite
@@ -242,6 +312,11 @@ class SQLiteStorage:
         self._local.conn = conn
         with self._lock:
             self._all.append(conn)
+            if self._seq is None:
+                try:
+                    self._seq = CommitSequence(self.path.with_name(self.path.name + "-commitseq"))
+                except OSError as exc:  # the cache then checks SQLite on every hit: slower, still right
+                    log.warning("no commit sequence beside %s (%s): cached answers are checked in SQLite", self.path, exc)
         return conn
 
     @contextmanager
@@ -257,6 +332,7 @@ class SQLiteStorage:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        mine = self._seq.begin() if tx.changed and self._seq is not None else None
         try:
             if tx.pending_counters and self._has_counters(conn):
                 tx.flush_counters()
@@ -264,6 +340,9 @@ class SQLiteStorage:
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
             raise _translate(exc) from exc
+        finally:
+            if mine is not None:
+                self._seq.end(mine)
 
     def _has_counters(self, conn: sqlite3.Connection) -> bool:
         """Whether the store has the counters table (schema 3). Writes to an older schema (tools and
@@ -273,6 +352,12 @@ class SQLiteStorage:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             self._counters_ready = row is not None and int(row[0]) >= COUNTERS_VERSION
         return self._counters_ready
+
+    def change_stamp(self) -> Optional[int]:
+        """See StorageBackend.change_stamp: a memory read of the commit sequence."""
+        if self._seq is None:
+            self._connect()
+        return self._seq.stamp() if self._seq is not None else None
 
     def versions(self, keys):
         # One statement in autocommit mode is its own consistent snapshot: no BEGIN/COMMIT needed.
@@ -311,10 +396,16 @@ class SQLiteStorage:
                 for version in range(current, target):
                     for statement in MIGRATIONS[version]:
                         conn.execute(statement)
+                mine = None
                 if target > current:
                     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                                  (str(target),))
-                conn.execute("COMMIT")
+                    mine = self._seq.begin() if self._seq is not None else None
+                try:
+                    conn.execute("COMMIT")
+                finally:
+                    if mine is not None:
+                        self._seq.end(mine)
                 return max(current, target)
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -324,6 +415,9 @@ class SQLiteStorage:
 
     def close(self) -> None:
         with self._lock:
+            if self._seq is not None:
+                self._seq.close()
+                self._seq = None
             for conn in self._all:
                 try:
                     conn.close()

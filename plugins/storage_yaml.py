@@ -586,6 +586,9 @@ class YamlStorage:
         with self.read() as tx:
             return tx.versions(keys)
 
+    def change_stamp(self):
+        return None  # no cheap store-wide promise: the cache checks versions() on every hit
+
     def read(self):
         return self._read()
 

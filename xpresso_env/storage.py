@@ -91,6 +91,11 @@ class StorageBackend(Protocol):
     def write(self) -> ContextManager[Tx]:
         ...
 
+    def change_stamp(self) -> Optional[int]:
+        """A store-wide stamp read without a query, or None (unknown, or a write in flight).
+        Two equal non-None stamps promise that no write started or committed in between, in any
+        process. Optional: a backend that cannot promise it returns None (postgres, yaml)."""
+
     def close(self) -> None:
         ...
 

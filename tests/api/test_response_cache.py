@@ -102,3 +102,17 @@ def test_the_wsgi_frontend_answers_hits_and_sees_every_change(world, make_world)
     world.ctx.auth.delete_user("mem")
     assert front.get(LIST, user="mem").status_code == 401
     assert front.client.simulate_get(LIST, headers={"Authorization": "Jwt forged", "Group": "g1"}).status_code == 401
+
+
+def test_entries_are_restamped_after_unrelated_writes(world):
+    world.post(LIST, {"name": "h", "path": "/p"}, user="priv")
+    first = world.get(LIST, user="mem")
+    world.post("/api/v2/engines", {"name": "e", "base_url": "https://j.example.com"}, user="priv")  # unrelated
+    again = world.get(LIST, user="mem")
+    assert again.content == first.content
+    entry = world.ctx.response_cache.get((LIST, "", world.tokens["mem"], "g1"))
+    stamp = world.ctx.storage.change_stamp()
+    if stamp is not None:  # backends with a store-wide stamp (sqlite): the next hit needs no query
+        assert entry.seq == stamp
+    world.post(LIST, {"name": "h2", "path": "/p"}, user="priv")  # related: the stamp cannot hide it
+    assert len(world.get(LIST, user="mem").json) == 2

@@ -10,6 +10,7 @@ passed: the token was verified then, and its expiry is checked again on every hi
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -31,6 +32,7 @@ class Entry:
     user: str
     group: str
     token_expires: float  # unix time
+    seq: Optional[int] = None  # the storage's change stamp it is known valid at, if any
 
 
 def request_key(environ: dict) -> Key:
@@ -83,6 +85,21 @@ class ResponseCache:
                 self._bytes -= len(old.body)
 
 
+def is_fresh(storage: Any, cache: "ResponseCache", key: Key, entry: Entry) -> bool:
+    """Whether a cached answer still holds. Cheapest first: a store-wide change stamp equal to
+    the one the entry was checked at means nothing was written since (a memory read, SQLite);
+    else the entry's own counters are read. When those still match and no write slipped in
+    meanwhile, the entry is re-stamped so the next hits are cheap again."""
+    stamp = storage.change_stamp()
+    if stamp is not None and stamp == entry.seq:
+        return True
+    if storage.versions(entry.keys) != entry.values:
+        return False
+    if stamp is not None and storage.change_stamp() == stamp:
+        cache.put(key, dataclasses.replace(entry, seq=stamp))
+    return True
+
+
 class CacheFrontend:
     """WSGI in front of the falcon app: a GET whose answer the cache holds, still fresh, is
     answered here without building falcon's request and response (the hot path of polling
@@ -98,8 +115,9 @@ class CacheFrontend:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") == "GET" and self.cache.enabled:
             started = time.perf_counter()
-            entry = self.cache.get(request_key(environ))
-            if entry is not None and self.auth.still_valid(entry.token_expires) and self._fresh(entry):
+            key = request_key(environ)
+            entry = self.cache.get(key)
+            if entry is not None and self.auth.still_valid(entry.token_expires) and self._fresh(key, entry):
                 headers = [("Content-Type", "application/json"), ("Content-Length", str(len(entry.body)))]
                 if entry.total is not None:
                     headers.append(("X-Total-Count", entry.total))
@@ -108,8 +126,8 @@ class CacheFrontend:
                 return [entry.body]
         return self.app(environ, start_response)
 
-    def _fresh(self, entry: Entry) -> bool:
+    def _fresh(self, key: Key, entry: Entry) -> bool:
         try:
-            return self.storage.versions(entry.keys) == entry.values
+            return is_fresh(self.storage, self.cache, key, entry)
         except XpressoError:
             return False  # storage trouble: let the app answer it properly (503...)

@@ -1,0 +1,77 @@
+"""SQLite's commit sequence: the store-wide stamp the response cache trusts without a query."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from xpresso_env.codec import to_doc
+from xpresso_env.testing.storage_suite import make_harness
+from xpresso_env_plugins.storage_sqlite import SQLiteStorage
+
+
+def _store(path):
+    store = SQLiteStorage(path)
+    store.init()
+    return store
+
+
+def test_stamp_is_stable_without_writes_and_moves_with_each(tmp_path):
+    a, b = _store(tmp_path / "x.db"), SQLiteStorage(tmp_path / "x.db")
+    first = a.change_stamp()
+    assert first is not None and b.change_stamp() == first
+    with a.read() as tx:
+        tx.query("harness")
+    assert a.change_stamp() == first  # reads move nothing
+    with a.write() as tx:
+        tx.insert(to_doc(make_harness(1)))
+    assert a.change_stamp() > first and b.change_stamp() == a.change_stamp()
+    second = b.change_stamp()
+    with b.write() as tx:  # the other object writes: the first sees it
+        tx.update(to_doc(make_harness(1, name="renamed")))
+    assert a.change_stamp() > second
+
+
+def test_a_rolled_back_or_empty_write_is_harmless(tmp_path):
+    a = _store(tmp_path / "x.db")
+    before = a.change_stamp()
+    with a.write() as tx:
+        tx.query("harness")
+    assert a.change_stamp() == before  # nothing written, nothing bumped
+    try:
+        with a.write() as tx:
+            tx.insert(to_doc(make_harness(1)))
+            raise RuntimeError("abort")
+    except RuntimeError:
+        pass
+    assert a.change_stamp() == before  # rolled back before COMMIT: never bumped
+
+
+def test_a_write_in_flight_gives_no_stamp_and_a_dead_writer_heals(tmp_path):
+    a = _store(tmp_path / "x.db")
+    seq = a._seq
+    mine = seq.begin()  # a writer between its two steps...
+    assert a.change_stamp() is None
+    seq.end(mine)
+    assert a.change_stamp() == mine
+    seq.begin()  # ...and one that dies there: no stamp until the next writer finishes
+    assert a.change_stamp() is None
+    with a.write() as tx:
+        tx.insert(to_doc(make_harness(2)))
+    assert a.change_stamp() is not None
+
+
+def test_another_process_write_moves_the_stamp(tmp_path):
+    path = tmp_path / "x.db"
+    a = _store(path)
+    before = a.change_stamp()
+    code = textwrap.dedent(f"""
+        from xpresso_env.codec import to_doc
+        from xpresso_env.testing.storage_suite import make_harness
+        from xpresso_env_plugins.storage_sqlite import SQLiteStorage
+        s = SQLiteStorage({str(path)!r})
+        with s.write() as tx:
+            tx.insert(to_doc(make_harness(7)))
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert a.change_stamp() > before
