@@ -75,6 +75,10 @@ class UnsupportedMediaType(XpressoError):
     default_detail = "Unsupported media type in request."
 
 
+class TooManyRequests(XpressoError):
+    default_detail = "Too many requests of this kind at once, try again later."
+
+
 class ServiceUnavailable(XpressoError):
     """A collaborator (database, Docker daemon) cannot be reached right now."""
 

@@ -18,6 +18,7 @@ STATUS_BY_ERROR: tuple[tuple[type[e.XpressoError], str], ...] = (
     (e.Conflict, falcon.HTTP_409),
     (e.PayloadTooLarge, falcon.HTTP_413),
     (e.UnsupportedMediaType, falcon.HTTP_415),
+    (e.TooManyRequests, falcon.HTTP_429),
     (e.ServiceUnavailable, falcon.HTTP_503),
     (e.StorageError, falcon.HTTP_503),
     (e.ConfigError, falcon.HTTP_503),
@@ -48,7 +49,7 @@ def handle_domain_error(req: falcon.Request, resp: falcon.Response, error: e.Xpr
     status = status_for(error)
     if status == falcon.HTTP_401:
         resp.set_header("WWW-Authenticate", "Jwt")
-    if status == falcon.HTTP_503:
+    if status in (falcon.HTTP_503, falcon.HTTP_429):
         log.warning("%s %s: %s", req.method, req.path, error.detail)
         resp.set_header("Retry-After", "5")
     _send(resp, status, body_for(error))

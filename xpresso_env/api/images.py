@@ -7,11 +7,12 @@ uuid whatever the order the routes are added in.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import threading
+from typing import Any, Iterator, Optional
 
 import falcon
 
-from ..errors import BadRequest, ValidationError
+from ..errors import BadRequest, TooManyRequests, ValidationError
 from ..models import Image
 from ..services.images import ADD, DELETE, image_data
 from ..timeutil import format_time
@@ -134,7 +135,52 @@ def _follow(req: falcon.Request) -> bool:
     return raw.lower() in ("true", "1")
 
 
+class _FollowSlot:
+    """The followed stream, holding one slot until it ends or is closed (a WSGI server closes
+    the iterable when the client goes away, even before the first chunk)."""
+
+    def __init__(self, stream: Iterator[bytes], slots: threading.BoundedSemaphore):
+        self._stream = stream
+        self._slots = slots
+        self._held = True
+
+    def __iter__(self) -> "_FollowSlot":
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._stream)
+        except BaseException:  # the end, or an error: the slot is free either way
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
+def limited(stream: Iterator[bytes], slots: threading.BoundedSemaphore) -> Iterator[bytes]:
+    """A followed log holds a server thread until its build ends, so at most half the threads
+    may follow at once (the rest keep answering): beyond that, 429 and the client polls with
+    ?offset."""
+    if not slots.acquire(blocking=False):
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        raise TooManyRequests("Too many logs are being followed at once: read the log with ?offset=N "
+                              "and poll, or try again later.")
+    return _FollowSlot(stream, slots)
+
+
 class Logs(Endpoint):
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.follow_slots = threading.BoundedSemaphore(max(1, ctx.settings.server.threads // 2))
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
         caller = self.caller(req)
         _no_params(req, frozenset({"offset", "follow"}))
@@ -142,7 +188,7 @@ class Logs(Endpoint):
         resp.content_type = TEXT
         if follow:
             # Streamed (chunked) until the build ends: each chunk as soon as the build writes it.
-            resp.stream = self.ctx.images.follow_log(caller, uuid, offset)
+            resp.stream = limited(self.ctx.images.follow_log(caller, uuid, offset), self.follow_slots)
         else:
             resp.data = self.ctx.images.read_log(caller, uuid, offset)
 

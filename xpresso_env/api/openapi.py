@@ -226,7 +226,8 @@ def _image_paths() -> dict[str, Any]:
         "/api/v2/images/{uuid}/logs": {
             "parameters": uuid_param,
             "get": _op("The build log", {"200": {"description": "log text", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                                         "404": _err("not found")},
+                                         "404": _err("not found"),
+                                         "429": _err("too many logs followed at once: poll with offset")},
                        parameters=[{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                                    {"name": "follow", "in": "query", "schema": {"type": "boolean"}}]),
         },
