@@ -53,7 +53,7 @@ from typing import Any, Iterator, Optional, Sequence
 from xpresso_env.errors import (AlreadyExists, ConfigError, NameConflict, NotFound, SchemaOutdated, StorageError,
                                 StorageUnavailable)
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.storage import Doc, StorageBackendInfo
+from xpresso_env.storage import Doc, QueryVersions, StorageBackendInfo
 
 # Each entry upgrades the schema from version i to i+1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -288,7 +288,7 @@ class PostgresTx:
         return None if row is None else self._doc(row)
 
 
-class PostgresStorage:
+class PostgresStorage(QueryVersions):
     name = "postgres"
     schema_version = SCHEMA_VERSION
 
@@ -409,12 +409,6 @@ class PostgresStorage:
             self._counters_ready = row[1] is not None and int(row[1]) >= COUNTERS_VERSION
         return self._counters_ready
 
-    def versions(self, keys):
-        with self.read() as tx:
-            return tx.versions(keys)
-
-    def change_stamp(self):
-        return None  # no cheap store-wide promise: the cache checks versions() on every hit
 
     def read(self):
         return self._transaction(writable=False)

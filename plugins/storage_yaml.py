@@ -53,7 +53,7 @@ from typing import Any, Iterator, Optional, Sequence
 from xpresso_env.errors import (AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError,
                                 StorageUnavailable)
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.storage import Doc, StorageBackendInfo
+from xpresso_env.storage import Doc, QueryVersions, StorageBackendInfo
 
 from . import storage_yaml_format as fmt
 
@@ -330,7 +330,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-class YamlStorage:
+class YamlStorage(QueryVersions):
     name = "yaml"
     schema_version = SCHEMA_VERSION
     versions_store_wide = True  # one change counter for every (kind, group)
@@ -582,12 +582,6 @@ class YamlStorage:
 
     # -- the StorageBackend protocol --
 
-    def versions(self, keys):
-        with self.read() as tx:
-            return tx.versions(keys)
-
-    def change_stamp(self):
-        return None  # no cheap store-wide promise: the cache checks versions() on every hit
 
     def read(self):
         return self._read()

@@ -100,6 +100,18 @@ class StorageBackend(Protocol):
         ...
 
 
+class QueryVersions:
+    """The plain answers to the two optional backend methods, for backends with nothing cheaper:
+    counters read in a read transaction, and no store-wide change stamp."""
+
+    def versions(self, keys: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+        with self.read() as tx:  # type: ignore[attr-defined]
+            return tx.versions(keys)
+
+    def change_stamp(self) -> Optional[int]:
+        return None  # no cheap store-wide promise: the cache checks versions() on every hit
+
+
 @dataclass(frozen=True)
 class StorageBackendInfo:
     """What a storage plugin announces through ``xpresso_storage_backends``."""
