@@ -178,10 +178,27 @@ class SQLiteTx:
                         (SELECT id FROM visibility WHERE kind = ? AND grp = ?)
                     ORDER BY created, id""", (kind, group, kind, group, kind, group)).fetchall()
         # Every kind may carry visible groups (the codec only sets them on images, the contract allows all).
-        extra: dict[str, list[str]] = {}
-        for id_, grp in self._conn.execute("SELECT id, grp FROM visibility WHERE kind = ? ORDER BY grp", (kind,)):
-            extra.setdefault(id_, []).append(grp)
+        extra = self._visible_of(kind, None if group is None else [r[1] for r in rows])
         return [self._doc(r, tuple(extra.get(r[1], ()))) for r in rows]
+
+    def _visible_of(self, kind: str, ids: Optional[list[str]]) -> dict[str, list[str]]:
+        """Visible groups by id: of the given ids only (a group's list must not read the whole
+        store's visibility), or of every document of the kind when ids is None."""
+        extra: dict[str, list[str]] = {}
+        if ids is None:
+            batches: list[Optional[list[str]]] = [None]
+        else:
+            batches = [ids[i:i + 500] for i in range(0, len(ids), 500)]  # under SQLite's parameter limit
+        for batch in batches:
+            if batch is None:
+                cur = self._conn.execute("SELECT id, grp FROM visibility WHERE kind = ? ORDER BY grp", (kind,))
+            else:
+                marks = ", ".join("?" * len(batch))
+                cur = self._conn.execute(f"SELECT id, grp FROM visibility WHERE kind = ? AND id IN ({marks}) "
+                                         "ORDER BY grp", (kind, *batch))
+            for id_, grp in cur:
+                extra.setdefault(id_, []).append(grp)
+        return extra
 
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
         row = self._conn.execute(
