@@ -17,15 +17,12 @@ Choices worth knowing:
 * Lists look up each document's visible groups only when the kind has visibility rows at all
   (an uncorrelated EXISTS, which PostgreSQL evaluates once per query): kinds that are never shared
   skip 50 index probes, and ``visible`` is still right for every kind.
-* Change counters (``Tx.versions``) live in ``xpresso_counters``. A write transaction collects the
-  (kind, group) keys it touched and bumps each once, in one statement in sorted order, just before
-  COMMIT: in the same transaction as the change, but holding the counter rows' locks only for the
-  commit itself, so writers of the same group queue for a moment, not for a whole transaction, and
-  the sorted order keeps two transactions from deadlocking on them. The price is one statement per
-  write transaction (about 70 us on a local server); bumping inside each INSERT/UPDATE (a CTE) would
-  cost less but lock from the first write on, in any order. Migration 3 starts the counter of
-  every (kind, group) that already holds documents at 1 (0 stays "never written"). Processes running
-  an older xpresso-env do not bump counters: stop them all before ``xpresso-env init`` upgrades.
+* Change counters (``ChangeCounters``) live in ``xpresso_counters``, kept by
+  ``xpresso_env.sql_counters`` as on SQLite: one bump statement per write transaction, just before
+  COMMIT, so the counter rows stay locked for the commit only (bumping inside each INSERT/UPDATE
+  would lock them from the first write on, in any order). Migration 3 starts the counter of every
+  (kind, group) that already holds documents at 1 (0 stays "never written"). Processes running an
+  older xpresso-env do not bump counters: stop them all before ``xpresso-env init`` upgrades.
 * Text columns are ``COLLATE "C"``: ordering by (created, id) is by code point, as in SQLite and
   YAML, whatever the database's collation.
 * Writes run in READ COMMITTED with ``SELECT ... FOR UPDATE`` for ``get(lock=True)``; reads run in
@@ -36,8 +33,13 @@ Choices worth knowing:
 * Connections come from a pool; one that a restart broke is dropped on its first statement
   (nothing done yet, so the next connection is tried at once) and replaced in the background:
   a database that restarts is used again without a restart of ours.
-  ``storage.busy_timeout_s`` bounds the wait for a connection (a dead database fails after that
-  long with ``StorageUnavailable``, a 503) and for a row lock (``lock_timeout``).
+  ``storage.busy_timeout_s`` bounds the wait for a connection and for a row lock (``lock_timeout``).
+* A circuit breaker keeps an outage from costing every request that wait: once a wait for a
+  connection has timed out (the database is unreachable, or every connection was held that long),
+  requests fail at once with ``StorageUnavailable`` (a 503) for ``retry_interval_s``; then one
+  request tries again while the others still fail at once, and its success closes the breaker.
+  The pool opens without waiting, so the backend is built (and ``serve`` starts) while the
+  database is down.
 * psycopg is imported only when this backend is used; without it, a ConfigError names the
   ``pip install`` to run.
 """
@@ -48,12 +50,18 @@ import math
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Optional, Sequence
 
 from xpresso_env.errors import (AlreadyExists, ConfigError, NameConflict, NotFound, SchemaOutdated, StorageError,
                                 StorageUnavailable)
+from xpresso_env.config import Settings
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.storage import Doc, QueryVersions, StorageBackendInfo
+from xpresso_env.sql_counters import CounterTable, SchemaGate, TxCounters
+from xpresso_env.storage import Doc, Key, QueryVersions, StorageBackendInfo
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
 
 # Each entry upgrades the schema from version i to i+1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -97,12 +105,7 @@ _SELECT = f"SELECT {_COLUMNS}, {_VISIBLE} AS visible FROM xpresso_docs d"
 _SELECT_MANY = (f"SELECT {_COLUMNS}, CASE WHEN EXISTS (SELECT 1 FROM xpresso_visibility x WHERE x.kind = %(kind)s) "
                 f"THEN {_VISIBLE} END AS visible FROM xpresso_docs d")
 
-_BUMP = """INSERT INTO xpresso_counters (kind, grp, n)
-           SELECT kind, grp, 1 FROM unnest(%s::text[], %s::text[]) AS k (kind, grp)
-           ON CONFLICT (kind, grp) DO UPDATE SET n = xpresso_counters.n + 1"""
-_VERSIONS = """SELECT COALESCE(c.n, 0) FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS k (kind, grp, i)
-               LEFT JOIN xpresso_counters c ON c.kind = k.kind COLLATE "C" AND c.grp = k.grp COLLATE "C"
-               ORDER BY k.i"""
+COUNTERS = CounterTable("xpresso_counters", "%s")
 # A taken id or live name makes the insert do nothing rather than fail (which would need a
 # savepoint, two more round trips, to keep the transaction usable); its visible groups go in the
 # same statement. Returns 1 if inserted, 0 if refused.
@@ -172,16 +175,11 @@ def _translated() -> Iterator[None]:
         raise _translate(exc) from exc
 
 
-def _keys_of(kind: str, group: Optional[str], visible: Sequence[str]) -> set[tuple[str, str]]:
-    """The counter keys a document's change bumps: its owner group's and its visible groups'."""
-    return {(kind, group or "")} | {(kind, g) for g in visible}
-
-
 class PostgresTx:
-    def __init__(self, conn, writable: bool):
+    def __init__(self, conn: psycopg.Connection, writable: bool):
         self._conn = conn
         self._writable = writable
-        self._touched: set[tuple[str, str]] = set()  # counter keys to bump at commit
+        self.counters = TxCounters(COUNTERS, conn.execute)
 
     @staticmethod
     def _doc(row: tuple) -> Doc:
@@ -189,25 +187,9 @@ class PostgresTx:
         return Doc(kind=kind, id=id_, group=grp, name=name, deleted=bool(deleted), created=created,
                    body=json.loads(body), visible=tuple(visible or ()))
 
-    @property
-    def pending_counters(self) -> bool:
-        return bool(self._touched)
-
-    def flush_counters(self) -> None:
-        """Bump the counters of what this transaction changed (the backend calls it before COMMIT).
-        Sorted, so that two transactions lock shared counter rows in the same order."""
-        if self._touched:
-            keys = sorted(self._touched)
-            self._conn.execute(_BUMP, ([k for k, _ in keys], [g for _, g in keys]))
-            self._touched.clear()
-
-    def versions(self, keys: Sequence[tuple[str, str]]) -> tuple[int, ...]:
-        if not keys:
-            return ()
+    def versions(self, keys: Sequence[Key]) -> tuple[int, ...]:
         with _translated():
-            self.flush_counters()  # a write transaction sees its own bumps, as it sees its own writes
-            rows = self._conn.execute(_VERSIONS, ([k for k, _ in keys], [g for _, g in keys])).fetchall()
-        return tuple(r[0] for r in rows)
+            return self.counters.versions(keys)
 
     @contextmanager
     def _savepoint(self) -> Iterator[None]:
@@ -247,7 +229,7 @@ class PostgresTx:
                 if taken:
                     raise AlreadyExists("A record with this id already exists.")
                 raise NameConflict("A record with this name already exists in this group.")
-        self._touched |= _keys_of(doc.kind, doc.group, doc.visible)
+        self.counters.inserted(doc)
 
     def update(self, doc: Doc) -> None:
         params = self._params(doc)
@@ -261,8 +243,7 @@ class PostgresTx:
                 self._conn.execute("INSERT INTO xpresso_visibility (kind, id, grp) "
                                    "SELECT %(kind)s, %(id)s, unnest(%(visible)s::text[])", params)
         old_group, old_visible = row
-        # The groups that lose the document must see a change as much as those that gain it.
-        self._touched |= _keys_of(doc.kind, doc.group, doc.visible) | _keys_of(doc.kind, old_group, old_visible)
+        self.counters.updated(doc, old_group, old_visible)
 
     def query(self, kind: str, group: Optional[str] = None, *, include_deleted: bool = True) -> list[Doc]:
         live = "" if include_deleted else " AND NOT d.deleted"
@@ -288,11 +269,49 @@ class PostgresTx:
         return None if row is None else self._doc(row)
 
 
+class CircuitBreaker:
+    """Fail fast while the database is down. Closed: every attempt goes ahead. ``failed()`` opens
+    it: attempts are refused for ``interval_s``; then one attempt goes ahead (half-open) while the
+    others are still refused, and its outcome closes the breaker or opens it again."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic):
+        self._interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open_until: Optional[float] = None  # None: closed
+        self._trying = False  # the half-open attempt is under way
+
+    def admit(self) -> bool:
+        """Whether an attempt may go ahead now; each admitted one must end in succeeded() or failed()."""
+        if self._open_until is None:  # the common case, without the lock
+            return True
+        with self._lock:
+            if self._open_until is None:
+                return True
+            if self._trying or self._clock() < self._open_until:
+                return False
+            self._trying = True
+            return True
+
+    def succeeded(self) -> None:
+        if self._open_until is None and not self._trying:
+            return
+        with self._lock:
+            self._open_until = None
+            self._trying = False
+
+    def failed(self) -> None:
+        with self._lock:
+            self._open_until = self._clock() + self._interval_s
+            self._trying = False
+
+
 class PostgresStorage(QueryVersions):
     name = "postgres"
     schema_version = SCHEMA_VERSION
+    versions_store_wide = False  # a counter per (kind, group): the ChangeCounters capability
 
-    def __init__(self, dsn: str, pool_max: int = 10, timeout_s: float = 10.0):
+    def __init__(self, dsn: str, pool_max: int = 10, timeout_s: float = 10.0, retry_interval_s: float = 1.0):
         psycopg, psycopg_pool = _psycopg()
         try:
             psycopg.conninfo.conninfo_to_dict(dsn)
@@ -301,12 +320,11 @@ class PostgresStorage(QueryVersions):
         self._timeout_s = timeout_s
         lock_timeout_ms = max(1, int(timeout_s * 1000))
 
-        def configure(conn) -> None:
+        def configure(conn: psycopg.Connection) -> None:
             # Like SQLite's busy timeout: wait this long for a row lock, then give up (503).
             conn.execute(f"SET lock_timeout = {lock_timeout_ms}")
 
-        pool_cls = psycopg_pool.ConnectionPool
-        self._pool = pool_cls(
+        self._pool = psycopg_pool.ConnectionPool(
             dsn, open=False, name="xpresso-postgres", min_size=1, max_size=pool_max,
             # autocommit: transactions are begun explicitly, with the isolation each one needs.
             kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(timeout_s)),
@@ -320,9 +338,10 @@ class PostgresStorage(QueryVersions):
         self._opened = False
         self._closed = False
         self._lock = threading.Lock()
-        self._counters_ready = False  # see _has_counters
+        self._counters_gate = SchemaGate(COUNTERS_VERSION)
+        self._breaker = CircuitBreaker(retry_interval_s)
 
-    def _open_pool(self):
+    def _open_pool(self) -> psycopg_pool.ConnectionPool:
         # Opened on first use, without waiting: the service may start while the database is down.
         if not self._opened:
             with self._lock:
@@ -334,33 +353,48 @@ class PostgresStorage(QueryVersions):
         return self._pool
 
     @contextmanager
-    def _connection(self, first_sql: str) -> Iterator[Any]:
+    def _connection(self, first_sql: str) -> Iterator[psycopg.Connection]:
         """A pooled connection on which ``first_sql`` (a BEGIN, or a read) has run.
 
         A connection that a database restart broke fails on that first statement, before anything
         was done: it is dropped (the pool makes a new one in the background) and the next one is
         tried at once. This is the pool's ``check`` without its extra round trip per request, and
         without its backoff sleeps that could make a request time out draining dead connections.
+        No connection in time opens the circuit breaker (see the module docstring).
         """
-        import psycopg
-
         pool = self._open_pool()
-        deadline = time.monotonic() + self._timeout_s
-        while True:
-            with _translated():  # PoolTimeout: no connection could be made in time
-                conn = pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
-            try:
-                conn.execute(first_sql)
-                break
-            except psycopg.Error as exc:
-                broken = conn.broken or conn.closed
-                pool.putconn(conn)
-                if not broken:
-                    raise _translate(exc) from exc
+        conn = self._checked_out(pool, first_sql)
         try:
             yield conn
         finally:
             pool.putconn(conn)
+
+    def _checked_out(self, pool: psycopg_pool.ConnectionPool, first_sql: str) -> psycopg.Connection:
+        import psycopg
+
+        if not self._breaker.admit():
+            raise StorageUnavailable("The database is unavailable, try again later.")
+        reached = False  # whether the database answered: the breaker's verdict on this attempt
+        deadline = time.monotonic() + self._timeout_s
+        try:
+            while True:
+                with _translated():  # PoolTimeout: no connection could be made in time
+                    conn = pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
+                try:
+                    conn.execute(first_sql)
+                    reached = True
+                    return conn
+                except psycopg.Error as exc:
+                    broken = conn.broken or conn.closed
+                    pool.putconn(conn)
+                    if not broken:
+                        reached = True
+                        raise _translate(exc) from exc
+        finally:
+            if reached:
+                self._breaker.succeeded()
+            else:
+                self._breaker.failed()
 
     @contextmanager
     def _transaction(self, writable: bool) -> Iterator[PostgresTx]:
@@ -379,8 +413,8 @@ class PostgresStorage(QueryVersions):
                 raise StorageError("The transaction was aborted by an earlier error and was rolled back.")
             try:
                 with _translated():
-                    if tx.pending_counters and self._has_counters(conn):
-                        tx.flush_counters()  # the last statement: counter rows stay locked for the COMMIT only
+                    if tx.counters.pending and self._counters_gate.ready(lambda: self._locked_version(conn)):
+                        tx.counters.flush()  # the last statement: counter rows stay locked for the COMMIT only
             except BaseException:
                 self._rollback(conn)
                 raise
@@ -388,7 +422,7 @@ class PostgresStorage(QueryVersions):
                 conn.execute("COMMIT")
 
     @staticmethod
-    def _rollback(conn) -> None:
+    def _rollback(conn: psycopg.Connection) -> None:
         import psycopg
 
         try:
@@ -396,28 +430,24 @@ class PostgresStorage(QueryVersions):
         except psycopg.Error:
             pass  # a dead connection has no transaction left; the pool discards it
 
-    def _has_counters(self, conn) -> bool:
-        """Whether the store has the counters table (schema 3), in a write transaction. Writes to an
-        older schema (tools and tests writing before `init` upgrades it) bump nothing: the upgrade
-        starts the counters. The shared init lock makes a concurrent upgrade wait for this
-        transaction (and count its documents) or finish first (and be seen). Only a yes is
-        remembered: another process may upgrade the store at any time."""
-        if not self._counters_ready:
-            row = conn.execute("SELECT pg_advisory_xact_lock_shared(%s), "
-                               "(SELECT value FROM xpresso_meta WHERE key = 'schema_version')",
-                               (INIT_LOCK_KEY,)).fetchone()
-            self._counters_ready = row[1] is not None and int(row[1]) >= COUNTERS_VERSION
-        return self._counters_ready
+    @staticmethod
+    def _locked_version(conn: psycopg.Connection) -> Optional[int]:
+        """The schema version, read in a write transaction under the shared init lock: a
+        concurrent upgrade then waits for this transaction (and counts its documents) or
+        finishes first (and is seen)."""
+        row = conn.execute("SELECT pg_advisory_xact_lock_shared(%s), "
+                           "(SELECT value FROM xpresso_meta WHERE key = 'schema_version')",
+                           (INIT_LOCK_KEY,)).fetchone()
+        return None if row[1] is None else int(row[1])
 
-
-    def read(self):
+    def read(self) -> ContextManager[PostgresTx]:
         return self._transaction(writable=False)
 
-    def write(self):
+    def write(self) -> ContextManager[PostgresTx]:
         return self._transaction(writable=True)
 
     @staticmethod
-    def _version(conn) -> int:
+    def _version(conn: psycopg.Connection) -> int:
         if conn.execute("SELECT to_regclass('xpresso_meta')").fetchone()[0] is None:
             return 0
         row = conn.execute("SELECT value FROM xpresso_meta WHERE key = 'schema_version'").fetchone()
@@ -456,7 +486,7 @@ class PostgresStorage(QueryVersions):
                 self._pool.close(timeout=5.0)
 
 
-def _factory(settings) -> PostgresStorage:
+def _factory(settings: Settings) -> PostgresStorage:
     if not settings.storage.dsn:
         raise ConfigError("storage.dsn: required by the postgres storage backend "
                           "(e.g. 'postgresql://xpresso@db.example.com/xpresso')")

@@ -4,10 +4,9 @@ Each thread gets its own connection (sqlite3 connections must not be shared mid-
 ``BEGIN IMMEDIATE`` takes the write lock at the start of a write so two writers never deadlock
 half-way, and ``busy_timeout`` makes a second writer wait instead of failing.
 
-Change counters (``Tx.versions``, see ``xpresso_env/storage.py``) live in the ``counters`` table.
-A write transaction collects the (kind, group) keys its inserts and updates touch and bumps each
-once, just before COMMIT: in the same transaction as the change, so a reader sees both or neither.
-Migration 3 starts the counter of every (kind, group) that already holds documents at 1 (0 stays
+Change counters (``ChangeCounters``, see ``xpresso_env/storage.py``) live in the ``counters`` table,
+kept by ``xpresso_env.sql_counters`` as on PostgreSQL. A ``CommitSequence`` beside the database
+gives the cache a store-wide ``change_stamp`` that costs a memory read. Migration 3 starts the counter of every (kind, group) that already holds documents at 1 (0 stays
 "never written"); a cache cannot hold anything from before the upgrade, because a server whose
 code needs schema 3 refuses to start on schema 2 (``check_ready``). Processes running an older
 xpresso-env do not bump counters: stop them all before ``xpresso-env init`` upgrades the store.
@@ -24,13 +23,16 @@ import struct
 import threading
 import time
 from contextlib import contextmanager
+from functools import wraps
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, ContextManager, Iterator, Optional, Sequence, TypeVar
 
 from xpresso_env.errors import (AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError,
                                 StorageUnavailable)
+from xpresso_env.config import Settings
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.storage import Doc, StorageBackendInfo
+from xpresso_env.sql_counters import CounterTable, SchemaGate, TxCounters
+from xpresso_env.storage import Doc, Key, StorageBackendInfo
 
 log = logging.getLogger(__name__)
 
@@ -77,57 +79,53 @@ def _translate(exc: sqlite3.Error) -> Exception:
     return StorageError(f"SQLite error: {text}")
 
 
-_BUMP = "INSERT INTO counters (kind, grp, n) VALUES (?, ?, 1) ON CONFLICT (kind, grp) DO UPDATE SET n = n + 1"
+COUNTERS = CounterTable("counters", "?")
+
+F = TypeVar("F", bound=Callable)
 
 
-def _keys_of(kind: str, group: Optional[str], visible: Sequence[str]) -> set[tuple[str, str]]:
-    """The counter keys a document's change bumps: its owner group's and its visible groups'."""
-    return {(kind, group or "")} | {(kind, g) for g in visible}
+def _translating(fn: F) -> F:
+    """Every sqlite3 error of a transaction method leaves as a domain error."""
+    @wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+    return call  # type: ignore[return-value]
 
 
 class SQLiteTx:
-    def __init__(self, conn: sqlite3.Connection, writable: bool):
+    def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
-        self._writable = writable
-        self._touched: set[tuple[str, str]] = set()  # counter keys to bump at commit
+        self.counters = TxCounters(COUNTERS, conn.execute)
         self.changed = False  # whether this transaction wrote anything (for the commit sequence)
 
-    @property
-    def pending_counters(self) -> bool:
-        return bool(self._touched)
-
-    def flush_counters(self) -> None:
-        """Bump the counters of what this transaction changed (the backend calls it before COMMIT)."""
-        if self._touched:
-            self._conn.executemany(_BUMP, sorted(self._touched))
-            self._touched.clear()
-
-    def versions(self, keys: Sequence[tuple[str, str]]) -> tuple[int, ...]:
-        if not keys:
-            return ()
-        self.flush_counters()  # a write transaction sees its own bumps, as it sees its own writes
-        values = ", ".join(["(?, ?, ?)"] * len(keys))
-        params = [p for i, (kind, grp) in enumerate(keys) for p in (i, kind, grp)]
-        rows = self._conn.execute(
-            f"""WITH k (i, kind, grp) AS (VALUES {values})
-                SELECT COALESCE(c.n, 0) FROM k LEFT JOIN counters c ON c.kind = k.kind AND c.grp = k.grp
-                ORDER BY k.i""", params).fetchall()
-        return tuple(r[0] for r in rows)
+    @_translating
+    def versions(self, keys: Sequence[Key]) -> tuple[int, ...]:
+        return self.counters.versions(keys)
 
     def _doc(self, row: tuple, visible: tuple[str, ...] = ()) -> Doc:
         kind, id_, grp, name, deleted, created, body = row
         return Doc(kind=kind, id=id_, group=grp, name=name, deleted=bool(deleted), created=created,
                    body=json.loads(body), visible=visible)
 
-    def _visible(self, kind: str, id_: str) -> tuple[str, ...]:
-        rows = self._conn.execute("SELECT grp FROM visibility WHERE kind = ? AND id = ? ORDER BY grp",
-                                  (kind, id_)).fetchall()
-        return tuple(r[0] for r in rows)
-
+    @_translating
     def get(self, kind: str, id: str, *, lock: bool = False) -> Optional[Doc]:
         # A write transaction already holds SQLite's single writer lock, so `lock` needs nothing more.
-        row = self._conn.execute(f"SELECT {_COLUMNS} FROM docs WHERE kind = ? AND id = ?", (kind, id)).fetchone()
-        return None if row is None else self._doc(row, self._visible(kind, id))
+        return self._one("kind = ? AND id = ?", (kind, id))
+
+    def _one(self, where: str, params: tuple) -> Optional[Doc]:
+        """The document matching ``where``, its visible groups read in the same statement: each
+        statement costs a wait for the GIL when the server is busy. Group names cannot hold the
+        separator (auth.NAME_RE)."""
+        row = self._conn.execute(
+            f"""SELECT {_COLUMNS}, (SELECT group_concat(grp, char(31)) FROM visibility v
+                                   WHERE v.kind = docs.kind AND v.id = docs.id)
+                FROM docs WHERE {where}""", params).fetchone()
+        if row is None:
+            return None
+        return self._doc(row[:-1], tuple(sorted(row[-1].split("\x1f"))) if row[-1] else ())
 
     def _write_visibility(self, doc: Doc, replace: bool) -> list[str]:
         """Set the document's visible groups; returns the ones it had."""
@@ -141,6 +139,7 @@ class SQLiteTx:
                                [(doc.kind, doc.id, g) for g in doc.visible if g != doc.group])
         return old
 
+    @_translating
     def insert(self, doc: Doc) -> None:
         self.changed = True  # first: even a statement that fails half-way counts as a change
         self._conn.execute(f"INSERT INTO docs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -148,8 +147,9 @@ class SQLiteTx:
                             json.dumps(doc.body, separators=(",", ":"))))
         if doc.visible:
             self._write_visibility(doc, replace=False)
-        self._touched |= _keys_of(doc.kind, doc.group, doc.visible)
+        self.counters.inserted(doc)
 
+    @_translating
     def update(self, doc: Doc) -> None:
         self.changed = True  # first: even a statement that fails half-way counts as a change
         row = self._conn.execute("SELECT grp FROM docs WHERE kind = ? AND id = ?", (doc.kind, doc.id)).fetchone()
@@ -161,10 +161,9 @@ class SQLiteTx:
              doc.kind, doc.id))
         if cur.rowcount == 0:
             raise NotFound()
-        old_visible = self._write_visibility(doc, replace=True)
-        # The groups that lose the document must see a change as much as those that gain it.
-        self._touched |= _keys_of(doc.kind, doc.group, doc.visible) | _keys_of(doc.kind, row[0], old_visible)
+        self.counters.updated(doc, row[0], self._write_visibility(doc, replace=True))
 
+    @_translating
     def query(self, kind: str, group: Optional[str] = None, *, include_deleted: bool = True) -> list[Doc]:
         live = "" if include_deleted else " AND deleted = 0"
         if group is None:
@@ -200,28 +199,18 @@ class SQLiteTx:
                 extra.setdefault(id_, []).append(grp)
         return extra
 
+    @_translating
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
-        row = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM docs WHERE kind = ? AND grp = ? AND name = ? AND deleted = 0",
-            (kind, group, name)).fetchone()
-        return None if row is None else self._doc(row, self._visible(kind, row[1]))
+        return self._one("kind = ? AND grp = ? AND name = ? AND deleted = 0", (kind, group, name))
 
 
-class _TranslatingTx:
-    """Wraps a transaction so every sqlite3 error leaves as a domain error."""
+class _PerThread(threading.local):
+    conn: Optional[sqlite3.Connection] = None
 
-    def __init__(self, inner: SQLiteTx):
-        self._inner = inner
 
-    def __getattr__(self, name: str):
-        fn = getattr(self._inner, name)
-
-        def call(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except sqlite3.Error as exc:
-                raise _translate(exc) from exc
-        return call
+def commit_sequence_path(path: Path) -> Path:
+    """The commit sequence's file beside the database at ``path``."""
+    return path.with_name(path.name + "-commitseq")
 
 
 class CommitSequence:
@@ -286,14 +275,20 @@ class CommitSequence:
 class SQLiteStorage:
     name = "sqlite"
     schema_version = SCHEMA_VERSION
+    versions_store_wide = False  # a counter per (kind, group): the ChangeCounters capability
 
     def __init__(self, path: Path, busy_timeout_s: float = 10.0):
         self.path = Path(path)
         self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
+        self._local = _PerThread()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._counters_ready = False  # see _has_counters
+        # Writers of this process queue here, not in SQLite's busy handler: that one sleeps in
+        # steps of up to 100 ms, so under load a freed write lock sat idle while every server
+        # thread slept in BEGIN IMMEDIATE (benchmarks/mixed.py). Other processes still meet
+        # SQLite's lock and its busy_timeout.
+        self._writers = threading.Lock()
+        self._counters_gate = SchemaGate(COUNTERS_VERSION)
         self._seq: Optional[CommitSequence] = None  # opened with the first connection
 
     def _set_wal(self, conn: sqlite3.Connection) -> None:
@@ -310,7 +305,7 @@ class SQLiteStorage:
                 time.sleep(0.01)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+        conn = self._local.conn
         if conn is not None:
             return conn
         try:
@@ -331,28 +326,28 @@ class SQLiteStorage:
             self._all.append(conn)
             if self._seq is None:
                 try:
-                    self._seq = CommitSequence(self.path.with_name(self.path.name + "-commitseq"))
+                    self._seq = CommitSequence(commit_sequence_path(self.path))
                 except OSError as exc:  # the cache then checks SQLite on every hit: slower, still right
                     log.warning("no commit sequence beside %s (%s): cached answers are checked in SQLite", self.path, exc)
         return conn
 
     @contextmanager
-    def _transaction(self, begin: str) -> Iterator[_TranslatingTx]:
+    def _transaction(self, begin: str) -> Iterator[SQLiteTx]:
         conn = self._connect()
         try:
             conn.execute(begin)
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
-        tx = SQLiteTx(conn, writable=begin != "BEGIN")
+        tx = SQLiteTx(conn)
         try:
-            yield _TranslatingTx(tx)
+            yield tx
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         mine = self._seq.begin() if tx.changed and self._seq is not None else None
         try:
-            if tx.pending_counters and self._has_counters(conn):
-                tx.flush_counters()
+            if tx.counters.pending and self._counters_gate.ready(lambda: self._schema_version(conn)):
+                tx.counters.flush()
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
@@ -361,44 +356,42 @@ class SQLiteStorage:
             if mine is not None:
                 self._seq.end(mine)
 
-    def _has_counters(self, conn: sqlite3.Connection) -> bool:
-        """Whether the store has the counters table (schema 3). Writes to an older schema (tools and
-        tests writing before `init` upgrades it) bump nothing: the upgrade starts the counters.
-        Only a yes is remembered: another process may upgrade the store at any time."""
-        if not self._counters_ready:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            self._counters_ready = row is not None and int(row[0]) >= COUNTERS_VERSION
-        return self._counters_ready
+    @staticmethod
+    def _schema_version(conn: sqlite3.Connection) -> Optional[int]:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return None if row is None else int(row[0])
 
     def change_stamp(self) -> Optional[int]:
-        """See StorageBackend.change_stamp: a memory read of the commit sequence."""
+        """See ChangeCounters.change_stamp: a memory read of the commit sequence."""
         if self._seq is None:
             self._connect()
         return self._seq.stamp() if self._seq is not None else None
 
-    def versions(self, keys):
+    def versions(self, keys: Sequence[Key]) -> tuple[int, ...]:
         # One statement in autocommit mode is its own consistent snapshot: no BEGIN/COMMIT needed.
-        conn = self._connect()
-        try:
-            return SQLiteTx(conn, writable=False).versions(keys)
-        except sqlite3.Error as exc:
-            raise _translate(exc) from exc
+        return SQLiteTx(self._connect()).versions(keys)
 
-    def read(self):
+    def read(self) -> ContextManager[SQLiteTx]:
         return self._transaction("BEGIN")
 
-    def write(self):
-        return self._transaction("BEGIN IMMEDIATE")
+    @contextmanager
+    def write(self) -> Iterator[SQLiteTx]:
+        if not self._writers.acquire(timeout=self._busy_timeout_s):
+            raise StorageUnavailable("The SQLite database is busy, try again later.")
+        try:
+            with self._transaction("BEGIN IMMEDIATE") as tx:
+                yield tx
+        finally:
+            self._writers.release()
 
     def current_version(self) -> int:
         conn = self._connect()
         try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            return self._schema_version(conn) or 0
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return 0
             raise _translate(exc) from exc
-        return int(row[0]) if row else 0
 
     def init(self, target_version: Optional[int] = None) -> int:
         target = SCHEMA_VERSION if target_version is None else target_version
@@ -441,10 +434,10 @@ class SQLiteStorage:
                 except sqlite3.Error:
                     pass
             self._all.clear()
-        self._local = threading.local()
+        self._local = _PerThread()
 
 
-def _factory(settings) -> SQLiteStorage:
+def _factory(settings: Settings) -> SQLiteStorage:
     return SQLiteStorage(settings.storage_path("xpresso.sqlite3"), settings.storage.busy_timeout_s)
 
 

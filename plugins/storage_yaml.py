@@ -8,7 +8,8 @@ small data sets (up to some 10,000 records); use sqlite or postgres beyond that.
 Files, all in the folder of ``storage.path`` (default ``var/xpresso.yaml``):
 
 * ``xpresso.yaml``: the data (layout and the fast reader in ``storage_yaml_format``). Written
-  atomically: a temp file in the same folder, fsync, ``os.replace``, fsync of the folder. Each
+  atomically by ``xpresso_env.fsutil.atomic_write`` (temp file beside it, fsync, rename, fsync of
+  the folder; the file's permissions are kept). Each
   record's text is rendered once and kept, so a commit mostly joins kept text.
 * ``xpresso.yaml.lock``: the advisory ``flock`` that makes several processes safe: a write
   transaction holds it exclusively from its start to the file replaced, and re-reads the file
@@ -16,7 +17,7 @@ Files, all in the folder of ``storage.path`` (default ``var/xpresso.yaml``):
   reads a half-finished commit. It also holds a commit counter: together with the file's
   (mtime, size, inode), it tells every transaction cheaply whether it must reload.
 
-Change counters (``Tx.versions``): one counter for the whole store (``versions_store_wide``), as
+Change counters (``ChangeCounters``): one counter for the whole store (``versions_store_wide``), as
 the contract allows. It is a stamp kept in memory by each backend object: every new snapshot it
 publishes -- its own commit, or a reload after another process's commit or a hand edit -- gets the
 next number, so the value is monotonic, changes with every change of the data this process can
@@ -40,8 +41,6 @@ import dataclasses
 import fcntl
 import logging
 import os
-import secrets
-import stat
 import struct
 import threading
 import time
@@ -52,8 +51,10 @@ from typing import Any, Iterator, Optional, Sequence
 
 from xpresso_env.errors import (AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError,
                                 StorageUnavailable)
+from xpresso_env.config import Settings
+from xpresso_env.fsutil import atomic_write
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.storage import Doc, QueryVersions, StorageBackendInfo
+from xpresso_env.storage import Doc, Key, QueryVersions, StorageBackendInfo
 
 from . import storage_yaml_format as fmt
 
@@ -238,7 +239,7 @@ class YamlTx:
             return None  # no such name, or that document was changed in this transaction
         return table.by_id[id_]
 
-    def versions(self, keys: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+    def versions(self, keys: Sequence[Key]) -> tuple[int, ...]:
         # One counter for the whole store; a write transaction's own changes count as the next one,
         # which is what its commit will publish (writes are serialised).
         stamp = self._state.stamp + (1 if self.changes else 0)
@@ -324,16 +325,10 @@ def _flock(fd: int, op: int, timeout_s: float, path: Path) -> None:
         delay = min(delay * 2, 0.02)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 class YamlStorage(QueryVersions):
     name = "yaml"
     schema_version = SCHEMA_VERSION
-    versions_store_wide = True  # one change counter for every (kind, group)
+    versions_store_wide = True  # one change counter for every (kind, group): ChangeCounters, store-wide
 
     def __init__(self, path: Path, busy_timeout_s: float = 10.0):
         self.path = Path(path)
@@ -505,38 +500,6 @@ class YamlStorage(QueryVersions):
             pass
         self._swept = True
 
-    def _replace(self, path: Path, data: bytes) -> os.stat_result:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        try:
-            try:
-                os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))  # keep the file's permissions
-            except FileNotFoundError:
-                pass
-            _write_all(fd, data)
-            os.fsync(fd)
-            st = os.fstat(fd)
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, path)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:  # make the rename itself durable
-            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError as exc:  # the commit is done and visible: only its survival of a crash is in doubt
-            log.warning("cannot fsync the folder %s: %s", path.parent, exc)
-        return st
-
     def _write_state(self, state: _State) -> _State:
         """Write the file for a state; returns the state with its new file key."""
         sections = []
@@ -554,7 +517,7 @@ class YamlStorage(QueryVersions):
         data = fmt.compose_yaml(state.version, sections).encode("utf-8")
         generation = self._generation() + 1
         try:
-            st = self._replace(self.path, data)
+            st = atomic_write(self.path, data)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {self.path}: {exc.strerror}") from exc
         os.pwrite(self._lockfile(), _GENERATION.pack(generation), 0)
@@ -582,12 +545,8 @@ class YamlStorage(QueryVersions):
 
     # -- the StorageBackend protocol --
 
-
-    def read(self):
-        return self._read()
-
     @contextmanager
-    def _read(self) -> Iterator[YamlTx]:
+    def read(self) -> Iterator[YamlTx]:
         state = self._snapshot()
         if state.version == 0:
             raise SchemaOutdated()
@@ -691,7 +650,7 @@ def _build_state(doc: Any, key: tuple, old: Optional[_State]) -> _State:
     return _State(version, tables, key)
 
 
-def _factory(settings) -> YamlStorage:
+def _factory(settings: Settings) -> YamlStorage:
     return YamlStorage(settings.storage_path("xpresso.yaml"), settings.storage.busy_timeout_s)
 
 

@@ -67,13 +67,13 @@ _ID_FIELD = {"group": "name", "user": "name", "revocation": "jti"}
 _UNNAMED = frozenset({"group", "user", "revocation", "image"})
 _DELETED_FIELD = {"image": "is_deleted"}
 
-if getattr(yaml, "__with_libyaml__", False):
+if yaml.__with_libyaml__:
     _BaseLoader, _BaseDumper = yaml.CSafeLoader, yaml.CSafeDumper
 else:  # pragma: no cover - PyYAML built without libyaml: correct, only slower
     _BaseLoader, _BaseDumper = yaml.SafeLoader, yaml.SafeDumper
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+class Loader(_BaseLoader):  # type: ignore[misc,valid-type]
     """Safe loading; an unquoted time written by hand becomes the wire-format text we store."""
 
 
@@ -86,7 +86,7 @@ def _construct_timestamp(loader: yaml.SafeLoader, node: yaml.Node) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)
 
 
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
 class RecordError(Exception):
@@ -393,7 +393,7 @@ def parse(data: bytes, path: str) -> Any:
     if doc is not None:
         return doc
     try:
-        return yaml.load(data, Loader=_Loader)
+        return yaml.load(data, Loader=Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "an unknown place"
@@ -408,7 +408,7 @@ def parse(data: bytes, path: str) -> Any:
 def record_line(data: bytes, key: str, index: Optional[int]) -> Optional[int]:
     """The 1-based line where ``key`` (or its index-th item) starts; used only for error messages."""
     try:
-        root = yaml.compose(data, Loader=_Loader)
+        root = yaml.compose(data, Loader=Loader)
     except yaml.YAMLError:
         return None
     if not isinstance(root, yaml.MappingNode):

@@ -1,35 +1,64 @@
-"""The storage protocol every storage plugin implements.
+"""The storage protocol: what a storage plugin implements, and the optional change counters.
 
 Backends store *documents*: a JSON-able ``body`` plus index columns (kind, id, owning group,
 name, deleted flag, creation time, extra visible groups). Records are turned into documents in
-``codec.py``. The contract a backend must keep:
+``codec.py``.
+
+The documents interface (every storage plugin implements all of it)
+---------------------------------------------------------------------
+``StorageBackend``: the attributes ``name`` and ``schema_version``, and the methods ``init``,
+``current_version``, ``read``, ``write`` and ``close``. ``read()`` and ``write()`` give a ``Tx``
+with the methods ``get``, ``insert``, ``update``, ``query`` and ``find_name``. A plugin announces
+its backend with a ``StorageBackendInfo`` from the ``xpresso_storage_backends`` hook;
+``xpresso_env.testing.memory_storage`` is the smallest such plugin. The contract:
 
 * ``with backend.write() as tx:`` commits on a clean exit and rolls back on an exception;
-  ``read()`` gives a consistent snapshot. Writes from any process are seen by every read that
-  starts after the commit.
+  ``read()`` gives a consistent snapshot. Writes are seen by every read that starts after the
+  commit, from any backend object on the same store and, for a store kept outside the process
+  (a file, a database), from any process; such a store keeps every commit that returned
+  through a crash of the process.
 * ``id`` is unique per kind (``AlreadyExists``); ``name``, when not None, is unique among the live
   (not deleted) documents of the same (kind, group) (``NameConflict``), enforced by the backend
-  itself so that several processes cannot break it.
+  itself so that several writers cannot break it. A refused insert or update leaves the
+  transaction usable.
 * ``query`` returns documents ordered by (created, id). With a group, it returns those owned by
   the group or listing it in ``visible``.
-* Change counters: every committed insert/update of a document bumps the counter of
-  (kind, group or "") and of (kind, g) for every g in its ``visible`` groups (old and new), in
-  the same transaction as the change, so a reader never sees new data with an old counter, nor a
-  new counter with old data. ``versions()`` reads counters (0 for a key never written). A rolled
-  back transaction bumps nothing. Counters let the API cache responses without ever serving
-  stale data, also across processes. A backend may bump more than asked, never less: one that
-  keeps a single counter for the whole store says so with a class attribute
-  ``versions_store_wide = True`` (yaml), and its numbers are only comparable within one backend
-  object (the cache that uses them lives in one process).
 * An unreachable backend raises ``StorageUnavailable``; a backend error never leaks as anything
   but a ``xpresso_env.errors`` exception.
 
-``xpresso_env.testing.storage_suite`` is the conformance suite that holds backends to this.
+The change-counter capability (optional)
+----------------------------------------
+A backend that keeps change counters lets the API cache responses without ever serving stale
+data, also across processes. It claims them by implementing ``ChangeCounters`` on top of the
+documents interface: the attribute ``versions_store_wide`` and the methods ``versions`` and
+``change_stamp`` on the backend, and ``versions`` on every ``Tx`` its ``read()`` and ``write()``
+give (``CountingTx``). ``change_counters(backend)`` is how the service asks: it returns the
+backend typed as ``ChangeCounters``, or None, and the response cache stays off for a backend
+without them. The contract of the counters:
+
+* Every committed insert/update of a document bumps the counter of (kind, group or "") and of
+  (kind, g) for every g in its ``visible`` groups (old and new), in the same transaction as the
+  change, so a reader never sees new data with an old counter, nor a new counter with old data.
+  ``versions()`` reads counters (0 for a key never written). A rolled back transaction bumps
+  nothing. ``xpresso_env.sql_counters`` is that bookkeeping for SQL backends.
+* A backend may bump more than asked, never less: one that keeps a single counter for the whole
+  store says so with ``versions_store_wide = True`` (yaml), and its numbers are only comparable
+  within one backend object (the cache that uses them lives in one process).
+* ``change_stamp()`` is a cheaper promise, or None (``QueryVersions`` gives the plain answers).
+
+``xpresso_env.testing.storage_suite`` is the conformance suite that holds backends to this:
+``StorageConformance`` for the documents interface, ``ChangeCounterConformance`` on top for a
+backend that claims the counters.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ContextManager, Iterable, Optional, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Optional, Protocol, Sequence, runtime_checkable
+
+from .errors import SchemaOutdated
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 @dataclass(frozen=True)
@@ -42,9 +71,6 @@ class Doc:
     created: str  # wire-format UTC time; sorts as text
     body: dict[str, Any]
     visible: tuple[str, ...] = field(default=())
-
-    def with_body(self, **changes: Any) -> "Doc":
-        return replace(self, body={**self.body, **changes})
 
 
 @runtime_checkable
@@ -65,9 +91,6 @@ class Tx(Protocol):
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
         """The live document of that kind and group with that name, or None."""
 
-    def versions(self, keys: Sequence[tuple[str, str]]) -> tuple[int, ...]:
-        """The change counters of (kind, group) keys, group "" for documents without a group."""
-
 
 @runtime_checkable
 class StorageBackend(Protocol):
@@ -84,27 +107,55 @@ class StorageBackend(Protocol):
     def read(self) -> ContextManager[Tx]:
         ...
 
-    def versions(self, keys: Sequence[tuple[str, str]]) -> tuple[int, ...]:
-        """``Tx.versions`` as one consistent read outside a transaction (the cache's hot path:
-        a backend may answer it more cheaply than a whole read transaction)."""
-
     def write(self) -> ContextManager[Tx]:
         ...
-
-    def change_stamp(self) -> Optional[int]:
-        """A store-wide stamp read without a query, or None (unknown, or a write in flight).
-        Two equal non-None stamps promise that no write started or committed in between, in any
-        process. Optional: a backend that cannot promise it returns None (postgres, yaml)."""
 
     def close(self) -> None:
         ...
 
 
-class QueryVersions:
-    """The plain answers to the two optional backend methods, for backends with nothing cheaper:
-    counters read in a read transaction, and no store-wide change stamp."""
+Key = tuple[str, str]  # a change counter's (kind, group); group "" for documents without one
 
-    def versions(self, keys: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+
+@runtime_checkable
+class CountingTx(Tx, Protocol):
+    def versions(self, keys: Sequence[Key]) -> tuple[int, ...]:
+        """The change counters of the keys, read in this transaction's snapshot (a write
+        transaction sees its own bumps, as it sees its own writes)."""
+
+
+@runtime_checkable
+class ChangeCounters(StorageBackend, Protocol):
+    """The optional capability; its transactions are ``CountingTx``."""
+
+    versions_store_wide: bool  # one counter for the whole store (see the module docstring)
+
+    def read(self) -> ContextManager[CountingTx]:
+        ...
+
+    def write(self) -> ContextManager[CountingTx]:
+        ...
+
+    def versions(self, keys: Sequence[Key]) -> tuple[int, ...]:
+        """``CountingTx.versions`` as one consistent read outside a transaction (the cache's hot
+        path: a backend may answer it more cheaply than a whole read transaction)."""
+
+    def change_stamp(self) -> Optional[int]:
+        """A store-wide stamp read without a query, or None (unknown, or a write in flight).
+        Two equal non-None stamps promise that no write started or committed in between, in any
+        process. A backend that cannot promise it returns None (postgres, yaml)."""
+
+
+def change_counters(backend: StorageBackend) -> Optional[ChangeCounters]:
+    """The backend as ``ChangeCounters`` if it claims them, else None (cache off)."""
+    return backend if isinstance(backend, ChangeCounters) else None
+
+
+class QueryVersions:
+    """The plain answers to ``ChangeCounters.versions`` and ``change_stamp`` for a backend with
+    nothing cheaper: counters read in a read transaction, and no store-wide change stamp."""
+
+    def versions(self, keys: Sequence[Key]) -> tuple[int, ...]:
         with self.read() as tx:  # type: ignore[attr-defined]
             return tx.versions(keys)
 
@@ -118,14 +169,11 @@ class StorageBackendInfo:
 
     name: str
     description: str
-    # factory(settings: xpresso_env.config.Settings) -> StorageBackend
-    factory: Callable[[Any], StorageBackend]
+    factory: Callable[["Settings"], StorageBackend]
 
 
 def check_ready(backend: StorageBackend) -> None:
     """Refuse to serve on a store that `xpresso-env init` has not brought up to date."""
-    from .errors import SchemaOutdated
-
     version = backend.current_version()
     if version != backend.schema_version:
         raise SchemaOutdated(

@@ -186,3 +186,17 @@ def test_postgres_a_refused_bump_rolls_the_write_back_and_the_store_goes_on(pg_m
         assert versions(quick, [("harness", "alpha")]) == (2,)
     finally:
         quick.close()
+
+
+def test_a_write_touching_more_keys_than_one_statement_holds_bumps_them_all(make):
+    # The bump goes out in several statements past BUMP_CHUNK keys (SQLite's parameter limit).
+    from xpresso_env.sql_counters import BUMP_CHUNK
+
+    backend = make()
+    backend.init()
+    groups = [f"g{i:04d}" for i in range(BUMP_CHUNK * 2 + 5)]
+    insert(backend, *[make_harness(i + 1, group=g) for i, g in enumerate(groups)])
+    keys = [("harness", g) for g in groups]
+    got = [v for start in range(0, len(keys), 200) for v in versions(backend, keys[start:start + 200])]
+    assert got == [1] * len(groups)
+    assert versions(backend, [("harness", "untouched")]) == (0,)

@@ -7,7 +7,7 @@ import textwrap
 
 from xpresso_env.codec import to_doc
 from xpresso_env.testing.storage_suite import make_harness
-from xpresso_env_plugins.storage_sqlite import SQLiteStorage
+from xpresso_env_plugins.storage_sqlite import CommitSequence, SQLiteStorage, commit_sequence_path
 
 
 def _store(path):
@@ -49,7 +49,7 @@ def test_a_rolled_back_or_empty_write_is_harmless(tmp_path):
 
 def test_a_write_in_flight_gives_no_stamp_and_a_dead_writer_heals(tmp_path):
     a = _store(tmp_path / "x.db")
-    seq = a._seq
+    seq = CommitSequence(commit_sequence_path(tmp_path / "x.db"))  # another writer's view of the file
     mine = seq.begin()  # a writer between its two steps...
     assert a.change_stamp() is None
     seq.end(mine)
@@ -59,6 +59,7 @@ def test_a_write_in_flight_gives_no_stamp_and_a_dead_writer_heals(tmp_path):
     with a.write() as tx:
         tx.insert(to_doc(make_harness(2)))
     assert a.change_stamp() is not None
+    seq.close()
 
 
 def test_another_process_write_moves_the_stamp(tmp_path):

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from xpresso_env.testing.storage_suite import StorageConformance
+from xpresso_env.testing.storage_suite import ChangeCounterConformance, ProcessConformance
 
 
-class TestSQLiteConformance(StorageConformance):
+class TestSQLiteConformance(ChangeCounterConformance, ProcessConformance):
     @pytest.fixture
     def backend_spec(self, tmp_path):
         return {"storage": {"backend": "sqlite", "path": str(tmp_path / "xpresso.sqlite3")}}

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from xpresso_env.testing.storage_suite import StorageConformance
+from xpresso_env.testing.storage_suite import ChangeCounterConformance, ProcessConformance
 
 
-class TestYamlConformance(StorageConformance):
+class TestYamlConformance(ChangeCounterConformance, ProcessConformance):
     @pytest.fixture
     def backend_spec(self, tmp_path):
         return {"storage": {"backend": "yaml", "path": str(tmp_path / "xpresso.yaml")}}

@@ -113,7 +113,7 @@ def test_every_sample_record_is_written_in_the_fast_subset(store, path):
     text = path.read_text(encoding="utf-8")
     fast = fmt.read_subset(text)
     assert fast is not None
-    assert fast == yaml.load(text, Loader=fmt._Loader)
+    assert fast == yaml.load(text, Loader=fmt.Loader)
 
 
 def test_hand_edit_is_picked_up_on_the_next_request(store, path):
@@ -260,7 +260,7 @@ def test_writes_are_atomic_and_leave_no_temp_files(store, path):
         # Reads the file directly, as another tool would, while commits replace it.
         while not stop.is_set():
             try:
-                seen.append(len(yaml.load(path.read_bytes(), Loader=fmt._Loader)["harnesses"] or []))
+                seen.append(len(yaml.load(path.read_bytes(), Loader=fmt.Loader)["harnesses"] or []))
             except BaseException as exc:
                 errors.append(exc)
                 return
@@ -441,7 +441,7 @@ TRICKY_VALUES = TRICKY_TEXT + [0, 1, -1, 10 ** 30, 1.5, -0.0, 1e-05, 1e300, 2.5e
 
 def both_readers(text: str):
     try:
-        slow = yaml.load(text.encode("utf-8"), Loader=fmt._Loader)
+        slow = yaml.load(text.encode("utf-8"), Loader=fmt.Loader)
         slow_error = None
     except yaml.YAMLError as exc:
         slow, slow_error = None, exc

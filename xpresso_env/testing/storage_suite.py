@@ -1,17 +1,17 @@
-"""The storage conformance suite: one pytest class that every storage backend must pass.
+"""The storage conformance suite: the pytest classes that hold a storage backend to its contract.
 
 It holds a backend to the contract in ``xpresso_env/storage.py`` through the ``Doc`` API, using real
 records (``xpresso_env.models``) turned into documents by ``xpresso_env.codec``.
 
 Using it
 --------
-A backend's test module subclasses :class:`StorageConformance` and provides ONE fixture,
-``backend_spec``::
+A backend's test module subclasses the classes that apply to it (see below) and provides ONE
+fixture, ``backend_spec``::
 
     import pytest
-    from xpresso_env.testing.storage_suite import StorageConformance
+    from xpresso_env.testing.storage_suite import ChangeCounterConformance, ProcessConformance
 
-    class TestSQLiteConformance(StorageConformance):
+    class TestSQLiteConformance(ChangeCounterConformance, ProcessConformance):
         @pytest.fixture
         def backend_spec(self, tmp_path):
             return {"storage": {"backend": "sqlite", "path": str(tmp_path / "x.sqlite3")}}
@@ -27,24 +27,42 @@ current test as a JSON-serialisable dict, so that child processes can open the s
 :func:`open_backend` turns a spec into a backend object (through the plugin manager, as the
 service does). Each test gets one store; the suite's fixtures open backend objects on it:
 
-* ``make_backend(*, init=True, target_version=None)``: a NEW backend object on the test's store,
-  initialised (``init(target_version)``) unless ``init=False``. Call it again for a second object on
-  the SAME store (what another process or a restart would see). Every object it made is closed at
-  teardown. Override it only if a backend needs more than ``open_backend(spec)``.
+* ``open_store()``: a NEW backend object on the test's store, not initialised:
+  ``open_backend(spec)``. A backend whose store lives in this process (no spec can name it)
+  overrides this fixture instead of giving ``backend_spec``.
+* ``make_backend(*, init=True, target_version=None)``: ``open_store()``, initialised
+  (``init(target_version)``) unless ``init=False``. Call it again for a second object on the SAME
+  store (what another process or a restart would see). Every object it made is closed at teardown.
 * ``backend``: ``make_backend()``, the usual starting point.
 
 Knobs are class attributes (``THREADS``, ``INCREMENTS_PER_THREAD``, ...) a subclass may lower
-for a slow backend. ``test_schema_upgrade`` writes documents without ``visible`` at version
-``schema_version - 1``; a backend whose previous schema cannot hold those must override it.
+for a slow backend. ``test_schema_upgrade_from_previous_version`` writes documents without
+``visible`` at version ``schema_version - 1``; a backend whose previous schema cannot hold those
+must override it.
 
-Change counters: a backend with ONE counter for the whole store (allowed: it bumps more than asked)
-declares ``versions_store_wide = True`` on its backend class; the suite then skips the assertions
-that a write leaves the counters of unrelated keys alone. Writes to a store still at the previous
-schema (the upgrade test) must work, with or without bumps; after ``init`` they must bump.
+Three classes, one per part of the contract; a backend's test class subclasses each that applies:
 
-Child processes (the two-writer, SIGKILL and cross-process counter tests) run ``python -c`` with
-:func:`child_main`; they print one line per acknowledged (committed) write, so the parent knows what
-must survive.
+* :class:`StorageConformance`: the documents interface, in one process (threads, several backend
+  objects on one store). Every backend.
+* :class:`ProcessConformance`: the same store opened by child processes: two writers racing, a
+  commit seen across processes, every acknowledged write surviving a SIGKILL. Every backend whose
+  store other processes can open (not an in-memory test double).
+* :class:`ChangeCounterConformance`: the optional change counters (``ChangeCounters`` in
+  ``xpresso_env/storage.py``), for a backend that claims them. The documents suite checks that
+  claim and this class go together: a backend that claims counters without running their tests
+  fails, and so does one that runs them without claiming. A backend with ONE counter for the
+  whole store (allowed: it bumps more than asked) says ``versions_store_wide = True``; the
+  assertions that a write leaves the counters of unrelated keys alone are then left out. Writes
+  to a store still at the previous schema (the upgrade test) must work, with or without bumps;
+  after ``init`` they must bump.
+
+For example ``class TestSQLiteConformance(ChangeCounterConformance, ProcessConformance)``, or
+``class TestMemoryConformance(StorageConformance)`` for a documents-only store in one process
+(which overrides ``open_store`` instead of giving a spec: see
+``tests/storage/test_memory_conformance.py``).
+
+Child processes run ``python -c`` with :func:`child_main`; they print one line per acknowledged
+(committed) write, so the parent knows what must survive.
 """
 from __future__ import annotations
 
@@ -68,7 +86,8 @@ from xpresso_env.codec import from_doc, to_doc
 from xpresso_env.errors import AlreadyExists, NameConflict, NotFound, SchemaOutdated
 from xpresso_env.models import (ConfigurationState, Engine, EngineType, Group, Harness, HarnessType, Image,
                                 ImageStatus, OperationalState, Revocation, Role, User)
-from xpresso_env.storage import Doc, StorageBackend, Tx, check_ready, filter_docs
+from xpresso_env.storage import (ChangeCounters, CountingTx, Doc, Key, StorageBackend, Tx, change_counters,
+                                 check_ready, filter_docs)
 
 # ----------------------------------------------------------------------------------------------
 # Opening a backend from a spec (shared by the fixtures and the child processes)
@@ -150,11 +169,6 @@ def sample_records() -> dict[str, Any]:
     }
 
 
-def doc_of(record: Any, **changes: Any) -> Doc:
-    doc = to_doc(record)
-    return dataclasses.replace(doc, **changes) if changes else doc
-
-
 def insert(backend: StorageBackend, *records: Any) -> list[Doc]:
     docs = [r if isinstance(r, Doc) else to_doc(r) for r in records]
     with backend.write() as tx:
@@ -176,9 +190,16 @@ def ids(docs: list[Doc]) -> list[str]:
     return [d.id for d in docs]
 
 
-def versions(backend: StorageBackend, keys: list[tuple[str, str]]) -> tuple[int, ...]:
+def counting(backend: StorageBackend) -> ChangeCounters:
+    """The backend's change counters; fails the test if it claims none."""
+    counters = change_counters(backend)
+    assert counters is not None, f"storage '{backend.name}' claims no change counters"
+    return counters
+
+
+def versions(backend: StorageBackend, keys: list[Key]) -> tuple[int, ...]:
     """Change counters read in a read transaction of their own, as a response cache reads them."""
-    with backend.read() as tx:
+    with counting(backend).read() as tx:
         got = tx.versions(keys)
     assert isinstance(got, tuple) and len(got) == len(keys) and all(type(v) is int for v in got), got
     return got
@@ -186,7 +207,7 @@ def versions(backend: StorageBackend, keys: list[tuple[str, str]]) -> tuple[int,
 
 def store_wide(backend: StorageBackend) -> bool:
     """Whether the backend keeps one change counter for the whole store (see the module docstring)."""
-    return bool(getattr(backend, "versions_store_wide", False))
+    return counting(backend).versions_store_wide
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,14 +305,12 @@ def _read_lines(proc: subprocess.Popen, until: Callable[[list[str]], bool], time
 
 
 class StorageConformance:
-    """Subclass and provide a ``backend_spec`` fixture (see the module docstring)."""
+    """The documents interface. Subclass and provide a ``backend_spec`` fixture (see the module
+    docstring)."""
 
     THREADS = 6
     INCREMENTS_PER_THREAD = 15
-    PROCESS_INCREMENTS = 40
-    PROCESS_NAMES = 20
-    DURABILITY_ACKS = 25  # acknowledged writes before the SIGKILL
-    CHILD_TIMEOUT_S = 60.0
+    CHILD_TIMEOUT_S = 60.0  # for threads and child processes to finish
 
     # -- fixtures --------------------------------------------------------------------------------
 
@@ -300,11 +319,16 @@ class StorageConformance:
         raise NotImplementedError("a StorageConformance subclass must provide the backend_spec fixture")
 
     @pytest.fixture
-    def make_backend(self, backend_spec) -> Iterator[Callable[..., StorageBackend]]:
+    def open_store(self, backend_spec) -> Callable[[], StorageBackend]:
+        """A new backend object on the test's store, not initialised."""
+        return lambda: open_backend(backend_spec)
+
+    @pytest.fixture
+    def make_backend(self, open_store) -> Iterator[Callable[..., StorageBackend]]:
         opened: list[StorageBackend] = []
 
         def make(*, init: bool = True, target_version: Optional[int] = None) -> StorageBackend:
-            backend = open_backend(backend_spec)
+            backend = open_store()
             opened.append(backend)
             if init:
                 backend.init(target_version)
@@ -328,6 +352,13 @@ class StorageConformance:
             assert isinstance(tx, Tx)
         with backend.write() as tx:
             assert isinstance(tx, Tx)
+
+    def test_the_suite_proves_what_the_backend_claims(self, backend):
+        claims = change_counters(backend) is not None
+        proves = isinstance(self, ChangeCounterConformance)
+        assert claims == proves, (
+            f"storage '{backend.name}' {'claims' if claims else 'does not claim'} change counters: "
+            f"its conformance class must {'' if claims else 'not '}subclass ChangeCounterConformance")
 
     def test_fresh_store_is_version_0_and_init_brings_it_up(self, make_backend):
         fresh = make_backend(init=False)
@@ -368,7 +399,9 @@ class StorageConformance:
         assert results == [backends[0].schema_version] * len(backends)
         insert(backends[0], make_harness(1))
 
-    def test_schema_upgrade_from_previous_version(self, make_backend):
+    def _upgraded_store(self, make_backend) -> tuple[StorageBackend, list[Any]]:
+        """A store initialised at the previous schema, given documents, then upgraded by another
+        backend object: that object and the documents."""
         old = make_backend(init=False)
         newest = old.schema_version
         kept = [make_group("alpha"), make_user("carol", roles={"alpha": Role.MEMBER}),
@@ -387,15 +420,16 @@ class StorageConformance:
         assert new.init() == newest
         assert new.current_version() == newest
         check_ready(new)
+        return new, kept
+
+    def test_schema_upgrade_from_previous_version(self, make_backend):
+        new, kept = self._upgraded_store(make_backend)
         with new.read() as tx:
             for record in kept:
                 assert from_doc(tx.get(record.KIND, str(record.id))) == record
-        # The newest schema's features work on the upgraded store, change counters included.
-        keys = [("image", "alpha"), ("image", "beta")]
-        before = versions(new, keys)
+        # The newest schema's features work on the upgraded store.
         shared = make_image(4, groups=("beta",), created=4)
         insert(new, shared)
-        assert all(a > b for a, b in zip(versions(new, keys), before))
         with new.read() as tx:
             assert ids(tx.query("image", "beta")) == [str(shared.id)]
             assert ids(tx.query("image", "alpha")) == [str(uid(3)), str(shared.id)]
@@ -729,6 +763,14 @@ class StorageConformance:
         with backend.read() as tx:
             assert len(tx.query("harness", "alpha")) == rounds
 
+
+class ProcessConformance(StorageConformance):
+    """The store opened by other processes too (see the module docstring); needs ``backend_spec``."""
+
+    PROCESS_INCREMENTS = 40
+    PROCESS_NAMES = 20
+    DURABILITY_ACKS = 25  # acknowledged writes before the SIGKILL
+
     def test_two_processes_lose_no_update_and_break_no_uniqueness(self, backend, backend_spec):
         counter = make_image(1, group="race")
         insert(backend, counter)
@@ -761,13 +803,85 @@ class StorageConformance:
             live = tx.query("harness", "race", include_deleted=False)
             assert sorted(d.name for d in live) == sorted(names)
 
-    # -- change counters -------------------------------------------------------------------------
+
+    def test_another_process_commit_is_seen(self, backend, backend_spec):
+        counts = change_counters(backend) is not None
+        key = [("harness", "beta")]
+        seen = versions(backend, key) if counts else ()
+        with backend.read() as tx:  # warm whatever the backend object caches
+            assert tx.query("harness", "beta") == []
+        proc = spawn_child("insert", backend_spec, {"n": 7, "group": "beta"})
+        out, err = proc.communicate(timeout=self.CHILD_TIMEOUT_S)
+        assert proc.returncode == 0 and out.strip() == "committed", err
+        with backend.read() as tx:
+            assert ids(tx.query("harness", "beta")) == [str(uid(7))]
+        if counts:  # and the counters moved with the data
+            assert versions(backend, key) > seen
+
+
+    # -- durability ------------------------------------------------------------------------------
+
+    def test_sigkill_mid_stream_keeps_every_acknowledged_write(self, backend, backend_spec, make_backend):
+        backend.close()  # only the child touches the store while it runs
+        proc = spawn_child("stream", backend_spec, {})
+        try:
+            acked = _read_lines(proc, lambda lines: len(lines) >= self.DURABILITY_ACKS, self.CHILD_TIMEOUT_S)
+            assert len(acked) >= self.DURABILITY_ACKS, proc.stderr.read() if proc.poll() is not None else ""
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(self.CHILD_TIMEOUT_S)
+            # Lines already in the pipe were acknowledged before the kill.
+            acked += _read_lines(proc, lambda lines: False, self.CHILD_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        acked_i = [int(line) for line in acked]
+        assert acked_i == list(range(len(acked_i)))
+
+        reopened = make_backend()
+        check_ready(reopened)
+        with reopened.read() as tx:
+            for i in acked_i:
+                assert tx.get("harness", str(stream_record(i).id)) == to_doc(stream_record(i)), i
+            found = tx.query("harness")
+        # At most the one write in flight at the kill may have committed without its line.
+        assert [from_doc(d) for d in found] == [stream_record(i) for i in range(len(found))]
+        assert len(acked_i) <= len(found) <= len(acked_i) + 1
+        # The store is not left locked or damaged: it takes writes and keeps its constraints.
+        insert(reopened, make_harness(1, group="g0", name="after"))
+        with pytest.raises(NameConflict):
+            insert(reopened, make_harness(2, group="g0", name="stream-0"))
+        with reopened.read() as tx:
+            assert tx.find_name("harness", "g0", "after").id == str(uid(1))
+
+
+class ChangeCounterConformance(StorageConformance):
+    """The change counters, for a backend that claims them (see the module docstring)."""
+
+    def test_protocols_of_the_counters(self, backend):
+        counters = counting(backend)
+        assert isinstance(counters, ChangeCounters)
+        assert type(counters.versions_store_wide) is bool
+        stamp = counters.change_stamp()
+        assert stamp is None or type(stamp) is int
+        with counters.read() as tx:
+            assert isinstance(tx, CountingTx)
+        with counters.write() as tx:
+            assert isinstance(tx, CountingTx)
+
+    def test_counters_work_on_an_upgraded_store(self, make_backend):
+        new, _ = self._upgraded_store(make_backend)
+        keys = [("image", "alpha"), ("image", "beta")]
+        before = versions(new, keys)
+        insert(new, make_image(4, groups=("beta",), created=4))
+        assert all(a > b for a, b in zip(versions(new, keys), before))
 
     def test_versions_of_keys_never_written_are_0(self, backend):
         keys = [("harness", "alpha"), ("user", ""), ("image", "beta"), ("nosuchkind", "x")]
         assert versions(backend, keys) == (0, 0, 0, 0)
         assert versions(backend, []) == ()
-        with backend.write() as tx:  # a write transaction reads them too
+        with counting(backend).write() as tx:  # a write transaction reads them too
             assert tx.versions(keys) == (0, 0, 0, 0)
         insert(backend, make_harness(1, group="alpha"), make_user("u"))
         assert all(v > 0 for v in versions(backend, keys)[:2])
@@ -856,30 +970,21 @@ class StorageConformance:
 
     def test_backend_versions_outside_a_transaction_agree_with_tx_versions(self, backend, make_backend):
         keys = [("harness", "alpha"), ("group", ""), ("image", "beta")]
-        assert backend.versions(keys) == versions(backend, keys)
-        other = make_backend()
+        mine, other = counting(backend), counting(make_backend())
+        assert mine.versions(keys) == versions(backend, keys)
         before = other.versions(keys)
         insert(backend, make_harness(1, group="alpha"))
         after = other.versions(keys)
         assert after[0] > before[0] and after == versions(other, keys)
-        assert backend.versions([]) == ()
+        assert mine.versions([]) == ()
 
-    def test_another_process_commit_is_seen(self, backend, backend_spec):
-        key = [("harness", "beta")]
-        seen = versions(backend, key)
-        proc = spawn_child("insert", backend_spec, {"n": 7, "group": "beta"})
-        out, err = proc.communicate(timeout=self.CHILD_TIMEOUT_S)
-        assert proc.returncode == 0 and out.strip() == "committed", err
-        assert versions(backend, key) > seen
-        with backend.read() as tx:
-            assert ids(tx.query("harness", "beta")) == [str(uid(7))]
 
     def test_counters_and_data_are_one_snapshot_under_concurrent_writes(self, backend, make_backend):
         """A reader sees a counter and the data it counts together: the same value always comes
         with the same data, a larger amount of data with a larger value, never backwards; and
         after each commit, another object's versions() is larger than before it."""
         commits = 20
-        watcher, reader = make_backend(), make_backend()
+        watcher, reader = make_backend(), counting(make_backend())
         key = [("harness", "alpha")]
         done = threading.Event()
         seen: list[tuple[int, int]] = []  # (version, number of documents) in one read transaction
@@ -937,39 +1042,3 @@ class StorageConformance:
         assert all(a - b >= self.THREADS * per_thread for a, b in zip(after, before)), (before, after)
         with backend.read() as tx:
             assert len(tx.query("image", "s1")) == self.THREADS * per_thread
-
-    # -- durability ------------------------------------------------------------------------------
-
-    def test_sigkill_mid_stream_keeps_every_acknowledged_write(self, backend, backend_spec, make_backend):
-        backend.close()  # only the child touches the store while it runs
-        proc = spawn_child("stream", backend_spec, {})
-        try:
-            acked = _read_lines(proc, lambda lines: len(lines) >= self.DURABILITY_ACKS, self.CHILD_TIMEOUT_S)
-            assert len(acked) >= self.DURABILITY_ACKS, proc.stderr.read() if proc.poll() is not None else ""
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(self.CHILD_TIMEOUT_S)
-            # Lines already in the pipe were acknowledged before the kill.
-            acked += _read_lines(proc, lambda lines: False, self.CHILD_TIMEOUT_S)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == -signal.SIGKILL
-        acked_i = [int(line) for line in acked]
-        assert acked_i == list(range(len(acked_i)))
-
-        reopened = make_backend()
-        check_ready(reopened)
-        with reopened.read() as tx:
-            for i in acked_i:
-                assert tx.get("harness", str(stream_record(i).id)) == to_doc(stream_record(i)), i
-            found = tx.query("harness")
-        # At most the one write in flight at the kill may have committed without its line.
-        assert [from_doc(d) for d in found] == [stream_record(i) for i in range(len(found))]
-        assert len(acked_i) <= len(found) <= len(acked_i) + 1
-        # The store is not left locked or damaged: it takes writes and keeps its constraints.
-        insert(reopened, make_harness(1, group="g0", name="after"))
-        with pytest.raises(NameConflict):
-            insert(reopened, make_harness(2, group="g0", name="stream-0"))
-        with reopened.read() as tx:
-            assert tx.find_name("harness", "g0", "after").id == str(uid(1))
