@@ -14,9 +14,11 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Callable, Optional
 
-from .models import RECORD_TYPES, Group, Image, Revocation, User
+from .errors import UnencodableText
+from .models import RECORD_TYPES, Group, Image, Revocation, TokenRecord, User
 from .storage import Doc
 from .timeutil import format_time, parse_time
+from .wire import UNENCODABLE_MESSAGE, all_encodable
 
 
 def _encode(value: Any) -> Any:
@@ -95,10 +97,22 @@ def record_from_body(cls: type, body: dict[str, Any]) -> Any:
     return cls(**values)
 
 
+def _check_encodable(body: dict[str, Any]) -> None:
+    """The last line of defence behind request validation: no backend is ever handed a string
+    that cannot be written as UTF-8 (it would fail there, or later in ``export``)."""
+    for key, value in body.items():
+        if not all_encodable(value):
+            raise UnencodableText({key: [UNENCODABLE_MESSAGE]})
+
+
 def to_doc(record: Any) -> Doc:
-    """The storage document for a record, with its index columns."""
+    """The storage document for a record, with its index columns.
+
+    :raises UnencodableText: a string field holds a lone surrogate.
+    """
     body = record_body(record)
-    if isinstance(record, (Group, User, Revocation)):
+    _check_encodable(body)
+    if isinstance(record, (Group, User, Revocation, TokenRecord)):
         return Doc(kind=record.KIND, id=str(record.id), group=None, name=None,
                    deleted=bool(getattr(record, "deleted", False)),
                    created=body["date_created"], body=body)

@@ -32,7 +32,14 @@ class TokenExpired(NotAuthenticated):
 
 
 class PermissionDenied(XpressoError):
+    """The detail stays DRF's exact words (clients match them); ``why`` is for the server's log
+    only: the permission that was missing and the group it was checked in."""
+
     default_detail = "You do not have permission to perform this action."
+
+    def __init__(self, detail: str | None = None, *, why: str | None = None):
+        super().__init__(detail)
+        self.why = why
 
 
 class NotFound(XpressoError):
@@ -65,6 +72,10 @@ class ValidationError(BadRequest):
     @classmethod
     def one(cls, field: str, message: str) -> "ValidationError":
         return cls({field: [message]})
+
+
+class UnencodableText(ValidationError):
+    """A string that cannot be encoded as UTF-8 (a lone surrogate): never stored."""
 
 
 class PayloadTooLarge(XpressoError):

@@ -1,7 +1,7 @@
 """Records: frozen dataclasses, UUID ids, timezone-aware UTC times, enums for states.
 
-Storage keeps each record as a JSON-able body (see ``codec.py``); the API chooses the wire names
-(v1/v2) in ``api/serialize.py``.
+Storage keeps each record as a JSON-able body (see ``codec.py``); the wire shapes (keys, v1
+names) are written once in ``wire.py`` and rendered by ``api/serialize.py``.
 """
 from __future__ import annotations
 
@@ -121,6 +121,17 @@ class Revocation:
 
 
 @dataclass(frozen=True)
+class TokenRecord:
+    """An issued token's bookkeeping for `token list`: never the token itself."""
+
+    KIND: ClassVar[str] = "token"
+    id: str  # the token's jti
+    user: str
+    date_created: datetime  # issued
+    expires: datetime
+
+
+@dataclass(frozen=True)
 class Harness:
     KIND: ClassVar[str] = "harness"
     id: uuid.UUID
@@ -163,7 +174,8 @@ class Engine:
 
 @dataclass(frozen=True)
 class Image:
-    """A Polaris image build. The wire record (CONTRACT section 4) is derived in api/serialize.py."""
+    """A Polaris image build. The wire record (CONTRACT section 4): ``wire.IMAGE``, rendered by
+    ``api/serialize.py``."""
 
     KIND: ClassVar[str] = "image"
     id: uuid.UUID
@@ -201,4 +213,5 @@ class Image:
         return self.is_deleted
 
 
-RECORD_TYPES: dict[str, type] = {cls.KIND: cls for cls in (Group, User, Revocation, Harness, Engine, Image)}
+RECORD_TYPES: dict[str, type] = {cls.KIND: cls for cls in (Group, User, Revocation, TokenRecord, Harness, Engine,
+                                                            Image)}

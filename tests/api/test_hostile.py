@@ -12,7 +12,9 @@ PATH_VALUES = ["94f03015-5f0d-4c2e-a6e6-49ca71442a36", "..", "%2e%2e%2f", "x" * 
                "harnesses", "engines", "-", "\u00e9"]
 BODIES = [None, b"", b"{", b"[]", b"null", b"\"str\"", b"1e999", b'{"name": {"$gt": ""}}', b'{"name": "a", "path": "/p"}',
           b'{"name": "../../etc", "tag": "../x", "git_ref": "--upload-pack=touch /tmp/pwned"}',
-          b'{"pin_version": "yes"}', b"\xff\xfe\xfd", b'{"a":' * 3000, b'{"groups": [1, null, {}]}']
+          b'{"pin_version": "yes"}', b"\xff\xfe\xfd", b'{"a":' * 3000, b'{"groups": [1, null, {}]}',
+          b'{"name": "\\ud800", "path": "/\\udfff", "tag": "t", "git_ref": "\\ud800", "groups": ["\\ud800"]}',
+          b'{"\\ud800": "\\ud800", "site": "\\udc00", "pin_version": true}']
 HEADER_SETS = [
     {},
     {"Authorization": "Jwt"},

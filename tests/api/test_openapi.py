@@ -78,3 +78,68 @@ def _resolve_refs(node, doc):
     if isinstance(node, list):
         return [_resolve_refs(v, doc) for v in node]
     return node
+
+
+# The points an independent probe found where the document allowed what the server refused, and
+# a few neighbours: for each request, the served document's verdict and the server's must agree.
+AGREEMENT_CASES = [
+    # (method, path, body or None, query, valid per the document)
+    ("GET", "/api/v2/harnesses", None, "configuration_state=", False),
+    ("GET", "/api/v2/harnesses", None, "configuration_state=ENABLED", True),
+    ("GET", "/api/v2/engines", None, "type=", False),
+    ("GET", "/api/v2/images", None, "status=", False),
+    ("GET", "/api/v2/harnesses", None, "site=", True),
+    ("POST", "/api/v2/harnesses", {"name": "h", "path": "/p", "supporting_path": "relative"}, "", False),
+    ("POST", "/api/v2/harnesses", {"name": "h", "path": "/p", "supporting_path": ""}, "", True),
+    ("POST", "/api/v2/harnesses", {"name": " h", "path": "/p"}, "", False),
+    ("POST", "/api/v2/harnesses", {"name": "h\u00a0", "path": "/p"}, "", False),
+    ("POST", "/api/v2/harnesses", {"name": "h", "path": "/p", "site": "a\x01"}, "", False),
+    ("POST", "/api/v2/engines", {"name": "e", "base_url": "HTTP://J.EXAMPLE.COM"}, "", True),
+    ("POST", "/api/v2/engines", {"name": "e2", "base_url": "Https://j.example.com:8443/x"}, "", True),
+    ("POST", "/api/v2/engines", {"name": "e", "base_url": "http://"}, "", False),
+    ("POST", "/api/v2/engines", {"name": "e", "base_url": "http://j:99999"}, "", False),
+    ("POST", "/api/v2/engines", {"name": "e", "base_url": "https://j", "api_token": "a\x01b"}, "", False),
+    ("POST", "/api/v2/engines", {"name": "e", "base_url": "https://j", "username": "u\x7f"}, "", False),
+    ("POST", "/api/v2/images/polaris_build", {"name": "a" * 256, "tag": "t", "git_ref": "main"}, "", False),
+    ("POST", "/api/v2/images/polaris_build", {"name": "a", "tag": "t", "git_ref": ""}, "", False),
+    ("POST", "/api/v2/images/polaris_build", {"name": "a", "tag": "t", "git_ref": "main", "groups": [""]}, "", False),
+    ("POST", "/api/v2/images/polaris_build", {"name": "a", "tag": "t", "git_ref": "a..b"}, "", False),
+    ("POST", "/api/v2/images/polaris_build", {"name": "a", "tag": ".t", "git_ref": "main"}, "", False),
+    ("POST", "/api/v2/images/polaris_build", {"name": "a" * 255, "tag": "t", "git_ref": "main", "groups": ["g1"]},
+     "", True),
+]
+
+
+def _request_is_valid(doc, method: str, path: str, body, query: str) -> bool:
+    import jsonschema_rs
+    from urllib.parse import parse_qsl
+
+    op = doc["paths"][path][method.lower()]
+    params = {}
+    for p in op.get("parameters", []):
+        if "$ref" in p:
+            p = doc["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]]
+        if p["in"] == "query":
+            params[p["name"]] = p["schema"]
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in params or not jsonschema_rs.validator_for(params[name]).is_valid(value):
+            return False
+    if body is not None:
+        schema = _resolve_refs(op["requestBody"]["content"]["application/json"]["schema"], doc)
+        return jsonschema_rs.validator_for(schema).is_valid(body)
+    return True
+
+
+def test_document_and_server_agree_on_the_probe_findings(make_world):
+    world = make_world(images=True)  # polaris.repo unset: a valid build request answers 503
+    doc = world.client.simulate_get("/api/v2/openapi.json").json
+    for method, path, body, query, valid in AGREEMENT_CASES:
+        assert _request_is_valid(doc, method, path, body, query) is valid, (path, body, query)
+        before = world.dump()
+        r = world.client.simulate_request(method, path, json=body, query_string=query,
+                                          headers=world.headers("admin"))
+        assert (r.status_code != 400) is valid, (path, body, query, r.status_code, r.text)
+        if not valid:
+            assert world.dump() == before
+        elif path.endswith("polaris_build"):
+            assert r.status_code == 503 and "polaris.repo" in r.json["detail"]

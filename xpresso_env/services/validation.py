@@ -1,18 +1,24 @@
-"""Field validation for request bodies and list queries (DRF-style messages)."""
+"""Field validation for request bodies and list queries (DRF-style messages).
+
+Each field of a request body has a :class:`Rule`: it checks a value and states itself as JSON
+Schema, so the OpenAPI document says exactly what the server accepts. String grammars live in
+``xpresso_env/wire.py``.
+"""
 from __future__ import annotations
 
 import enum
 import re
 import uuid
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
-from urllib.parse import urlsplit
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 from ..errors import BadRequest, NotFound, ValidationError
+from ..wire import (BOOLEAN, CONTROL_CHARS, RECORD_NAME, UNENCODABLE_MESSAGE, Schema, TextGrammar, all_encodable,
+                    encodable, enum_schema, nullable)
 
 Validator = Callable[[Any], Any]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]")
 READ_ONLY_MESSAGE = "This field is read-only."
 UNKNOWN_MESSAGE = "Unknown field."
 
@@ -23,77 +29,87 @@ class FieldError(Exception):
         self.message = message
 
 
-def text(max_len: int, blank: bool = True) -> Validator:
-    def check(value: Any) -> str:
+class Rule(Protocol):
+    """A body field's rule: called with the value (raises FieldError), states itself as a schema."""
+
+    def __call__(self, value: Any) -> Any: ...
+
+    def schema(self) -> Schema: ...
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string matching a grammar; each way to miss it has its own message."""
+
+    grammar: TextGrammar
+
+    def __call__(self, value: Any) -> str:
+        g = self.grammar
         if not isinstance(value, str):
             raise FieldError("Not a valid string.")
-        if not blank and value.strip() == "":
-            raise FieldError("This field may not be blank.")
-        if len(value) > max_len:
-            raise FieldError(f"Ensure this field has no more than {max_len} characters.")
+        if not encodable(value):
+            raise FieldError(UNENCODABLE_MESSAGE)
+        if len(value) < g.min_length:
+            raise FieldError("This field may not be blank." if g.min_length == 1
+                             else f"Ensure this field has at least {g.min_length} characters.")
+        if len(value) > g.max_length:
+            raise FieldError(f"Ensure this field has no more than {g.max_length} characters.")
         if _CONTROL.search(value):
             raise FieldError("Control characters are not allowed.")
+        if g.regex.fullmatch(value) is None:
+            raise FieldError(g.message)
         return value
-    return check
+
+    def schema(self) -> Schema:
+        return self.grammar.schema()
 
 
-def name_text(max_len: int = 128) -> Validator:
-    base = text(max_len, blank=False)
+@dataclass(frozen=True)
+class Choice:
+    enum_cls: type[enum.Enum]
 
-    def check(value: Any) -> str:
-        value = base(value)
-        if value != value.strip():
-            raise FieldError("Leading or trailing spaces are not allowed.")
-        return value
-    return check
-
-
-def optional(inner: Validator) -> Validator:
-    def check(value: Any) -> Any:
-        return None if value is None else inner(value)
-    return check
-
-
-def absolute_path(blank: bool = False) -> Validator:
-    base = text(4096, blank=blank)
-
-    def check(value: Any) -> str:
-        value = base(value)
-        if value == "" and blank:
-            return value
-        if not value.startswith("/"):
-            raise FieldError("Must be an absolute path.")
-        return value
-    return check
-
-
-def http_url(value: Any) -> str:
-    value = text(2048, blank=False)(value)
-    if any(c.isspace() for c in value):
-        raise FieldError("Enter a valid URL.")
-    try:
-        parts = urlsplit(value)
-        parts.port  # raises ValueError on a bad port
-    except ValueError:
-        raise FieldError("Enter a valid URL.") from None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise FieldError("Enter a valid http or https URL.")
-    return value
-
-
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise FieldError("Must be a valid boolean.")
-    return value
-
-
-def choice(enum_cls: type[enum.Enum]) -> Validator:
-    def check(value: Any) -> Any:
+    def __call__(self, value: Any) -> Any:
         try:
-            return enum_cls(value)
+            return self.enum_cls(value)
         except (ValueError, TypeError):
-            raise FieldError(f'"{value}" is not a valid choice.') from None
-    return check
+            raise FieldError(f'"{str(value)[:100]}" is not a valid choice.') from None
+
+    def schema(self) -> Schema:
+        return enum_schema(self.enum_cls)
+
+
+@dataclass(frozen=True)
+class Boolean:
+    def __call__(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise FieldError("Must be a valid boolean.")
+        return value
+
+    def schema(self) -> Schema:
+        return dict(BOOLEAN)
+
+
+@dataclass(frozen=True)
+class Nullable:
+    inner: Rule
+
+    def __call__(self, value: Any) -> Any:
+        return None if value is None else self.inner(value)
+
+    def schema(self) -> Schema:
+        return nullable(self.inner.schema())
+
+
+boolean = Boolean()
+
+
+def choice(enum_cls: type[enum.Enum]) -> Choice:
+    return Choice(enum_cls)
+
+
+def name_text(max_len: int = 128) -> Text:
+    """A record or user name: not blank, no control characters, no space at either end."""
+    return Text(RECORD_NAME if max_len == RECORD_NAME.max_length else replace(RECORD_NAME, max_length=max_len))
 
 
 def validate_body(body: Any, fields: Mapping[str, Validator], required: set[str],
@@ -104,7 +120,11 @@ def validate_body(body: Any, fields: Mapping[str, Validator], required: set[str]
     errors: dict[str, list[str]] = {}
     out: dict[str, Any] = {}
     for key, value in body.items():
-        if key in read_only:
+        if not encodable(key):
+            errors[_printable_key(key)] = [UNENCODABLE_MESSAGE]
+        elif not all_encodable(value):
+            errors[key] = [UNENCODABLE_MESSAGE]
+        elif key in read_only:
             errors[key] = [READ_ONLY_MESSAGE]
         elif key not in fields:
             errors[str(key)[:200]] = [UNKNOWN_MESSAGE]
@@ -119,6 +139,10 @@ def validate_body(body: Any, fields: Mapping[str, Validator], required: set[str]
     if errors:
         raise ValidationError(errors)
     return out
+
+
+def _printable_key(key: str) -> str:
+    return key[:200].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _json_type(value: Any) -> str:
@@ -160,6 +184,8 @@ def parse_list_query(params: Mapping[str, Any], filters: Mapping[str, Optional[t
     for key, value in params.items():
         if not isinstance(value, str):
             raise ValidationError.one(key, "Give this parameter once.")
+        if not encodable(value):
+            raise ValidationError.one(key, UNENCODABLE_MESSAGE)
     limit = _int_param("limit", params["limit"], 1, 1000) if "limit" in params else None
     offset = _int_param("offset", params["offset"], 0, None) if "offset" in params else 0
     deleted_raw = params.get("deleted", "false").lower()
