@@ -6,23 +6,39 @@ A failing command prints one line on standard error and exits non-zero: never a 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
 import sys
+import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
-from .config import Settings, load_settings
-from .errors import BadRequest, XpressoError
+from . import __version__
+from .config import DEBUG_ENV, LOG_LEVEL_ENV, ServerSettings, Settings, load_settings
+from .errors import ConfigError, StorageUnavailable, XpressoError
+from .http_server import quiet_queue_warnings, waitress_options
+from .redact import redact
+from .timeutil import format_time
+
+if TYPE_CHECKING:
+    from .app import AppContext
+    from .storage import StorageBackend
 
 log = logging.getLogger("xpresso_env.cli")
 
 Handler = Callable[[argparse.Namespace, Settings], Optional[int]]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SWITCH_INTERVAL_S = 0.0005
+STORAGE_RETRY_S = 2.0  # `serve` started while the storage is unreachable tries again this often
+# Descriptors beside the connections: storage, log files, build processes and their pipes.
+FD_HEADROOM = 256
+ROLE_NONE = "none"  # `user set-role NAME GROUP:none` takes NAME out of GROUP
 
 
 @contextmanager
-def opened(settings: Settings, **kwargs) -> Iterator:
+def opened(settings: Settings, **kwargs) -> Iterator["AppContext"]:
     """An application context for one command, closed at the end."""
     from .app import build_context
 
@@ -32,6 +48,13 @@ def opened(settings: Settings, **kwargs) -> Iterator:
     finally:
         ctx.close()
 
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *rows])
+
+
+# -- init and serve ---------------------------------------------------------------------------
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     from .plugin import make_plugin_manager, pick_storage
@@ -47,7 +70,7 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     where = settings.storage.dsn if settings.storage.backend == "postgres" else (
         settings.storage_path("xpresso.yaml" if settings.storage.backend == "yaml" else "xpresso.sqlite3"))
     change = "created" if before == 0 else ("upgraded" if after > before else "already up to date")
-    print(f"storage {settings.storage.backend} at {_redact(str(where))}: schema version {after} ({change})")
+    print(f"storage {settings.storage.backend} at {redact(str(where))}: schema version {after} ({change})")
     if args.group or args.admin:
         _first_admin(args, settings)
     return 0
@@ -75,38 +98,86 @@ def _first_admin(args: argparse.Namespace, settings: Settings) -> None:
             print(issued.display)
 
 
-def _redact(text: str) -> str:
-    """Hide a password in a DSN before printing it."""
-    import re
-
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", re.sub(r"(password=)\S+", r"\1***", text))
-
-
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import waitress
-
     from .app import build_context, create_wsgi_app
 
-    ctx = build_context(settings)
-    ctx.start()
-    app = create_wsgi_app(ctx)
     s = settings.server
-    log.info("xpresso-env serving on http://%s:%s/ (storage %s, %s threads)", s.host, s.port,
-             settings.storage.backend, s.threads)
-    # waitress ignores SIGTERM; turn it into a clean exit so running builds are handed back.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    # A thread back from SQLite or a socket waits for the GIL up to one switch interval while
+    # other threads compute. A write transaction makes about nine such calls under a lock every
+    # writer needs, so at the default 5 ms a write held that lock for tens of milliseconds under
+    # load; 0.5 ms keeps it short (benchmarks/README.md, mixed load).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    _raise_open_files_limit(s.connection_limit + FD_HEADROOM)
+    ctx = build_context(settings, check_schema=False)
     try:
-        waitress.serve(app, host=s.host, port=s.port, threads=s.threads, ident="xpresso-env",
-                       max_request_body_size=max(s.max_body_bytes * 2, 1 << 20), _quiet=True)
+        # Bind first: a port in use is reported before anything else happens.
+        server = _listen(create_wsgi_app(ctx), s)
+        try:
+            # waitress ignores SIGTERM; turn it into a clean exit so running builds are handed back.
+            signal.signal(signal.SIGTERM, _exit_on_signal)
+            _wait_for_storage(ctx.storage, redact(settings.storage.dsn or ""))
+            ctx.start()
+            log.info("xpresso-env serving on http://%s:%s/ (storage %s, %s threads, at most %s connections)",
+                     s.host, s.port, settings.storage.backend, s.threads, s.connection_limit)
+            server.run()
+        finally:
+            server.close()
     finally:
         ctx.close()
     return 0
+
+
+def _listen(app: Callable, s: ServerSettings):
+    """The waitress server, bound and listening; a ConfigError naming the address if it cannot."""
+    import waitress
+
+    try:
+        return waitress.create_server(app, **waitress_options(s))
+    except OSError as exc:
+        reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise ConfigError(f"cannot listen on {s.host}:{s.port}: {reason}; "
+                          f"choose another port with --port (or address with --host)") from None
+
+
+def _wait_for_storage(storage: "StorageBackend", where: str) -> None:
+    """Return once the storage answers with the schema this code needs. An unreachable storage
+    (a database still starting) is retried for as long as it takes; an outdated schema stops
+    at once (SchemaOutdated: a person must run `init`)."""
+    from .storage import check_ready
+
+    while True:
+        try:
+            check_ready(storage)
+            return
+        except StorageUnavailable as exc:
+            at = f" at {where}" if where else ""
+            log.warning("storage %s%s not reachable (%s): retrying in %g s", storage.name, at, exc.detail,
+                        STORAGE_RETRY_S)
+            time.sleep(STORAGE_RETRY_S)
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Each connection holds a file descriptor: raise the soft limit toward ``wanted`` (within
+    the hard limit), and say so when server.connection_limit cannot be reached."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("open files are limited to %d (ulimit -n): fewer than server.connection_limit "
+                    "plus %d can be open", target, FD_HEADROOM)
 
 
 def _exit_on_signal(signum, frame) -> None:
     log.info("signal %s: stopping", signum)
     raise SystemExit(0)
 
+
+# -- groups, users, tokens --------------------------------------------------------------------
 
 def cmd_group_add(args: argparse.Namespace, settings: Settings) -> int:
     with opened(settings, images=False) as ctx:
@@ -115,20 +186,42 @@ def cmd_group_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _parse_memberships(items: Sequence[str]) -> dict[str, str]:
-    roles: dict[str, str] = {}
-    for item in items:
-        group, sep, role = item.rpartition(":")
-        if not sep or not group or not role:
-            raise BadRequest(f"--group takes GROUP:ROLE, got {item!r}")
-        roles[group] = role
-    return roles
+def cmd_group_list(args: argparse.Namespace, settings: Settings) -> int:
+    with opened(settings, images=False) as ctx:
+        groups = ctx.auth.list_groups()
+        users = ctx.auth.list_users()
+    rows = [(g.name, format_time(g.date_created), str(sum(g.name in u.roles for u in users))) for g in groups]
+    print(_table(("GROUP", "CREATED", "MEMBERS"), rows))
+    return 0
 
 
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
+    from .services.auth import parse_membership
+
+    roles = dict(parse_membership(item) for item in args.group or [])
     with opened(settings, images=False) as ctx:
-        ctx.auth.add_user(args.name, superuser=args.superuser, roles=_parse_memberships(args.group or []))
+        ctx.auth.add_user(args.name, superuser=args.superuser, roles=roles)
     print(f"user {args.name} created" + (" (system administrator)" if args.superuser else ""))
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
+    with opened(settings, images=False) as ctx:
+        users = ctx.auth.list_users()
+    rows = [(u.name, "yes" if u.superuser else "no",
+             ", ".join(f"{g}:{r}" for g, r in sorted(u.roles.items())) or "-") for u in users]
+    print(_table(("USER", "SUPERUSER", "ROLES (GROUP:ROLE)"), rows))
+    return 0
+
+
+def cmd_user_set_role(args: argparse.Namespace, settings: Settings) -> int:
+    from .services.auth import parse_membership
+
+    group, role = parse_membership(args.membership)
+    with opened(settings, images=False) as ctx:
+        ctx.auth.set_role(args.name, group, None if role == ROLE_NONE else role)
+    print(f"user {args.name} removed from group {group}" if role == ROLE_NONE
+          else f"user {args.name} is {role} in group {group}")
     return 0
 
 
@@ -147,12 +240,23 @@ def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
+    with opened(settings, images=False) as ctx:
+        tokens = ctx.auth.list_tokens(args.name)
+    rows = [(t.jti, t.user or "-", format_time(t.issued) if t.issued else "-",
+             format_time(t.expires) if t.expires else "-", "yes" if t.revoked else "no") for t in tokens]
+    print(_table(("JTI", "USER", "ISSUED", "EXPIRES", "REVOKED"), rows))
+    return 0
+
+
 def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with opened(settings, images=False) as ctx:
         ctx.auth.revoke(args.jti)
     print(f"token {args.jti} revoked")
     return 0
 
+
+# -- data -------------------------------------------------------------------------------------
 
 def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     from .services.fixtures import load_fixtures, read_fixtures
@@ -164,9 +268,49 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from .services.image_files import ImagePaths
+    from .services.transfer import export_file
+
+    with opened(settings, images=False) as ctx:
+        report = export_file(ctx.storage, args.file, ctx.clock, ImagePaths.from_settings(settings))
+    print(f"exported {report} from {settings.storage.backend} to {args.file}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from .services.image_files import ImagePaths
+    from .services.transfer import import_file
+
+    with opened(settings, images=False) as ctx:
+        report = import_file(ctx.storage, args.file, ImagePaths.from_settings(settings))
+    print(f"imported {report} into {settings.storage.backend}")
+    return 0
+
+
+def cmd_images_sweep(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the retention sweep once; print each image past retention and what happens to it."""
+    with opened(settings) as ctx:
+        assert ctx.images is not None  # built with images=True
+        items = ctx.images.sweep(dry_run=args.dry_run)
+    removed = 0
+    for item in items:
+        verb = ("would remove" if args.dry_run else "removed") if item.removed else "kept"
+        removed += item.removed
+        img = item.image
+        print(f"{verb} {img.group}/{img.name}:{img.tag} {img.id} {img.nfs_path}: {item.reason}")
+    summary = "would remove" if args.dry_run else "removed"
+    print(f"{summary} {removed} image(s); {len(items) - removed} pinned image(s) past retention kept")
+    return 0
+
+
+# -- the parser -------------------------------------------------------------------------------
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xpresso-env", description="XPRESSO Environment REST APIs, self-hosted.")
-    parser.add_argument("--config", help="configuration file (default: $XPRESSO_ENV_CONFIG, else built-in defaults)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", metavar="FILE",
+                        help="configuration file (default: $XPRESSO_ENV_CONFIG, else built-in defaults)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("init", help="create or upgrade the storage schema and the token secret")
@@ -174,24 +318,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", metavar="NAME", help="also create this system administrator (if missing) and print a token")
     p.set_defaults(handler=cmd_init)
 
-    p = sub.add_parser("serve", help="serve the API with waitress")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--threads", type=int)
+    d = ServerSettings()
+    p = sub.add_parser(
+        "serve", help="serve the API with waitress",
+        description="Serve the API with waitress. Each flag overrides its configuration key; the default "
+                    "shown is the built-in one, used when neither the configuration file nor "
+                    "XPRESSO_ENV_SERVER_* sets the key.")
+    p.add_argument("--host", metavar="ADDRESS",
+                   help=f"address to listen on; 0.0.0.0 for every interface (server.host, default {d.host})")
+    p.add_argument("--port", type=int, help=f"TCP port to listen on (server.port, default {d.port})")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help=f"requests handled at once (server.threads, default {d.threads})")
     p.set_defaults(handler=cmd_serve)
 
     group = sub.add_parser("group", help="manage groups").add_subparsers(dest="action", metavar="ACTION", required=True)
     p = group.add_parser("add", help="create a group")
     p.add_argument("name")
     p.set_defaults(handler=cmd_group_add)
+    p = group.add_parser("list", help="list groups with their number of members")
+    p.set_defaults(handler=cmd_group_list)
 
+    roles = "guest, member, privilege_member, group_admin"
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", metavar="ACTION", required=True)
     p = user.add_parser("add", help="create a user")
     p.add_argument("name")
     p.add_argument("--superuser", action="store_true", help="a system administrator")
     p.add_argument("--group", action="append", metavar="GROUP:ROLE",
-                   help="membership, role one of guest, member, privilege_member, group_admin (repeatable)")
+                   help=f"membership, role one of {roles} (repeatable)")
     p.set_defaults(handler=cmd_user_add)
+    p = user.add_parser("list", help="list users with their role in each group")
+    p.set_defaults(handler=cmd_user_list)
+    p = user.add_parser("set-role", help=f"set a user's role in a group; GROUP:{ROLE_NONE} takes them out of it")
+    p.add_argument("name")
+    p.add_argument("membership", metavar="GROUP:ROLE", help=f"role one of {roles}, or {ROLE_NONE}")
+    p.set_defaults(handler=cmd_user_set_role)
     p = user.add_parser("delete", help="delete a user (their tokens stop working)")
     p.add_argument("name")
     p.set_defaults(handler=cmd_user_delete)
@@ -199,8 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="action", metavar="ACTION", required=True)
     p = token.add_parser("create", help="issue a token; the last line printed is `Jwt <token>`")
     p.add_argument("name")
-    p.add_argument("--days", type=int)
+    p.add_argument("--days", type=int, help="lifetime (default: auth.token_days)")
     p.set_defaults(handler=cmd_token_create)
+    p = token.add_parser("list", help="list issued tokens (of one user): id, user, issued, expires, revoked")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(handler=cmd_token_list)
     p = token.add_parser("revoke", help="revoke a token by its id (jti)")
     p.add_argument("jti")
     p.set_defaults(handler=cmd_token_revoke)
@@ -209,36 +372,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(handler=cmd_load)
 
-    from .cli_extra import SUBCOMMANDS
+    p = sub.add_parser("export", help="write everything in storage, and the build logs, to a YAML file "
+                                      "(ids and times kept)")
+    p.add_argument("file")
+    p.set_defaults(handler=cmd_export)
+    p = sub.add_parser("import", help="load a file written by `export` into this storage (all or nothing)")
+    p.add_argument("file")
+    p.set_defaults(handler=cmd_import)
 
-    for extend in SUBCOMMANDS:
-        extend(sub)
+    images = sub.add_parser("images", help="manage built images").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = images.add_parser("sweep", help="remove image tars past retention (images.retention_days), "
+                                        "except pinned ones")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed, and why")
+    p.set_defaults(handler=cmd_images_sweep)
     return parser
 
 
 def _serve_overrides(args: argparse.Namespace) -> dict:
-    server = {k: getattr(args, k) for k in ("host", "port", "threads") if getattr(args, k, None) is not None}
+    if args.command != "serve":
+        return {}
+    server = {k: v for k, v in (("host", args.host), ("port", args.port), ("threads", args.threads)) if v is not None}
     return {"server": server} if server else {}
 
 
+def _fail(message: str) -> int:
+    print(f"xpresso-env: error: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("XPRESSO_ENV_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    level = (os.environ.get(LOG_LEVEL_ENV) or "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        return _fail(f"environment variable {LOG_LEVEL_ENV}: unknown log level {level!r}; "
+                     f"use one of {', '.join(LOG_LEVELS)}")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    quiet_queue_warnings()
     try:
         settings = load_settings(args.config, overrides=_serve_overrides(args))
         return args.handler(args, settings) or 0
     except XpressoError as exc:
-        print(f"xpresso-env: error: {exc.detail}", file=sys.stderr)
-        return 1
+        return _fail(exc.detail)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug: still one line, the traceback only on request
-        if os.environ.get("XPRESSO_ENV_DEBUG"):
+        if os.environ.get(DEBUG_ENV):
             raise
-        print(f"xpresso-env: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"unexpected {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

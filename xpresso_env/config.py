@@ -1,16 +1,19 @@
 """Settings: frozen dataclasses. Precedence: defaults < YAML file < XPRESSO_ENV_* env < CLI flags.
 
-Every key has a type; an unknown key or a value of the wrong type is a ConfigError that names
-the key and where it came from (the file, or the environment variable).
+Every key has a type; an unknown key or a value of the wrong type is a ConfigError that reads
+``WHERE: dotted.key: message``, WHERE being the file or the environment variable. An
+``XPRESSO_ENV_*`` variable that names no setting (nor one of ``OTHER_ENV``) is an error too: a
+typo must not be ignored silently.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
@@ -18,6 +21,11 @@ from .errors import ConfigError
 
 ENV_PREFIX = "XPRESSO_ENV_"
 CONFIG_ENV = "XPRESSO_ENV_CONFIG"
+LOG_LEVEL_ENV = "XPRESSO_ENV_LOG_LEVEL"  # the CLI's log level
+DEBUG_ENV = "XPRESSO_ENV_DEBUG"  # the CLI prints a traceback with its one-line error
+BLOCK_PLUGINS_ENV = "XPRESSO_ENV_BLOCK_PLUGINS"  # read by plugin.make_plugin_manager
+# The prefixed variables that are not settings.
+OTHER_ENV: frozenset[str] = frozenset({CONFIG_ENV, LOG_LEVEL_ENV, DEBUG_ENV, BLOCK_PLUGINS_ENV})
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,14 @@ class ServerSettings:
     max_body_bytes: int = 1048576
     access_log: bool = True
     response_cache_bytes: int = 8388608  # GET answers kept in memory (never stale); 0 turns it off
+    # waitress accepts no new connection while this many are open (its default, 100, let one
+    # client's idle connections lock everyone else out). Each costs a file descriptor and a few KB.
+    connection_limit: int = 1000
+    # An idle or half-sent connection is closed after this long without a byte (waitress: 120 s).
+    channel_timeout_s: float = 30.0
+    # How often idle connections are looked for: a connection lives at most
+    # channel_timeout_s + cleanup_interval_s without activity.
+    cleanup_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -167,21 +183,49 @@ def _coerce(tp: Any, value: Any, where: str, from_text: bool) -> Any:
     raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
 
 
-def _merge_section(cls: type, current: Any, data: Any, where: str) -> Any:
+def _hint(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _merge_section(cls: type, current: Any, data: Any, source: str, prefix: str = "") -> Any:
+    """``data`` (from ``source``: a file, or "command line") merged into the section ``current``
+    found at the dotted key ``prefix``."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        at = f"{source}: {prefix}" if prefix else source
+        raise ConfigError(f"{at}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.compare}
     changes = {}
     for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in known:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+            hint = _hint(str(key), known) or f" (known: {', '.join(sorted(known))})"
+            raise ConfigError(f"{source}: {dotted}: unknown key{hint}")
         tp = hints[key]
         if _is_section(tp):
-            changes[key] = _merge_section(tp, getattr(current, key), value, f"{where}.{key}")
+            changes[key] = _merge_section(tp, getattr(current, key), value, source, dotted)
         else:
-            changes[key] = _coerce(tp, value, f"{where}.{key}", from_text=False)
+            changes[key] = _coerce(tp, value, f"{source}: {dotted}", from_text=False)
     return dataclasses.replace(current, **changes)
+
+
+def _env_names(cls: type, prefix: str) -> set[str]:
+    """Every XPRESSO_ENV_* variable that names a setting."""
+    hints = typing.get_type_hints(cls)
+    names: set[str] = set()
+    for f in dataclasses.fields(cls):
+        if f.compare:
+            name = f"{prefix}_{f.name.upper()}"
+            names |= _env_names(hints[f.name], name) if _is_section(hints[f.name]) else {name}
+    return names
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    known = _env_names(Settings, ENV_PREFIX.rstrip("_")) | OTHER_ENV
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            raise ConfigError(f"environment variable {name}: unknown setting{_hint(name, known)}")
 
 
 def _env_overrides(cls: type, current: Any, env: Mapping[str, str], prefix: str) -> Any:
@@ -205,6 +249,7 @@ def load_settings(path: Optional[str | os.PathLike] = None,
     """Build Settings. ``path`` falls back to $XPRESSO_ENV_CONFIG; ``overrides`` is a nested dict
     (as from CLI flags) applied last."""
     env = os.environ if env is None else env
+    _check_env_names(env)
     path = path or env.get(CONFIG_ENV) or None
     settings = Settings(base_dir=os.getcwd())
     if path:
@@ -233,14 +278,16 @@ def _check_values(s: Settings) -> None:
         "builds.max_concurrent": s.builds.max_concurrent, "builds.timeout_s": s.builds.timeout_s,
         "server.port": s.server.port, "server.threads": s.server.threads,
         "server.max_body_bytes": s.server.max_body_bytes, "auth.token_days": s.auth.token_days,
+        "server.connection_limit": s.server.connection_limit, "server.channel_timeout_s": s.server.channel_timeout_s,
+        "server.cleanup_interval_s": s.server.cleanup_interval_s,
     }
     for key, value in positive.items():
         if value <= 0:
-            raise ConfigError(f"{where}: {key} must be positive")
+            raise ConfigError(f"{where}: {key}: must be positive")
     if s.server.response_cache_bytes < 0:
-        raise ConfigError(f"{where}: server.response_cache_bytes must be 0 (off) or positive")
+        raise ConfigError(f"{where}: server.response_cache_bytes: must be 0 (off) or positive")
     if s.server.port > 65535:
-        raise ConfigError(f"{where}: server.port must be at most 65535")
+        raise ConfigError(f"{where}: server.port: must be at most 65535")
 
 
 def settings_as_dict(s: Settings) -> dict[str, Any]:

@@ -103,3 +103,120 @@ def test_config_errors_name_the_key_and_file(cfg, tmp_path):
 
 def test_commands_before_init_fail_cleanly(cfg):
     run(cfg, "group", "add", "g", ok=False)
+
+
+def test_version_and_python_m_xpresso_env(cfg):
+    from xpresso_env import __version__
+
+    for exe in (EXE, [sys.executable, "-m", "xpresso_env"]):
+        p = subprocess.run(exe + ["--version"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and p.stdout.strip() == f"xpresso-env {__version__}", p.stderr
+    p = subprocess.run([sys.executable, "-m", "xpresso_env", "--config", str(cfg), "init"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and "schema version" in p.stdout, p.stderr
+
+
+def test_serve_help_explains_each_flag_with_its_default(cfg):
+    from xpresso_env.config import Settings
+
+    d = Settings().server
+    text = " ".join(run(cfg, "serve", "--help").stdout.split())  # argparse wraps lines
+    for flag, key, default in (("--host", "server.host", d.host), ("--port", "server.port", d.port),
+                               ("--threads", "server.threads", d.threads)):
+        assert flag in text and f"({key}, default {default})" in text, text
+
+
+def test_the_docker_sdk_is_a_plain_dependency():
+    """`pip install .` must bring the Docker builder's SDK: it is in install_requires."""
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[2] / "setup.py").read_text())
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    kw = {k.arg: k.value for k in call.keywords}
+    requires = ast.literal_eval(kw["install_requires"])
+    assert any(r.startswith("docker>=") for r in requires), requires
+    extras = ast.literal_eval(kw["extras_require"])
+    assert extras.get("docker", []) == []  # only an alias now
+
+
+def test_bad_log_level_and_unknown_variables_are_one_line(cfg):
+    run(cfg, "init")
+    p = run(cfg, "group", "list", ok=False, env={"XPRESSO_ENV_LOG_LEVEL": "loud"})
+    assert "XPRESSO_ENV_LOG_LEVEL" in p.stderr and "'LOUD'" in p.stderr and "DEBUG" in p.stderr
+    p = run(cfg, "group", "list", ok=False, env={"XPRESSO_ENV_SERVER_PROT": "9000"})
+    assert p.stderr.strip() == ("xpresso-env: error: environment variable XPRESSO_ENV_SERVER_PROT: unknown setting "
+                                "(did you mean XPRESSO_ENV_SERVER_PORT?)")
+    # the variables that are not settings are known
+    run(cfg, "group", "list", env={"XPRESSO_ENV_LOG_LEVEL": "warning", "XPRESSO_ENV_DEBUG": "",
+                                   "XPRESSO_ENV_BLOCK_PLUGINS": "", "XPRESSO_ENV_CONFIG": str(cfg)})
+
+
+def test_config_error_reads_file_key_message(cfg, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("storage: {backnd: sqlite}\n")
+    p = run(bad, "init", ok=False)
+    assert p.stderr.startswith(f"xpresso-env: error: {bad}: storage.backnd: unknown key"), p.stderr
+
+
+def test_export_to_a_missing_folder_says_so(cfg, tmp_path):
+    run(cfg, "init")
+    target = tmp_path / "no" / "such" / "all.yaml"
+    p = run(cfg, "export", str(target), ok=False)
+    assert p.stderr.strip() == f"xpresso-env: error: cannot write {target}: the folder {target.parent} does not exist"
+    assert ".tmp" not in p.stderr
+    ok = tmp_path / "all.yaml"
+    run(cfg, "export", str(ok))
+    assert ok.stat().st_mode & 0o777 == 0o600  # it holds engine credentials
+    assert [f.name for f in tmp_path.iterdir() if f.name.startswith(".")] == []  # no temp file left
+
+
+def _rows(out: str) -> list[list[str]]:
+    return [line.split(None) for line in out.strip().splitlines()[1:]]
+
+
+def test_group_and_user_lists_and_set_role(cfg):
+    run(cfg, "init", "--group", "g1", "--admin", "root")
+    run(cfg, "group", "add", "g2")
+    run(cfg, "user", "add", "alice", "--group", "g1:member", "--group", "g2:guest")
+    run(cfg, "user", "add", "bob")
+    groups = run(cfg, "group", "list").stdout
+    assert groups.splitlines()[0].split() == ["GROUP", "CREATED", "MEMBERS"]
+    assert [(r[0], r[2]) for r in _rows(groups)] == [("g1", "1"), ("g2", "1")]
+    users = run(cfg, "user", "list").stdout
+    assert {r[0]: r[1:] for r in _rows(users)} == {"root": ["yes", "-"], "alice": ["no", "g1:member,", "g2:guest"],
+                                                  "bob": ["no", "-"]}
+    assert "is group_admin in group g2" in run(cfg, "user", "set-role", "bob", "g2:group_admin").stdout
+    run(cfg, "user", "set-role", "alice", "g1:privilege_member")
+    assert "removed from group g2" in run(cfg, "user", "set-role", "alice", "g2:none").stdout
+    assert {r[0]: r[1:] for r in _rows(run(cfg, "user", "list").stdout)} == {
+        "root": ["yes", "-"], "alice": ["no", "g1:privilege_member"], "bob": ["no", "g2:group_admin"]}
+    for bad in (["alice", "g1:emperor"], ["alice", "nogroup:member"], ["nobody", "g1:member"], ["alice", "g1"]):
+        run(cfg, "user", "set-role", *bad, ok=False)
+    p = run(cfg, "user", "set-role", "alice", "g1:emperor", ok=False)
+    assert "unknown role 'emperor'; roles: guest, member, privilege_member, group_admin" in p.stderr
+    run(cfg, "user", "delete", "bob")
+    assert [r[0] for r in _rows(run(cfg, "user", "list").stdout)] == ["root", "alice"]
+
+
+def test_token_list_shows_issued_and_revoked_tokens(cfg):
+    run(cfg, "init", "--group", "g1", "--admin", "root")
+    run(cfg, "user", "add", "alice", "--group", "g1:member")
+    first = run(cfg, "token", "create", "alice", "--days", "2").stdout
+    second = run(cfg, "token", "create", "alice").stdout
+    jti1, jti2 = (out.split("id (jti) ")[1].split(",")[0] for out in (first, second))
+    run(cfg, "token", "revoke", jti1)
+    out = run(cfg, "token", "list", "alice").stdout
+    assert out.splitlines()[0].split() == ["JTI", "USER", "ISSUED", "EXPIRES", "REVOKED"]
+    rows = {r[0]: r for r in _rows(out)}
+    assert set(rows) == {jti1, jti2}
+    assert rows[jti1][1] == "alice" and rows[jti1][4] == "yes" and rows[jti2][4] == "no"
+    from xpresso_env.timeutil import parse_time
+
+    issued, expires = parse_time(rows[jti1][2]), parse_time(rows[jti1][3])
+    assert (expires - issued).total_seconds() == 2 * 86400
+    everyone = {r[0]: r[1] for r in _rows(run(cfg, "token", "list").stdout)}
+    assert everyone[jti1] == "alice" and "root" in everyone.values() and len(everyone) == 3
+    # the token itself is never stored
+    token = second.strip().splitlines()[-1].split()[1]
+    assert token.encode() not in (cfg.parent / "data" / "db.sqlite3").read_bytes()
+    run(cfg, "token", "list", "nobody", ok=False)

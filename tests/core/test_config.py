@@ -1,6 +1,7 @@
 """Settings: precedence, types, unknown keys, and the shipped default.yaml."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,37 @@ def test_unreadable_and_invalid_yaml(tmp_path):
     bad.write_text("server: {port: [")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(bad, env={})
+
+
+@pytest.mark.parametrize("text,message", [
+    ("storage: {backnd: sqlite}", "storage.backnd: unknown key (did you mean backend?)"),
+    ("nonsense: 1", "nonsense: unknown key (known: "
+                    f"{', '.join(sorted(f.name for f in dataclasses.fields(Settings) if f.compare))})"),
+    ("builder: {docker: {base_url: 5}}", "builder.docker.base_url: expected a non-empty string, got 5"),
+    ("server: {connection_limit: 0}", "server.connection_limit: must be positive"),
+    ("server: {channel_timeout_s: -1}", "server.channel_timeout_s: must be positive"),
+])
+def test_errors_read_file_dotted_key_message(tmp_path, text, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, env={})
+    assert str(info.value) == f"{cfg.resolve()}: {message}"
+
+
+def test_unknown_prefixed_environment_variables_are_errors():
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={"XPRESSO_ENV_STORAGE_BACKND": "yaml"})
+    assert str(info.value) == ("environment variable XPRESSO_ENV_STORAGE_BACKND: unknown setting "
+                               "(did you mean XPRESSO_ENV_STORAGE_BACKEND?)")
+    with pytest.raises(ConfigError, match="XPRESSO_ENV_STORAGE: unknown setting"):  # a section is not a setting
+        load_settings(None, env={"XPRESSO_ENV_STORAGE": "x"})
+    known = {"XPRESSO_ENV_CONFIG": "", "XPRESSO_ENV_LOG_LEVEL": "DEBUG", "XPRESSO_ENV_DEBUG": "1",
+             "XPRESSO_ENV_BLOCK_PLUGINS": "x", "XPRESSO_ENV_SERVER_CONNECTION_LIMIT": "50",
+             "XPRESSO_TEST_BACKENDS": "sqlite", "OTHER": "1"}
+    assert load_settings(None, env=known).server.connection_limit == 50
+
+
+def test_connection_defaults_keep_idle_clients_from_locking_others_out():
+    s = Settings().server
+    assert s.connection_limit >= 1000 > 100 and s.channel_timeout_s <= 30 and s.cleanup_interval_s <= 10

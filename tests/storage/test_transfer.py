@@ -7,6 +7,7 @@ import yaml
 from tests.conftest import make_settings, seed
 from xpresso_env.app import build_context
 from xpresso_env.services.fixtures import load_fixtures
+from xpresso_env.services.image_files import ImagePaths
 from xpresso_env.services.transfer import KINDS, export_file, import_file
 
 
@@ -40,6 +41,11 @@ def test_round_trip_through_every_backend(tmp_path):
                       created="2021-08-25T19:35:14.765536Z", body={"id": "7d8f4f48-55a2-4f0f-9a0b-2c1f0f0d0e01",
                                                                    "group": "g1", "groups": ["g2", "g3"]},
                       visible=("g2", "g3")))
+    image_id = "7d8f4f48-55a2-4f0f-9a0b-2c1f0f0d0e01"
+    log_text = "2024-05-02T09:14:03.112233Z queued: pölaris\n"
+    source_paths = ImagePaths.from_settings(source.settings)
+    source_paths.logs_root.mkdir(parents=True)
+    source_paths.log_path(image_id).write_text(log_text, encoding="utf-8")
     expected = _everything(source)
     assert all(expected[k] for k in KINDS)
 
@@ -49,11 +55,13 @@ def test_round_trip_through_every_backend(tmp_path):
         current = source
         for i, settings in enumerate(hops):
             file = tmp_path / f"export-{i}.yaml"
-            export_file(current.storage, file, current.clock)
-            assert yaml.safe_load(file.read_text())["format"] == "xpresso-env-export"
+            report = export_file(current.storage, file, current.clock, ImagePaths.from_settings(current.settings))
+            assert yaml.safe_load(file.read_text())["format"] == "xpresso-env-export" and report.logs == 1
             nxt = _ctx(settings)
-            import_file(nxt.storage, file)
+            paths = ImagePaths.from_settings(settings)
+            assert import_file(nxt.storage, file, paths).logs == 1
             assert _everything(nxt) == expected, f"hop {i} to {settings.storage.backend}"
+            assert paths.log_path(image_id).read_text(encoding="utf-8") == log_text  # the build log moved too
             if current is not source:
                 current.close()
             current = nxt
@@ -70,12 +78,20 @@ def test_import_is_all_or_nothing(tmp_path):
         "group": [{"id": "g", "group": None, "name": None, "deleted": False, "created": "2020-01-01T00:00:00.000000Z",
                    "visible": [], "body": {"name": "g", "date_created": "2020-01-01T00:00:00.000000Z"}}],
         "harness": [{"id": "x"}]}}))
+    paths = ImagePaths.from_settings(ctx.settings)
     with pytest.raises(BadRequest):
-        import_file(ctx.storage, bad)
+        import_file(ctx.storage, bad, paths)
     assert _everything(ctx)["group"] == []
     (tmp_path / "other.yaml").write_text("just: text\n")
     with pytest.raises(BadRequest, match="not an xpresso-env export"):
-        import_file(ctx.storage, tmp_path / "other.yaml")
+        import_file(ctx.storage, tmp_path / "other.yaml", paths)
+    # a log may only name an image of the export: its id becomes a file name under logs_root
+    traversal = tmp_path / "traversal.yaml"
+    traversal.write_text(yaml.safe_dump({"format": "xpresso-env-export", "version": 1, "kinds": {},
+                                         "logs": {"../../evil": "x"}}))
+    with pytest.raises(BadRequest, match="not the id of an image in this export"):
+        import_file(ctx.storage, traversal, paths)
+    assert not (tmp_path / "evil.log").exists()
     ctx.close()
 
 

@@ -11,16 +11,17 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import jwt
 
 from ..codec import from_doc, to_doc
+from ..config import Settings
 from ..errors import (AlreadyExists, BadRequest, ConfigError, InvalidToken, NotAuthenticated, NotFound,
                       PermissionDenied, TokenExpired, ValidationError)
-from ..models import Group, Revocation, Role, User, role_permissions
+from ..models import Group, Revocation, Role, TokenRecord, User, role_permissions
 from ..storage import StorageBackend, Tx
 from ..timeutil import Clock
 
@@ -46,6 +47,18 @@ class Caller:
 
 
 @dataclass(frozen=True)
+class TokenInfo:
+    """One line of `token list`. A revoked id with no record of its issue (revoked by hand, or
+    issued before tokens were recorded) has no user, issued or expires."""
+
+    jti: str
+    user: Optional[str]
+    issued: Optional[datetime]
+    expires: Optional[datetime]
+    revoked: bool
+
+
+@dataclass(frozen=True)
 class IssuedToken:
     token: str  # the bare JWT
     jti: str
@@ -57,7 +70,7 @@ class IssuedToken:
         return f"Jwt {self.token}"
 
 
-def load_secret(settings, create: bool = False) -> bytes:
+def load_secret(settings: Settings, create: bool = False) -> bytes:
     """The signing secret: configured directly, or read from ``auth.secret_file`` (``init``
     creates it, mode 0600)."""
     if settings.auth.secret:
@@ -77,6 +90,23 @@ def load_secret(settings, create: bool = False) -> bytes:
     if len(secret) < 32:
         raise ConfigError(f"auth.secret_file: {path} holds a secret shorter than 32 characters")
     return secret.encode()
+
+
+def parse_role(value: object) -> Role:
+    """A role by its name: the one place a role is read from text (CLI, fixtures, services)."""
+    try:
+        return Role(value)
+    except (ValueError, TypeError):
+        raise BadRequest(f"unknown role {value!r}; roles: {', '.join(r.value for r in Role)}") from None
+
+
+def parse_membership(item: str) -> tuple[str, str]:
+    """``GROUP:ROLE`` as the CLI takes it, split at the last colon (the role is checked by
+    ``parse_role`` where it is used)."""
+    group, sep, role = item.rpartition(":")
+    if not sep or not group or not role:
+        raise BadRequest(f"expected GROUP:ROLE, got {item!r}")
+    return group, role
 
 
 def split_authorization(header: Optional[str]) -> str:
@@ -106,19 +136,36 @@ class AuthService:
 
     # -- tokens ---------------------------------------------------------------------------
     def issue_token(self, user_name: str, days: Optional[int] = None) -> IssuedToken:
-        with self._storage.read() as tx:
-            user = self._user(tx, user_name)
-        if user is None:
-            raise NotFound(f"user {user_name!r} does not exist")
-        now = self._clock()
+        """Sign a token and record its issue (jti, user, times: never the token) for `token list`."""
         days = self._token_days if days is None else days
         if days <= 0:
             raise BadRequest("--days must be positive")
+        now = self._clock()
         exp = now + timedelta(days=days)
         jti = uuid.uuid4().hex
+        with self._storage.write() as tx:
+            user = self._user(tx, user_name)
+            if user is None:
+                raise NotFound(f"user {user_name!r} does not exist")
+            tx.insert(to_doc(TokenRecord(id=jti, user=user.name, date_created=now, expires=exp)))
         token = jwt.encode({"sub": user.name, "jti": jti, "iat": int(now.timestamp()), "exp": int(exp.timestamp())},
                            self._secret, algorithm=ALGORITHM)
         return IssuedToken(token=token, jti=jti, user=user.name, expires=exp.isoformat())
+
+    def list_tokens(self, user_name: Optional[str] = None) -> list[TokenInfo]:
+        """Issued tokens (of one user, if given), oldest first, with whether each is revoked."""
+        with self._storage.read() as tx:
+            if user_name is not None and tx.get(User.KIND, user_name) is None:
+                raise NotFound(f"user {user_name!r} does not exist")
+            issued: list[TokenRecord] = [from_doc(d) for d in tx.query(TokenRecord.KIND)]
+            revoked: list[Revocation] = [from_doc(d) for d in tx.query(Revocation.KIND)]
+        revoked_ids = {r.jti for r in revoked}
+        known = {t.id for t in issued}
+        out = [TokenInfo(jti=t.id, user=t.user, issued=t.date_created, expires=t.expires, revoked=t.id in revoked_ids)
+               for t in issued if user_name is None or t.user == user_name]
+        out += [TokenInfo(jti=r.jti, user=r.user, issued=None, expires=None, revoked=True)
+                for r in revoked if r.jti not in known and (user_name is None or r.user == user_name)]
+        return out
 
     def revoke(self, jti: str, user: Optional[str] = None) -> None:
         if not isinstance(jti, str) or not re.fullmatch(r"[0-9a-fA-F-]{8,64}", jti):
@@ -161,18 +208,16 @@ class AuthService:
             raise BadRequest("The Group header is required: name the group this request is for.")
         # A name no group could have is simply not there (and never reaches storage).
         if not NAME_RE.match(header) or tx.get(Group.KIND, header) is None:
-            raise PermissionDenied()
+            raise PermissionDenied(why=f"group {header!r} does not exist (user {user.name!r})")
         if not user.superuser and header not in user.roles:
-            raise PermissionDenied()
+            raise PermissionDenied(why=f"user {user.name!r} is not a member of group {header!r}")
         return header
-
-    def still_valid(self, expires: float) -> bool:
-        return self._clock().timestamp() < expires
 
     @staticmethod
     def require(caller: Caller, permission: str) -> None:
         if not caller.can(permission):
-            raise PermissionDenied()
+            raise PermissionDenied(why=f"missing permission {permission!r} in group {caller.group!r} "
+                                       f"for user {caller.user.name!r}")
 
     # -- users and groups (CLI and fixtures) ------------------------------------------------
     @staticmethod
@@ -192,14 +237,18 @@ class AuthService:
             tx.insert(to_doc(group))
         return group
 
-    def add_user(self, name: str, superuser: bool = False, roles: Optional[dict[str, str]] = None) -> User:
+    def list_groups(self) -> list[Group]:
+        with self._storage.read() as tx:
+            return [from_doc(d) for d in tx.query(Group.KIND)]
+
+    def list_users(self) -> list[User]:
+        """Live users (deleted ones are kept in storage, not listed)."""
+        with self._storage.read() as tx:
+            return [u for u in map(from_doc, tx.query(User.KIND, include_deleted=False)) if not u.deleted]
+
+    def add_user(self, name: str, superuser: bool = False, roles: Optional[Mapping[str, str]] = None) -> User:
         check_name("user", name)
-        parsed = {}
-        for group, role in (roles or {}).items():
-            try:
-                parsed[group] = Role(role)
-            except ValueError:
-                raise BadRequest(f"unknown role {role!r}; roles: {', '.join(r.value for r in Role)}") from None
+        parsed = {group: parse_role(role) for group, role in (roles or {}).items()}
         user = User(name=name, date_created=self._clock(), superuser=superuser, roles=parsed)
         with self._storage.write() as tx:
             for group in parsed:
@@ -223,6 +272,8 @@ class AuthService:
             tx.update(to_doc(replace(user, deleted=True)))
 
     def set_role(self, user_name: str, group: str, role: Optional[str]) -> User:
+        """Give ``user_name`` the ``role`` in ``group``; None removes them from the group."""
+        new_role = None if role is None else parse_role(role)
         with self._storage.write() as tx:
             user = self._user(tx, user_name)
             if user is None:
@@ -230,13 +281,10 @@ class AuthService:
             if tx.get(Group.KIND, group) is None:
                 raise NotFound(f"group {group!r} does not exist")
             roles = dict(user.roles)
-            if role is None:
+            if new_role is None:
                 roles.pop(group, None)
             else:
-                try:
-                    roles[group] = Role(role)
-                except ValueError:
-                    raise BadRequest(f"unknown role {role!r}") from None
+                roles[group] = new_role
             user = replace(user, roles=roles)
             tx.update(to_doc(user))
         return user

@@ -17,8 +17,8 @@ from ..errors import BadRequest, ValidationError
 from ..models import Group, OperationalState, Role, User
 from ..storage import StorageBackend, Tx
 from ..timeutil import Clock, parse_time
-from .auth import check_name
-from .registry import ENGINE, HARNESS, KindSpec, _DEFAULTS
+from .auth import check_name, parse_role
+from .registry import ENGINE, HARNESS, KindSpec
 from .validation import FieldError, boolean, choice, name_text, validate_body
 
 _KEPT = {
@@ -84,7 +84,7 @@ def _record(spec: KindSpec, item: Any, where: str, clock: Clock, default_user: s
     except ValidationError as exc:
         raise BadRequest(f"{where}: {exc.detail}") from None
     now = clock()
-    values = {**_DEFAULTS[spec.kind], **values}
+    values = {**spec.defaults, **values}
     values.setdefault("id", uuid.uuid4())
     values.setdefault("created_by", default_user)
     values.setdefault("date_created", now)
@@ -142,9 +142,9 @@ def _load_user(tx: Tx, item: Any, where: str, clock: Clock) -> None:
         if tx.get(Group.KIND, group) is None:
             raise BadRequest(f"{where}: group {group!r} does not exist")
         try:
-            parsed[group] = Role(role)
-        except ValueError:
-            raise BadRequest(f"{where}: unknown role {role!r}") from None
+            parsed[group] = parse_role(role)
+        except BadRequest as exc:
+            raise BadRequest(f"{where}: {exc.detail}") from None
     superuser = item.get("superuser", False)
     if not isinstance(superuser, bool):
         raise BadRequest(f"{where}: superuser must be true or false")

@@ -1,11 +1,14 @@
 """Moving everything between storage backends: export to one YAML file, import from it.
 
 The file holds the storage documents themselves (index columns and body), so ids, timestamps,
-token revocations, deleted records and image bookkeeping all move unchanged.
+issued and revoked tokens, deleted records and image bookkeeping all move unchanged. Build logs
+live as files under ``images.logs_root``, not in storage: the export carries each image's log
+under ``logs`` (text, or ``!!binary`` when it is not UTF-8) and the import writes them back under
+the new configuration's ``images.logs_root``. The token secret is not in the file (see README).
 """
 from __future__ import annotations
 
-import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,9 +16,11 @@ from typing import Any
 import yaml
 
 from ..errors import BadRequest
-from ..models import RECORD_TYPES
+from ..fsutil import atomic_write
+from ..models import RECORD_TYPES, Image
 from ..storage import Doc, StorageBackend
 from ..timeutil import Clock, format_time
+from .image_files import ImagePaths
 
 FORMAT = "xpresso-env-export"
 FORMAT_VERSION = 1
@@ -28,9 +33,10 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 @dataclass(frozen=True)
 class TransferReport:
     counts: dict[str, int]
+    logs: int = 0  # build logs carried
 
     def __str__(self) -> str:
-        return ", ".join(f"{n} {kind}(s)" for kind, n in self.counts.items())
+        return ", ".join([*(f"{n} {kind}(s)" for kind, n in self.counts.items()), f"{self.logs} build log(s)"])
 
 
 def _doc_out(doc: Doc) -> dict[str, Any]:
@@ -49,27 +55,69 @@ def _doc_in(kind: str, item: Any, where: str) -> Doc:
         raise BadRequest(f"{where}: missing {exc.args[0]}") from None
 
 
-def export_data(storage: StorageBackend, clock: Clock) -> dict[str, Any]:
+def _read_log(paths: ImagePaths, image_id: str) -> str | bytes | None:
+    try:
+        raw = paths.log_path(image_id).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BadRequest(f"cannot read the build log of image {image_id}: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw  # written as !!binary
+
+
+def export_data(storage: StorageBackend, clock: Clock, paths: ImagePaths) -> dict[str, Any]:
     with storage.read() as tx:  # one snapshot
         kinds = {kind: [_doc_out(d) for d in tx.query(kind)] for kind in KINDS}
+    logs = {}
+    for item in kinds[Image.KIND]:
+        text = _read_log(paths, item["id"])
+        if text is not None:
+            logs[item["id"]] = text
     return {"format": FORMAT, "version": FORMAT_VERSION, "exported_at": format_time(clock()),
-            "source": storage.name, "kinds": kinds}
+            "source": storage.name, "kinds": kinds, "logs": logs}
 
 
-def export_file(storage: StorageBackend, path: str | Path, clock: Clock) -> TransferReport:
-    data = export_data(storage, clock)
+def export_file(storage: StorageBackend, path: str | Path, clock: Clock, paths: ImagePaths) -> TransferReport:
+    data = export_data(storage, clock, paths)
+    text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        yaml.dump(data, fh, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return TransferReport({k: len(v) for k, v in data["kinds"].items()})
+    try:
+        # 0600: the file holds engine credentials.
+        atomic_write(path, text.encode("utf-8"), mode=0o600)
+    except FileNotFoundError:
+        raise BadRequest(f"cannot write {path}: the folder {path.parent} does not exist") from None
+    except OSError as exc:
+        raise BadRequest(f"cannot write {path}: {exc.strerror}") from None
+    return TransferReport({k: len(v) for k, v in data["kinds"].items()}, logs=len(data["logs"]))
 
 
-def import_data(storage: StorageBackend, data: Any) -> TransferReport:
-    """Insert (or replace, by id) every document, in one transaction: all or nothing."""
+def _logs_in(data: dict[str, Any], kinds: dict[str, Any]) -> dict[str, bytes]:
+    """The ``logs`` section, checked: each key an image of this export (a UUID, so the file name
+    it becomes stays inside images.logs_root)."""
+    logs = data.get("logs") or {}
+    if not isinstance(logs, dict):
+        raise BadRequest("logs must map image ids to log text")
+    images = {item.get("id") for item in kinds.get(Image.KIND) or [] if isinstance(item, dict)}
+    out = {}
+    for image_id, text in logs.items():
+        try:
+            canonical = str(uuid.UUID(str(image_id)))
+        except ValueError:
+            canonical = None
+        if canonical != image_id or image_id not in images:
+            raise BadRequest(f"logs.{image_id}: not the id of an image in this export")
+        if not isinstance(text, (str, bytes)):
+            raise BadRequest(f"logs.{image_id}: expected the log text")
+        out[image_id] = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    return out
+
+
+def import_data(storage: StorageBackend, data: Any, paths: ImagePaths) -> TransferReport:
+    """Insert (or replace, by id) every document, in one transaction: all or nothing. Then write
+    the build logs (after the commit: a failure there names the log and leaves the records in)."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BadRequest(f"not an xpresso-env export (expected format: {FORMAT})")
     if data.get("version") != FORMAT_VERSION:
@@ -80,6 +128,7 @@ def import_data(storage: StorageBackend, data: Any) -> TransferReport:
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise BadRequest(f"unknown kind(s) in the export: {', '.join(sorted(map(str, unknown)))}")
+    logs = _logs_in(data, kinds)
     counts = {}
     with storage.write() as tx:
         for kind in KINDS:
@@ -93,10 +142,18 @@ def import_data(storage: StorageBackend, data: Any) -> TransferReport:
                 else:
                     tx.update(doc)
             counts[kind] = len(items)
-    return TransferReport(counts)
+    for image_id, raw in logs.items():
+        target = paths.log_path(image_id)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, raw)
+        except OSError as exc:
+            raise BadRequest(f"records imported, but the build log {target} could not be written: "
+                             f"{exc.strerror}") from None
+    return TransferReport(counts, logs=len(logs))
 
 
-def import_file(storage: StorageBackend, path: str | Path) -> TransferReport:
+def import_file(storage: StorageBackend, path: str | Path, paths: ImagePaths) -> TransferReport:
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.load(fh, Loader=_Loader)
@@ -104,4 +161,4 @@ def import_file(storage: StorageBackend, path: str | Path) -> TransferReport:
         raise BadRequest(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise BadRequest(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
-    return import_data(storage, data)
+    return import_data(storage, data, paths)
