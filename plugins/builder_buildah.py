@@ -118,8 +118,9 @@ class BuildahBuilder:
             request.log("$ " + " ".join(cmd))
             if gentle:  # see the module's docstring
                 return procrun.run(cmd, request.log, request.cancel, remaining, cwd=cwd,
-                                   term_grace_s=self.stop_grace_s, stop_mode="children")
-            return procrun.run(cmd, request.log, request.cancel, remaining, cwd=cwd)
+                                   term_grace_s=self.stop_grace_s, stop_mode="children",
+                                   on_start=request.started)
+            return procrun.run(cmd, request.log, request.cancel, remaining, cwd=cwd, on_start=request.started)
 
         before = self._containers()
         with tempfile.TemporaryDirectory(prefix="xpresso-buildah-") as scratch:

@@ -38,7 +38,7 @@ def _import_docker():
         import docker  # noqa: F401
         import docker.errors  # noqa: F401
     except ImportError:
-        raise ConfigError("the docker builder needs the docker SDK: pip install 'xpresso-env[docker]'") from None
+        raise ConfigError("the docker SDK is not installed (pip install docker)") from None
     return docker
 
 

@@ -1,12 +1,27 @@
-"""The builder protocol every image-builder plugin implements."""
+"""The builder protocol every image-builder plugin implements, the helpers builders share (the
+tar's temporary name and its durable publication, over :mod:`xpresso_env.fsutil`), and the
+choice of a builder by ``builder.backend``."""
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, runtime_checkable
+
+from .errors import ConfigError
+from .fsutil import discard, temp_beside
+from .fsutil import publish as fsutil_publish
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+__all__ = ["BuildRequest", "BuildResult", "Builder", "BuilderInfo", "BuilderChoice", "BuildFailed",
+           "BuildCancelled", "BuildTimedOut", "PARTIAL_SUFFIX", "temp_path_for", "publish", "discard",
+           "select_builder", "dockerfile_path"]
+
+
+def _no_group(pid: int) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -18,6 +33,10 @@ class BuildRequest:
     log: Callable[[str], None]  # append one line to the build log
     cancel: threading.Event  # set when the build must stop now
     timeout_s: float
+    # Call with the pid of each process-group leader the build starts (procrun.run(...,
+    # on_start=request.started) does it): a server that takes the build over after a crash of
+    # this one ends those groups before it builds again.
+    started: Callable[[int], None] = _no_group
 
 
 @dataclass(frozen=True)
@@ -48,8 +67,7 @@ class BuilderInfo:
 
     name: str
     description: str
-    # factory(settings: xpresso_env.config.Settings) -> Builder
-    factory: Callable[[Any], Builder]
+    factory: Callable[["Settings"], Builder]
     auto_priority: Optional[int] = None  # lower is tried first by `auto`; None: never chosen by auto
 
 
@@ -67,70 +85,60 @@ class BuildTimedOut(BuildFailed):
 
 # --------------------------------------------------------------------------- helpers for builders
 
+# The suffix of a tar being written; the retention sweep removes the ones a killed build left.
+PARTIAL_SUFFIX = ".tar.part"
+
+
 def temp_path_for(output_tar: Path) -> Path:
-    """A fresh temporary name beside ``output_tar`` (same file system, so os.replace is atomic).
-    The name holds no ':' (buildah's ``docker-archive:`` transport splits on it)."""
-    return output_tar.parent / f".{uuid.uuid4().hex}.tar.part"
+    """A fresh temporary name beside ``output_tar``, for :func:`publish` to rename."""
+    return temp_beside(output_tar, PARTIAL_SUFFIX)
 
 
 def publish(tmp: Path, output_tar: Path) -> int:
-    """fsync ``tmp``, rename it to ``output_tar`` atomically, fsync the folder; returns the size.
-    A reader sees the old tar or the whole new one, never a partial one."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        size = os.fstat(fd).st_size
-    finally:
-        os.close(fd)
-    os.replace(tmp, output_tar)
-    dfd = os.open(output_tar.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return size
-
-
-def discard(tmp: Path) -> None:
-    try:
-        tmp.unlink()
-    except FileNotFoundError:
-        pass
+    """Durably replace ``output_tar`` with the finished ``tmp`` (:func:`xpresso_env.fsutil.publish`);
+    returns the tar's size. A reader sees the old tar or the whole new one, never a partial one."""
+    return fsutil_publish(tmp, output_tar).st_size
 
 
 # --------------------------------------------------------------------------- choosing a builder
 
-def select_builder(pm: Any, settings: Any) -> Builder:
+@dataclass(frozen=True)
+class BuilderChoice:
+    """What ``builder.backend`` gave: the builder (None when ``auto`` found none that can build)
+    and, for ``auto``, each builder it passed over with the reason."""
+
+    builder: Optional[Builder]
+    skipped: Mapping[str, str]
+
+
+def select_builder(infos: Mapping[str, BuilderInfo], settings: "Settings") -> BuilderChoice:
     """The builder ``builder.backend`` names, or for ``auto`` the available one with the lowest
     ``auto_priority`` (builders without one, like dry-run, are only ever chosen by name).
 
+    :param infos: the installed builders by name (``xpresso_env.plugin.builders(pm)``).
+    :param settings: what the factories are given.
     :raises ConfigError: an unknown name, or a named builder that cannot be set up.
-    :raises ServiceUnavailable: ``auto`` and no builder can build now (the reasons are listed).
     """
-    from .errors import ConfigError, ServiceUnavailable
-    from .plugin import builders
-
-    found = builders(pm)
     name = settings.builder.backend
     if name != "auto":
-        if name not in found:
+        if name not in infos:
             raise ConfigError(f"builder.backend: unknown builder {name!r}; installed: "
-                              f"{', '.join(sorted(found)) or 'none'} (or auto)")
-        return found[name].factory(settings)
-    reasons: list[str] = []
-    ranked = sorted((info for info in found.values() if info.auto_priority is not None),
+                              f"{', '.join(sorted(infos)) or 'none'} (or auto)")
+        return BuilderChoice(infos[name].factory(settings), {})
+    skipped: dict[str, str] = {}
+    ranked = sorted((info for info in infos.values() if info.auto_priority is not None),
                     key=lambda info: (info.auto_priority, info.name))
     for info in ranked:
         try:
             builder = info.factory(settings)
         except ConfigError as exc:
-            reasons.append(f"{info.name}: {exc.detail}")
+            skipped[info.name] = exc.detail
             continue
         reason = builder.available()
         if reason is None:
-            return builder
-        reasons.append(f"{info.name}: {reason}")
-    raise ServiceUnavailable("no image builder available: " + ("; ".join(reasons) or "none installed"))
+            return BuilderChoice(builder, skipped)
+        skipped[info.name] = reason
+    return BuilderChoice(None, skipped)
 
 
 def dockerfile_path(request: BuildRequest) -> Path:

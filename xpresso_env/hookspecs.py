@@ -41,10 +41,10 @@ def xpresso_shutdown(ctx):
 
 
 @hookspec
-def xpresso_record_saved(ctx, kind, record, created):
-    """Called after a record is committed (never inside a transaction).
+def xpresso_record_saved(kind, record, created):
+    """Called after a record is committed (never inside a transaction). A plugin that needs
+    the service keeps what it needs from ``xpresso_startup``.
 
-    :param ctx: the application context.
     :param kind: the record kind (``harness``, ``engine``, ``image``...).
     :param record: the committed record.
     :param created: True on create, False on update.
@@ -52,20 +52,18 @@ def xpresso_record_saved(ctx, kind, record, created):
 
 
 @hookspec
-def xpresso_record_deleted(ctx, kind, record):
+def xpresso_record_deleted(kind, record):
     """Called after a record is soft-deleted and the deletion committed.
 
-    :param ctx: the application context.
     :param kind: the record kind.
     :param record: the record as it is after deletion.
     """
 
 
 @hookspec
-def xpresso_build_finished(ctx, image):
+def xpresso_build_finished(image):
     """Called after an image build ends (successful, failed or cancelled) and is committed.
 
-    :param ctx: the application context.
     :param image: the final :class:`xpresso_env.models.Image`.
     """
 

@@ -182,7 +182,7 @@ def test_missing_sdk_is_a_config_error(monkeypatch):
             raise ImportError("No module named 'docker'")
         return real_import(name, *args, **kwargs)
 
-    # Stands in for an installation without the [docker] extra (cannot be uninstalled here).
+    # Stands in for a broken installation (the SDK is a dependency: it cannot be uninstalled here).
     monkeypatch.setattr(builtins, "__import__", no_docker)
-    with pytest.raises(ConfigError, match=r"pip install 'xpresso-env\[docker\]'"):
+    with pytest.raises(ConfigError, match=r"the docker SDK is not installed \(pip install docker\)"):
         DockerBuilder(base_url="unix:///nowhere.sock")

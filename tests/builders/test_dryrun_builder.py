@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import tarfile
 
 import pluggy
@@ -12,7 +13,8 @@ from xpresso_env import hookspecs
 from xpresso_env.builders import BuildCancelled, BuildFailed, Builder, select_builder
 from xpresso_env.config import load_settings
 from xpresso_env.errors import ConfigError, ServiceUnavailable
-from xpresso_env.plugin import make_plugin_manager
+from xpresso_env.plugin import builders, make_plugin_manager
+from xpresso_env.services.builder_slot import BuilderSlot
 from xpresso_env.testing import require
 from xpresso_env_plugins import builder_buildah, builder_docker
 from xpresso_env_plugins.builder_dryrun import DryRunBuilder
@@ -80,44 +82,53 @@ def only(*plugins) -> pluggy.PluginManager:
     return pm
 
 
+def installed(pm: pluggy.PluginManager | None = None):
+    return builders(pm or make_plugin_manager(load_entry_points=False))
+
+
 def test_select_by_name(tmp_path):
-    pm = make_plugin_manager(load_entry_points=False)
-    assert isinstance(select_builder(pm, settings_for("dry-run")), DryRunBuilder)
-    assert select_builder(pm, settings_for("buildah")).name == "buildah"
+    assert isinstance(select_builder(installed(), settings_for("dry-run")).builder, DryRunBuilder)
+    assert select_builder(installed(), settings_for("buildah")).builder.name == "buildah"
     # By name, a builder is returned even when it cannot build now: the service reports that.
-    docker = select_builder(pm, settings_for("docker", f"unix://{tmp_path}/none.sock"))
-    assert docker.name == "docker" and docker.available()
+    docker = select_builder(installed(), settings_for("docker", f"unix://{tmp_path}/none.sock"))
+    assert docker.builder.name == "docker" and docker.builder.available() and docker.skipped == {}
 
 
 def test_unknown_name_lists_the_installed_ones():
-    pm = make_plugin_manager(load_entry_points=False)
     with pytest.raises(ConfigError, match="unknown builder 'kaniko'; installed: buildah, docker, dry-run"):
-        select_builder(pm, settings_for("kaniko"))
+        select_builder(installed(), settings_for("kaniko"))
 
 
 def test_auto_prefers_docker(docker_url):
-    pm = make_plugin_manager(load_entry_points=False)
-    assert select_builder(pm, settings_for("auto", docker_url)).name == "docker"
+    choice = select_builder(installed(), settings_for("auto", docker_url))
+    assert choice.builder.name == "docker" and choice.skipped == {}
 
 
-def test_auto_falls_back_to_buildah(tmp_path):
+def test_auto_falls_back_to_buildah_and_says_why(tmp_path):
     require(shutil.which("buildah") is not None, "buildah is not installed")
-    pm = make_plugin_manager(load_entry_points=False)
-    assert select_builder(pm, settings_for("auto", f"unix://{tmp_path}/none.sock")).name == "buildah"
+    choice = select_builder(installed(), settings_for("auto", f"unix://{tmp_path}/none.sock"))
+    assert choice.builder.name == "buildah"
+    assert choice.skipped == {"docker": f"docker daemon not reachable at unix://{tmp_path}/none.sock: "
+                                        "No such file or directory"}
 
 
 def test_auto_never_picks_dry_run_and_says_why(tmp_path):
     from xpresso_env_plugins import builder_dryrun
 
-    pm = only(builder_docker, builder_dryrun)
+    settings = settings_for("auto", f"unix://{tmp_path}/none.sock")
+    choice = select_builder(installed(only(builder_docker, builder_dryrun)), settings)
+    assert choice.builder is None and list(choice.skipped) == ["docker"]
+    slot = BuilderSlot(installed(only(builder_docker, builder_dryrun)), settings)
     with pytest.raises(ServiceUnavailable) as caught:
-        select_builder(pm, settings_for("auto", f"unix://{tmp_path}/none.sock"))
+        slot.get()
     assert str(caught.value).startswith("no image builder available: docker: docker daemon not reachable")
+    assert slot.skipped() == choice.skipped and slot.status() == (None, caught.value.detail)
+    slot = BuilderSlot(installed(only(builder_dryrun)), settings_for("auto"))
     with pytest.raises(ServiceUnavailable, match="none installed"):
-        select_builder(only(builder_dryrun), settings_for("auto"))
+        slot.get()
 
 
-def test_auto_skips_a_builder_whose_setup_fails(tmp_path):
+def test_auto_skips_a_builder_whose_setup_fails(tmp_path, monkeypatch):
     class Broken:
         @hookspecs.hookimpl
         def xpresso_builders(self):
@@ -127,8 +138,13 @@ def test_auto_skips_a_builder_whose_setup_fails(tmp_path):
                 raise ConfigError("the broken builder needs pip install broken")
             return [BuilderInfo("broken", "always fails", factory, auto_priority=-1)]
 
-    pm = only(Broken(), builder_buildah)
+    choice = select_builder(installed(only(Broken(), builder_buildah)), settings_for("auto"))
+    assert choice.skipped["broken"] == "the broken builder needs pip install broken"
     if shutil.which("buildah"):
-        assert select_builder(pm, settings_for("auto")).name == "buildah"
+        assert choice.builder.name == "buildah"
     with pytest.raises(ServiceUnavailable, match="broken: the broken builder needs pip install broken"):
-        select_builder(only(Broken()), settings_for("auto"))
+        BuilderSlot(installed(only(Broken())), settings_for("auto")).get()
+    # a docker SDK that cannot be imported is a reason to skip docker too
+    monkeypatch.setitem(sys.modules, "docker", None)
+    choice = select_builder(installed(only(builder_docker, builder_buildah)), settings_for("auto"))
+    assert choice.skipped["docker"] == "the docker SDK is not installed (pip install docker)"

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 
 import pytest
 
 from xpresso_env.builders import BuildCancelled, BuildFailed, BuildTimedOut
-from xpresso_env.services.procrun import run
+from xpresso_env.services.procrun import end_group, group_members, run, start_time
 
 from .conftest import SLEEP_S, processes_running, wait_until
 
@@ -135,3 +136,37 @@ def test_children_stop_mode_falls_back_to_killing_the_group():
             term_grace_s=0.5, stop_mode="children")
     assert 0.4 < time.monotonic() - t0 < 3
     assert wait_until(lambda: not processes_running(SLEEP), 2)
+
+
+def test_on_start_gets_the_group_while_it_runs():
+    seen: list[tuple[int, bool]] = []
+    run(["sh", "-c", "sleep 0.2"], lambda line: None, threading.Event(), 10,
+        on_start=lambda pgid: seen.append((pgid, bool(group_members(pgid)))))
+    assert len(seen) == 1 and seen[0][1], "called once, while the group runs"
+
+
+def test_a_failing_on_start_kills_the_group():
+    def refuse(pgid: int) -> None:
+        raise RuntimeError("cannot record")
+
+    with pytest.raises(RuntimeError):
+        run(SLEEP, lambda line: None, threading.Event(), 10, on_start=refuse)
+    assert wait_until(lambda: not processes_running(SLEEP), 5)
+
+
+def test_end_group_kills_a_left_over_group_and_spares_a_reused_pid():
+    # A group in a session of its own, as a killed server leaves a build step: leader and child.
+    leader = subprocess.Popen(["sh", "-c", f"sleep {SLEEP_S} & sleep {SLEEP_S}; wait"], start_new_session=True)
+    try:
+        assert wait_until(lambda: len(group_members(leader.pid)) == 3, 5)
+        start = start_time(leader.pid)
+        assert start is not None and start_time(leader.pid) == start
+        assert end_group(leader.pid, start + 1) is False, "another process's start time: left alone"
+        assert len(group_members(leader.pid)) == 3
+        assert end_group(leader.pid, start) is True
+        assert group_members(leader.pid) == [] and not processes_running(SLEEP)
+        assert end_group(leader.pid, start) is False, "nothing left to end"
+    finally:
+        leader.kill()
+        leader.wait()
+    assert start_time(leader.pid) is None

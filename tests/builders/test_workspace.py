@@ -210,8 +210,8 @@ def test_option_injection_reaching_prepare_is_harmless(polaris, tmp_path):
     # Below the validation, git reads a ref only after --end-of-options: never as an option.
     repo_clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(repo.path), str(repo_clone)], check=True)
-    git = workspace._Git(repo_clone, lambda line: None, threading.Event(), time.monotonic() + 30, 30,
-                         workspace.git_env())
+    git = workspace._Git(repo_clone, lambda line: None, threading.Event(), time.monotonic() + 30,
+                         workspace.git_env(), None)
     assert git.resolve(f"--upload-pack=touch {marker}") is None
     assert git.resolve(f"--output={marker}") is None
     assert not marker.exists()
@@ -222,7 +222,15 @@ def test_git_environment_is_scrubbed(monkeypatch):
                              "GIT_SSH_COMMAND": "ssh -i key", "PATH": "/usr/bin"})
     assert "GIT_DIR" not in env and "GIT_WORK_TREE" not in env and "GIT_CONFIG_PARAMETERS" not in env
     assert env["GIT_SSH_COMMAND"] == "ssh -i key" and env["GIT_TERMINAL_PROMPT"] == "0"
-    assert workspace.redact("fatal: https://user:tok3n@host/repo.git") == "fatal: https://***@host/repo.git"
+
+
+def test_credentials_in_the_repository_url_never_reach_the_log_or_the_error(tmp_path):
+    log: list[str] = []
+    with pytest.raises(WorkspaceError) as failed:  # nothing listens on port 9: the clone fails
+        prepare("http://user:tok3n@127.0.0.1:9/polaris.git", "main", None, tmp_path / "ws", log.append,
+                threading.Event(), 30)
+    text = "\n".join(log) + str(failed.value)
+    assert "tok3n" not in text and "http://***@127.0.0.1:9/polaris.git" in text, text
 
 
 def _git_accepts(name: str) -> bool:

@@ -46,16 +46,20 @@ def test_record_hooks_fire_after_commit(make_world):
     seen = []
 
     class Watcher:
+        storage = None  # the app's, once it is built
+
         @hookimpl
-        def xpresso_record_saved(self, ctx, kind, record, created):
-            with ctx.storage.read() as tx:  # the write is committed already
+        def xpresso_record_saved(self, kind, record, created):
+            with self.storage.read() as tx:  # the write is committed already
                 seen.append((kind, record.name, created, tx.get(kind, str(record.id)) is not None))
 
         @hookimpl
-        def xpresso_record_deleted(self, ctx, kind, record):
+        def xpresso_record_deleted(self, kind, record):
             seen.append((kind, record.name, "deleted", record.deleted))
 
-    w = make_world(pm=make_plugin_manager(extra_plugins=[Watcher()]))
+    watcher = Watcher()
+    w = make_world(pm=make_plugin_manager(extra_plugins=[watcher]))
+    watcher.storage = w.ctx.storage
     h = w.post("/api/v2/harnesses", {"name": "h", "path": "/p"}).json
     w.patch(f"/api/v2/harnesses/{h['id']}", {"site": "x"})
     w.delete(f"/api/v2/harnesses/{h['id']}")
@@ -65,7 +69,7 @@ def test_record_hooks_fire_after_commit(make_world):
 def test_a_failing_hook_does_not_fail_the_request(make_world):
     class Broken:
         @hookimpl
-        def xpresso_record_saved(self, ctx, kind, record, created):
+        def xpresso_record_saved(self, kind, record, created):
             raise RuntimeError("plugin bug")
 
     w = make_world(pm=make_plugin_manager(extra_plugins=[Broken()]))

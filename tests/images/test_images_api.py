@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import logging
 import re
 import tarfile
 import threading
@@ -323,6 +324,41 @@ def test_503_when_the_builder_is_unreachable(make_image_world, tmp_path):
     health = w.client.simulate_get("/api/v2/health").json
     assert health["builder"] == "docker" and "not reachable" in health["builder_problem"]
     assert w.dump()[5] == []
+
+
+def test_auto_says_why_it_skipped_docker(make_image_world, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")  # no daemon behind it
+    caplog.set_level(logging.INFO, logger="xpresso_env")
+    w = make_image_world(builder="auto")  # started: the builder is chosen at start-up
+    skipped = w.client.simulate_get("/api/v2/health").json["builder_skipped"]
+    assert list(skipped) == ["docker"]
+    assert skipped["docker"] == f"docker daemon not reachable at unix://{tmp_path}/none.sock: No such file or directory"
+    assert f"builder.backend auto: skipped docker: {skipped['docker']}" in caplog.text
+    assert caplog.text.count("skipped docker") == 1
+    health = w.client.simulate_get("/api/v2/health").json
+    if health["builder"] is None:  # no buildah here either: the reasons are in builder_problem too
+        assert skipped["docker"] in health["builder_problem"]
+    else:
+        assert health["builder"] == "buildah" and "builder.backend auto: building with buildah" in caplog.text
+    # a builder named explicitly skips nothing
+    named = make_image_world(builder="dry-run")
+    assert named.client.simulate_get("/api/v2/health").json["builder_skipped"] == {}
+
+
+def test_a_log_offset_at_or_past_the_end_is_an_empty_200(make_image_world):
+    w = make_image_world()
+    rec = w.submit({"name": "polaris", "tag": "o", "git_ref": "main"}).json
+    w.wait(rec["uuid"])
+    size = len(w.log(rec["uuid"]).encode())
+    assert size > 3 and w.log(rec["uuid"], offset=str(size - 3)).endswith("\n")
+    # past 16 TiB (ext4's largest file) seek() fails, at 2**63 it overflows: neither may be a 500
+    for offset in (size, size + 1, 2 ** 44, 2 ** 44 + 1, 2 ** 63 - 1, 2 ** 63, 2 ** 64, "9" * 5000):
+        for params in ({"offset": str(offset)}, {"offset": str(offset), "follow": "true"}):
+            r = w.get(f"/api/v2/images/{rec['uuid']}/logs", params=params)
+            assert (r.status_code, r.text) == (200, ""), params
+    for bad in ("-1", "-" + "9" * 5000, "1.5", "1e3", "", "0x10"):
+        r = w.get(f"/api/v2/images/{rec['uuid']}/logs", params={"offset": bad})
+        assert r.status_code == 400 and "offset" in r.json, bad
 
 
 def test_openapi_documents_every_image_route_and_validates(make_image_world):

@@ -21,7 +21,7 @@ class Recorder:
         self.finished: list[Image] = []
 
     @hookimpl
-    def xpresso_build_finished(self, ctx, image):
+    def xpresso_build_finished(self, image):
         self.finished.append(image)
 
 

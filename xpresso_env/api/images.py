@@ -1,4 +1,4 @@
-"""Image resources (CONTRACT section 4) and the wire shape of an image record.
+"""Image resources (CONTRACT section 4); the record's wire shape is rendered in ``serialize.py``.
 
 Routes: GET /api/v2/images, POST /api/v2/images/polaris_build, GET|PATCH|DELETE
 /api/v2/images/{uuid}, GET /api/v2/images/{uuid}/logs, POST /api/v2/images/{uuid}/cancel.
@@ -7,112 +7,103 @@ uuid whatever the order the routes are added in.
 """
 from __future__ import annotations
 
+import re
 import threading
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import falcon
 
-from ..errors import BadRequest, TooManyRequests, ValidationError
+from ..errors import TooManyRequests, ValidationError
 from ..models import Image
-from ..services.images import ADD, DELETE, image_data
-from ..timeutil import format_time
-from .common import Endpoint, send_json, send_list
+from ..services.auth import Caller
+from ..services.images import ImageService
+from ..services.reads import Produce, Reads, Snapshot
+from ..storage import Tx
+from .common import BodySource, JsonBody, reject_unknown_params, send_json, send_list, who
+from .request import credentials_of, note_caller
+from .serialize import image_v2
+
 
 TEXT = "text/plain; charset=utf-8"
+_DIGITS = re.compile(r"\s*([+-]?)[0-9]+\s*")
+PAST_ANY_LOG = 2 ** 64
 
 
-def image_v2(image: Image) -> dict[str, Any]:
-    """Exactly the keys of CONTRACT section 4, in its order; internal fields (claims, leases,
-    log paths, visibility) never leave the service."""
-    return {
-        "credentials": None,
-        "uuid": str(image.id),
-        "name": image.name,
-        "tag": image.tag,
-        "data": image_data(image),
-        "status": image.status.value,
-        "group": image.group,
-        "git_ref": image.git_ref,
-        "date_created": format_time(image.date_created),
-        "date_updated": format_time(image.date_updated),
-        "container_details": None,
-        "yaml_content": None,
-        "worker_meta": _worker_meta(image.worker_meta),
-        "size": int(image.size),
-        "virtual_size": int(image.virtual_size),
-        "image_id": image.image_id,
-        "jobs": image.jobs,
-        "manifests": image.manifests,
-        "push_url": None,
-        "pin_version": image.pin_version,
-        "is_nfs_storage": image.is_nfs_storage,
-        "nfs_path": image.nfs_path,
-        "is_deleted": image.is_deleted,
-        "is_polaris_image": True,
-        "base_ref": image.base_ref,
-        "meta": image.meta,
-        "type": "genie",
-        "custom": True,
-    }
+class Collection:
+    def __init__(self, reads: Reads, images: ImageService):
+        self.reads = reads
+        self.images = images
 
-
-# What a client learns about the worker; the rest (boot id, pid namespace) only serves take-over.
-_WORKER_KEYS = ("worker_id", "host", "pid", "claimed_at")
-
-
-def _worker_meta(meta: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    return None if meta is None else {k: meta[k] for k in _WORKER_KEYS if k in meta}
-
-
-def _no_params(req: falcon.Request, allowed: frozenset[str] = frozenset()) -> None:
-    unknown = sorted(set(req.params) - allowed)
-    if unknown:
-        raise BadRequest(f"Unknown query parameter(s): {', '.join(u[:100] for u in unknown)}.")
-
-
-class Collection(Endpoint):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        with self.ctx.storage.read() as tx:
-            caller = self.authenticate(req, tx)
-            query = self.ctx.images.parse_query(req.params)
-            images, total = self.ctx.images.list(tx, caller, query)
-        send_list(resp, [image_v2(i) for i in images], total)
+        def produce(tx: Tx, caller: Caller) -> tuple[list[dict[str, Any]], int]:
+            found, total = self.images.list(tx, caller, self.images.parse_query(req.params))
+            return [image_v2(i) for i in found], total
+
+        snap = _read(req, self.reads, produce)
+        send_list(resp, snap.data, snap.total or 0)
 
 
-class PolarisBuild(Endpoint):
+class PolarisBuild:
+    def __init__(self, reads: Reads, body: JsonBody, images: ImageService):
+        self.reads = reads
+        self.body = body
+        self.images = images
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        caller = self.caller(req, ADD)
-        _no_params(req)
-        image = self.ctx.images.submit(caller, self.body(req))
+        image = self.images.submit(who(req, self.reads), _content(req, self.body))
         send_json(resp, image_v2(image), falcon.HTTP_200)  # 200, as XPRESSO answers
 
 
-class Item(Endpoint):
+class Item:
+    def __init__(self, reads: Reads, body: JsonBody, images: ImageService):
+        self.reads = reads
+        self.body = body
+        self.images = images
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
-        with self.ctx.storage.read() as tx:
-            caller = self.authenticate(req, tx)
-            _no_params(req)
-            image = self.ctx.images.get(tx, caller, uuid)
-        send_json(resp, image_v2(image))
+        def produce(tx: Tx, caller: Caller) -> tuple[dict[str, Any], None]:
+            reject_unknown_params(req.params)
+            return image_v2(self.images.get(tx, caller, uuid)), None
+
+        send_json(resp, _read(req, self.reads, produce).data)
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
-        caller = self.caller(req, ADD)
-        _no_params(req)
-        image = self.ctx.images.update(caller, uuid, self.body(req))
+        image = self.images.update(who(req, self.reads), uuid, _content(req, self.body))
         send_json(resp, image_v2(image))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
-        caller = self.caller(req, DELETE)
-        _no_params(req)
-        self.ctx.images.delete(caller, uuid)
+        caller = who(req, self.reads)
+        reject_unknown_params(req.params)
+        self.images.delete(caller, uuid)
         resp.status = falcon.HTTP_204
 
 
-class Cancel(Endpoint):
+class Cancel:
+    def __init__(self, reads: Reads, images: ImageService):
+        self.reads = reads
+        self.images = images
+
     def on_post(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
-        caller = self.caller(req, ADD)
-        _no_params(req)
-        send_json(resp, image_v2(self.ctx.images.cancel(caller, uuid)))
+        caller = who(req, self.reads)
+        reject_unknown_params(req.params)
+        send_json(resp, image_v2(self.images.cancel(caller, uuid)))
+
+
+def _read(req: falcon.Request, reads: Reads, produce: Produce) -> Snapshot:
+    """A GET's answer from one read transaction (authentication included); images are not
+    cached: builds change them from worker threads all the time."""
+    snap = reads.read(credentials_of(req.env), Image.KIND, produce)
+    note_caller(req.env, snap.caller.user.name, snap.caller.group)
+    return snap
+
+
+def _content(req: falcon.Request, body: JsonBody) -> BodySource:
+    """The request's content, read by the service after its permission check (CONTRACT
+    section 7 order): the query (no parameter is taken) and the JSON body."""
+    def read() -> Any:
+        reject_unknown_params(req.params)
+        return body.read(req)
+    return read
 
 
 def _offset(req: falcon.Request) -> int:
@@ -122,7 +113,11 @@ def _offset(req: falcon.Request) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValidationError.one("offset", "A valid integer is required.") from None
+        digits = _DIGITS.fullmatch(raw)
+        if digits is None:
+            raise ValidationError.one("offset", "A valid integer is required.") from None
+        # More digits than int() reads (sys.get_int_max_str_digits): past the end of any log.
+        value = -1 if digits.group(1) == "-" else PAST_ANY_LOG
     if value < 0:
         raise ValidationError.one("offset", "Must be at least 0.")
     return value
@@ -176,26 +171,27 @@ def limited(stream: Iterator[bytes], slots: threading.BoundedSemaphore) -> Itera
     return _FollowSlot(stream, slots)
 
 
-class Logs(Endpoint):
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.follow_slots = threading.BoundedSemaphore(max(1, ctx.settings.server.threads // 2))
+class Logs:
+    def __init__(self, reads: Reads, images: ImageService, server_threads: int):
+        self.reads = reads
+        self.images = images
+        self.follow_slots = threading.BoundedSemaphore(max(1, server_threads // 2))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
-        caller = self.caller(req)
-        _no_params(req, frozenset({"offset", "follow"}))
+        caller = who(req, self.reads)
+        reject_unknown_params(req.params, ("offset", "follow"))
         offset, follow = _offset(req), _follow(req)
         resp.content_type = TEXT
         if follow:
             # Streamed (chunked) until the build ends: each chunk as soon as the build writes it.
-            resp.stream = limited(self.ctx.images.follow_log(caller, uuid, offset), self.follow_slots)
+            resp.stream = limited(self.images.follow_log(caller, uuid, offset), self.follow_slots)
         else:
-            resp.data = self.ctx.images.read_log(caller, uuid, offset)
+            resp.data = self.images.read_log(caller, uuid, offset)
 
 
-def add_routes(app: falcon.App, ctx) -> None:
-    app.add_route("/api/v2/images", Collection(ctx))
-    app.add_route("/api/v2/images/polaris_build", PolarisBuild(ctx))
-    app.add_route("/api/v2/images/{uuid}", Item(ctx))
-    app.add_route("/api/v2/images/{uuid}/logs", Logs(ctx))
-    app.add_route("/api/v2/images/{uuid}/cancel", Cancel(ctx))
+def add_routes(app: falcon.App, reads: Reads, body: JsonBody, images: ImageService, server_threads: int) -> None:
+    app.add_route("/api/v2/images", Collection(reads, images))
+    app.add_route("/api/v2/images/polaris_build", PolarisBuild(reads, body, images))
+    app.add_route("/api/v2/images/{uuid}", Item(reads, body, images))
+    app.add_route("/api/v2/images/{uuid}/logs", Logs(reads, images, server_threads))
+    app.add_route("/api/v2/images/{uuid}/cancel", Cancel(reads, images))

@@ -60,17 +60,14 @@ def read_from(path: Path, offset: int, limit: Optional[int] = None) -> bytes:
     """Bytes of the log from ``offset`` (an offset at or past the end gives b"")."""
     try:
         with open(path, "rb") as fh:
+            # Compared first: seek() refuses offsets past the file system's limit (EINVAL) or
+            # past 2**63 (OverflowError), which a client may well send.
+            if offset >= os.fstat(fh.fileno()).st_size:
+                return b""
             fh.seek(offset)
             return fh.read() if limit is None else fh.read(limit)
     except FileNotFoundError:
         return b""
-
-
-def size_of(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0
 
 
 def follow(path: Path, offset: int, still_running: Callable[[], bool], stopping: Callable[[], bool],

@@ -7,20 +7,28 @@
   claimable build (``date_created`` order) by CLAIMING it in a write transaction: it re-reads
   the record with ``get(lock=True)`` (SQLite's write lock, PostgreSQL's ``SELECT ... FOR
   UPDATE``, the YAML backend's lock), checks it is still claimable, and writes
-  ``claimed_by=<worker id>``, ``lease_until=now + builds.lease_s``, ``attempts + 1``. Two
-  workers racing for one build serialize on that lock; the loser moves on to the next one.
+  ``claimed_by=<worker id>``, ``lease_until=now + builds.lease_s``, ``attempts + 1`` and who
+  it is (``worker_meta``: host, boot id, pid namespace, pid). Two workers racing for one build
+  serialize on that lock; the loser moves on to the next one.
+* Each attempt works in its own folder, ``<workspace_root>/<image id>/<attempt>``, and records
+  in its claim the process groups it starts (git, buildah): they run in sessions of their own,
+  so a killed server leaves them running, still writing into that attempt's folder.
 * A heartbeat thread renews the lease of every build this process runs. It also re-reads each
   record, so a cancel or delete made through ANOTHER process is noticed within a few seconds
   and the local build is stopped.
 * A claim whose lease has expired belongs to a process that died (kill -9, a crash, a lost
-  machine): any worker of any process takes it over and runs the build again from a fresh
-  workspace. On the same machine a dead owner (its pid gone) is taken over at once, without
-  waiting for the lease. After ``max_attempts`` claims a build is failed with
-  "interrupted by restart" instead of being tried for ever. A graceful stop releases the
-  claims of the builds it interrupts, so the next process starts them at once.
+  machine): any worker of any process takes it over and runs the build again in a new folder.
+  On the same machine a dead owner (its pid gone) is taken over at once, without waiting for
+  the lease, and the taker first kills the process groups the claim lists and removes the
+  earlier attempts' folders. An earlier attempt on another machine is stopped by its own
+  heartbeat (or died with its machine); the retention sweep removes its folder. After
+  ``max_attempts`` claims a build is failed with "interrupted by restart" instead of being
+  tried for ever. A graceful stop releases the claims of the builds it interrupts, so the next
+  process starts them at once.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -30,17 +38,21 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from ..builders import BuildCancelled, BuildFailed, BuildRequest, BuildResult, BuildTimedOut
 from ..codec import from_doc, to_doc
+from ..config import BuildsSettings, ImagesSettings, PolarisSettings
 from ..errors import XpressoError
+from ..events import Events
 from ..models import Image, ImageStatus
+from ..redact import redact
+from ..storage import StorageBackend
 from ..timeutil import Clock, format_time
-from . import workspace
+from . import procrun, workspace
 from .build_log import BuildLog, append_line
 from .builder_slot import BuilderSlot
-from .image_files import ImagePaths, remove_tar, remove_tree
+from .image_files import ImagePaths, attempt_folders, remove_tar, remove_tree
 
 log = logging.getLogger("xpresso_env.images")
 
@@ -91,6 +103,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def announce_finished(events: Events, image: Image) -> None:
+    """After a build's final state is committed: the build_finished and record hooks."""
+    events.build_finished(image)
+    events.record_saved(Image.KIND, image, created=False)
+
+
 def _lower_priority(niceness: int = 10) -> None:
     """Give this worker thread (and the git/buildah processes it starts) a lower CPU priority than
     the request threads: a build must not slow the API down. Linux nices threads one by one."""
@@ -111,6 +129,7 @@ class RunningBuild:
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     reason: Optional[str] = None  # why cancel was set: cancel | shutdown | lost | timeout
+    groups: list[dict[str, Any]] = field(default_factory=list)  # process groups it started: pgid, start
 
     def stop(self, reason: str) -> None:
         if self.reason is None:
@@ -130,22 +149,31 @@ class Outcome:
 
 
 class BuildQueue:
-    def __init__(self, ctx: Any, paths: ImagePaths, builders: BuilderSlot, clock: Clock,
-                 lease_clock: Clock, on_finished: Callable[[Image], None], poll_s: float = 1.0,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, service_id: Optional[str] = None):
-        self.ctx = ctx
-        self.settings = ctx.settings
-        self.storage = ctx.storage
+    """The workers and the heartbeat of one service.
+
+    :param clock: record times (``date_updated``, ``built_at``, log stamps).
+    :param lease_clock: wall time for leases, shared by every process on the storage.
+    :param poll_s: how often idle workers look for builds submitted through other processes.
+    :param max_attempts: claims after which an unfinished build fails "interrupted by restart".
+    """
+
+    def __init__(self, storage: StorageBackend, builds: BuildsSettings, polaris: PolarisSettings,
+                 images: ImagesSettings, paths: ImagePaths, builders: BuilderSlot, events: Events,
+                 clock: Clock, lease_clock: Clock, poll_s: float = 1.0, max_attempts: int = DEFAULT_MAX_ATTEMPTS):
+        self.storage = storage
+        self.builds = builds
+        self.polaris = polaris
+        self.images = images
         self.paths = paths
         self.builders = builders
+        self.events = events
         self.clock = clock
         self.lease_clock = lease_clock
-        self.on_finished = on_finished
         self.poll_s = poll_s
         self.max_attempts = max_attempts
         self.identity = process_identity()
-        self.service_id = service_id or f"{self.identity['host']}:{self.identity['pid']}:{uuid.uuid4().hex[:8]}"
-        self.lease = timedelta(seconds=self.settings.builds.lease_s)
+        self.service_id = f"{self.identity['host']}:{self.identity['pid']}:{uuid.uuid4().hex[:8]}"
+        self.lease = timedelta(seconds=builds.lease_s)
         self.running: dict[str, RunningBuild] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition()
@@ -155,7 +183,7 @@ class BuildQueue:
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> None:
         self._stopping.clear()
-        for n in range(self.settings.builds.max_concurrent):
+        for n in range(self.builds.max_concurrent):
             worker = f"{self.service_id}/w{n}"
             self._spawn(f"xpresso-build-{n}", lambda w=worker: self._worker_loop(w))
         self._spawn("xpresso-build-heartbeat", self._heartbeat_loop)
@@ -207,14 +235,18 @@ class BuildQueue:
             return True
         return self._owner_dead(image)
 
+    def _on_this_machine(self, owner: Mapping[str, Any]) -> bool:
+        """True when a claim's owner (its ``worker_meta``) ran on this machine since its boot, in
+        this pid namespace: its pids and process groups are ours to look at."""
+        return bool(owner.get("boot")) and all(owner.get(k) == self.identity[k] for k in ("host", "boot", "pidns"))
+
     def _owner_dead(self, image: Image) -> bool:
         """True when the claim's owner is a process of this machine that no longer exists."""
         owner = image.worker_meta or {}
-        me = self.identity
-        if not owner.get("boot") or any(owner.get(k) != me[k] for k in ("host", "boot", "pidns")):
+        if not self._on_this_machine(owner):
             return False
         pid = owner.get("pid")
-        return isinstance(pid, int) and pid != me["pid"] and not _pid_alive(pid)
+        return isinstance(pid, int) and pid != self.identity["pid"] and not _pid_alive(pid)
 
     def claim_next(self, worker: str) -> Optional[Image]:
         now = self.lease_clock()
@@ -228,7 +260,6 @@ class BuildQueue:
                 continue
             finished: Optional[Image] = None
             claimed: Optional[Image] = None
-            previous: Optional[Image] = None
             with self.storage.write() as tx:
                 doc = tx.get(Image.KIND, candidate.id, lock=True)
                 if doc is None:
@@ -250,17 +281,58 @@ class BuildQueue:
                                       date_updated=self.clock())
                     tx.update(to_doc(claimed))
             if finished is not None:
+                self._end_previous(finished, previous)
                 self._log(finished, f"failed: {finished.meta['error']}")
                 remove_tree(self.paths.workspace(finished.id), self.paths.workspace_root)
-                self.on_finished(finished)
+                announce_finished(self.events, finished)
                 continue
             if claimed is not None:
-                if previous is not None and previous.claimed_by is not None:
+                if previous.claimed_by is not None:
                     self._log(claimed, f"worker {previous.claimed_by} stopped renewing its claim "
                                        f"(lease until {format_time(previous.lease_until) if previous.lease_until else '-'}): "
                                        f"taking the build over")
+                self._end_previous(claimed, previous)
                 return claimed
         return None
+
+    def _end_previous(self, image: Image, previous: Image) -> None:
+        """Before a new attempt (or the final failure): kill the process groups an earlier
+        attempt of this machine left running (a killed server's git and buildah go on in sessions
+        of their own) and remove the earlier attempts' folders. An attempt of another machine is
+        stopped by its own heartbeat, or died with its machine; it works in a folder of its own,
+        which the retention sweep removes."""
+        owner = previous.worker_meta or {}
+        if not self._on_this_machine(owner):
+            return
+        for group in owner.get("groups") or ():
+            pgid = group.get("pgid") if isinstance(group, dict) else None
+            # Never our own group, init's or "every process" (0, -1): only a recorded build step's.
+            if type(pgid) is not int or pgid <= 1 or pgid == os.getpgrp():
+                continue
+            if procrun.end_group(pgid, group.get("start")):
+                self._log(image, f"killed process group {pgid}, left running by attempt {previous.attempts}")
+        for attempt, folder in attempt_folders(self.paths.workspace(image.id)):
+            if attempt < image.attempts:
+                remove_tree(folder, self.paths.workspace_root)
+
+    def _started(self, run: RunningBuild, pid: int) -> None:
+        """Record a process group the build just started in its claim, with the groups it
+        started before that still run (see :meth:`_end_previous`)."""
+        start = procrun.start_time(pid)
+        if start is None:
+            return  # already gone
+        run.groups = [g for g in run.groups if procrun.start_time(g["pgid"]) == g["start"]]
+        run.groups.append({"pgid": pid, "start": start})
+        try:
+            with self.storage.write() as tx:
+                doc = tx.get(Image.KIND, run.image_id, lock=True)
+                image = from_doc(doc) if doc is not None else None
+                if image is None or image.claimed_by != run.worker:
+                    return  # the heartbeat stops this build
+                meta = {**(image.worker_meta or {}), "groups": list(run.groups)}
+                tx.update(to_doc(replace(image, worker_meta=meta)))
+        except XpressoError as exc:  # the build goes on; only a take-over after a crash misses it
+            log.warning("build %s: cannot record process group %d in its claim: %s", run.image_id, pid, exc.detail)
 
     def _log(self, image: Image, text: str) -> None:
         try:
@@ -291,7 +363,7 @@ class BuildQueue:
                 log.exception("build %s: unexpected error", image.id)
 
     def _run(self, image: Image, worker: str) -> None:
-        timeout_s = self.settings.builds.timeout_s
+        timeout_s = self.builds.timeout_s
         run = RunningBuild(image_id=str(image.id), worker=worker, deadline=time.monotonic() + timeout_s)
         with self._lock:
             self.running[run.image_id] = run
@@ -299,7 +371,7 @@ class BuildQueue:
             run.stop("shutdown")
         started = self.clock()
         t0 = time.monotonic()
-        ws = self.paths.workspace(image.id)
+        ws = self.paths.workspace(image.id, image.attempts)
         try:
             with BuildLog(self.paths.log_path(image.id), self.clock) as blog:
                 blog(f"attempt {image.attempts} of {self.max_attempts}: worker {worker} "
@@ -314,6 +386,10 @@ class BuildQueue:
         finally:
             # After the final commit: the result is visible without waiting for the clean-up.
             remove_tree(ws, self.paths.workspace_root)
+            try:
+                ws.parent.rmdir()  # the image's folder, unless another attempt's folder is left in it
+            except OSError:
+                pass
             with self._lock:
                 self.running.pop(run.image_id, None)
             run.done.set()
@@ -347,15 +423,14 @@ class BuildQueue:
             if dry_run:
                 blog("dry-run builder: checkout, merge and discovery run for real; no image will be "
                      "built, the tar will hold the build context")
-            repo = self.settings.polaris.repo
+            repo = self.polaris.repo
             if not repo:
                 raise BuildFailed("polaris.repo is not configured")
-            if ws.exists():  # left by a process that died during this build
-                remove_tree(ws, self.paths.workspace_root)
-            blog(f"repository {workspace.redact(repo)}; git_ref {image.git_ref}"
+            blog(f"repository {redact(repo)}; git_ref {image.git_ref}"
                  + (f"; base_ref {image.base_ref} (3-way merge)" if image.base_ref else ""))
+            started = functools.partial(self._started, run)
             wsr = workspace.prepare(repo, image.git_ref, image.base_ref, ws, blog, run.cancel,
-                                    self._remaining(run))
+                                    self._remaining(run), on_start=started)
             meta.update(wsr.as_meta())
             timings["workspace_s"] = round(time.monotonic() - t0, 3)
             blog(f"commit {wsr.commit} ({image.git_ref})"
@@ -364,7 +439,7 @@ class BuildQueue:
             # The build context is the tree at the resolved commit, without the repository's
             # history: images do not carry .git, and the context is not sent twice its size.
             remove_tree(ws / ".git", self.paths.workspace_root)
-            dockerfile = self.settings.polaris.dockerfile
+            dockerfile = self.polaris.dockerfile
             target = (ws / dockerfile)
             if not target.is_file() or not str(target.resolve()).startswith(str(ws.resolve()) + os.sep):
                 raise BuildFailed(f"{dockerfile} not found in the repository at {wsr.head[:12]}")
@@ -376,15 +451,15 @@ class BuildQueue:
             b0 = time.monotonic()
             result = builder.build(BuildRequest(context_dir=ws, dockerfile=dockerfile,
                                                 image_ref=f"{image.name}:{image.tag}", output_tar=out,
-                                                log=blog, cancel=run.cancel, timeout_s=self._remaining(run)))
+                                                log=blog, cancel=run.cancel, timeout_s=self._remaining(run),
+                                                started=started))
             timings["build_s"] = round(time.monotonic() - b0, 3)
             if run.cancel.is_set():
                 # Cancelled right as the builder finished: what it published is not wanted.
                 raise BuildCancelled("cancelled")
-            jobs, manifests = workspace.discover(ws, self.settings.images.jobs_glob,
-                                                 self.settings.images.manifests_glob)
-            blog(f"found {len(jobs)} job file(s) ({self.settings.images.jobs_glob}) and "
-                 f"{len(manifests)} manifest(s) ({self.settings.images.manifests_glob})")
+            jobs, manifests = workspace.discover(ws, self.images.jobs_glob, self.images.manifests_glob)
+            blog(f"found {len(jobs)} job file(s) ({self.images.jobs_glob}) and "
+                 f"{len(manifests)} manifest(s) ({self.images.manifests_glob})")
             meta.update({k: v for k, v in (result.meta or {}).items() if k not in meta})
             if result.meta and result.meta.get("dry_run"):
                 meta["dry_run"] = True
@@ -408,7 +483,7 @@ class BuildQueue:
             return Outcome(ImageStatus.FAILED, one_line(f"internal error: {type(exc).__name__}: {exc}"), meta=meta)
 
     def _timeout_error(self) -> str:
-        return f"timed out after {self.settings.builds.timeout_s:g} s"
+        return f"timed out after {self.builds.timeout_s:g} s"
 
     @staticmethod
     def _remaining(run: RunningBuild) -> float:
@@ -451,11 +526,11 @@ class BuildQueue:
                                 claimed_by=None, lease_until=None)
             tx.update(to_doc(final))
         if final is not None:
-            self.on_finished(final)
+            announce_finished(self.events, final)
 
     # -- heartbeat ------------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
-        lease_s = self.settings.builds.lease_s
+        lease_s = self.builds.lease_s
         tick = max(0.2, min(2.0, lease_s / 3))
         while not self._stopping.wait(tick):
             with self._lock:

@@ -14,13 +14,14 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Optional
+from uuid import UUID
 
+from ..builders import PARTIAL_SUFFIX
+from ..config import Settings
 from ..errors import ValidationError
 
 log = logging.getLogger("xpresso_env.images")
-
-PARTIAL_SUFFIX = ".tar.part"  # what builders write before the atomic rename (builders.temp_path_for)
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -38,7 +39,7 @@ class ImagePaths:
     workspace_root: Path
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "ImagePaths":
+    def from_settings(cls, settings: Settings) -> "ImagePaths":
         return cls(nfs_root=settings.resolve(settings.images.nfs_root).resolve(),
                    logs_root=settings.resolve(settings.images.logs_root).resolve(),
                    workspace_root=settings.resolve(settings.images.workspace_root).resolve())
@@ -56,11 +57,15 @@ class ImagePaths:
         p = Path(path)
         return p.is_absolute() and _inside(p.resolve(), self.nfs_root)
 
-    def log_path(self, image_id: Any) -> Path:
+    def log_path(self, image_id: UUID | str) -> Path:
         return self.logs_root / f"{image_id}.log"
 
-    def workspace(self, image_id: Any) -> Path:
-        return self.workspace_root / str(image_id)
+    def workspace(self, image_id: UUID | str, attempt: Optional[int] = None) -> Path:
+        """``<workspace_root>/<image id>``: the folder of all attempts at a build; with
+        ``attempt``, that attempt's own folder below it. An attempt never shares its folder: the
+        git or builder processes of an interrupted one may still be writing into theirs."""
+        folder = self.workspace_root / str(image_id)
+        return folder if attempt is None else folder / str(attempt)
 
 
 def remove_tar(paths: ImagePaths, nfs_path: str) -> bool:
@@ -123,9 +128,22 @@ def stale_partials(paths: ImagePaths, older_than_s: float, now: Optional[float] 
     return found
 
 
-def orphan_workspaces(paths: ImagePaths, keep: Iterable[str]) -> list[Path]:
-    """Workspace folders of builds that are not running anywhere (left by a killed process)."""
-    keep = set(keep)
-    if not paths.workspace_root.is_dir():
+def attempt_folders(folder: Path) -> list[tuple[int, Path]]:
+    """The attempt folders (``<n>``) in an image's workspace folder, by attempt number."""
+    if folder.is_symlink() or not folder.is_dir():
         return []
-    return [p for p in paths.workspace_root.iterdir() if p.name not in keep]
+    return sorted((int(sub.name), sub) for sub in folder.iterdir() if sub.name.isascii() and sub.name.isdigit())
+
+
+def workspace_folders(paths: ImagePaths) -> dict[str, list[tuple[int, Path]]]:
+    """The image workspace folders (named by image id), each with its attempt folders."""
+    found: dict[str, list[tuple[int, Path]]] = {}
+    if not paths.workspace_root.is_dir():
+        return found
+    for folder in paths.workspace_root.iterdir():
+        try:
+            UUID(folder.name)
+        except ValueError:
+            continue  # not one of ours
+        found[folder.name] = attempt_folders(folder)
+    return found

@@ -9,134 +9,127 @@ get 403 (its existence is no secret there); from a group it is not visible in, 4
 from __future__ import annotations
 
 import logging
-import re
-import threading
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping, Optional
 
-from ..builders import Builder
+from .. import wire
 from ..codec import from_doc, to_doc
+from ..config import ImagesSettings, PolarisSettings
 from ..errors import Conflict, NotFound, PermissionDenied, ServiceUnavailable, ValidationError
+from ..events import Events
 from ..models import Group, Image, ImageStatus
-from ..storage import Tx, filter_docs
-from ..timeutil import Clock, format_time, utcnow
-from . import build_log, retention
+from ..storage import StorageBackend, Tx, filter_docs
+from ..timeutil import Clock, format_time
+from . import build_log
 from .auth import NAME_RE, AuthService, Caller
-from .build_queue import DEFAULT_MAX_ATTEMPTS, BuildQueue
+from .build_queue import BuildQueue, announce_finished
 from .builder_slot import BuilderSlot
 from .image_files import ImagePaths, remove_tar
-from .validation import (FieldError, ListQuery, boolean, page, parse_list_query, parse_uuid, validate_body)
+from .retention import Retention, SweepItem, builder_image_unused, owns_tar
+from .validation import (Boolean, FieldError, ListQuery, Nullable, Rule, Text, page, parse_list_query, parse_uuid,
+                         validate_body)
 from .workspace import validate_ref
 
 log = logging.getLogger("xpresso_env.images")
 
-# Docker's reference grammar (distribution/reference): path components of lower-case letters and
-# digits joined by '.', '_', '__' or dashes, separated by '/'. No registry host: the image is
-# built locally. Neither '..' nor a leading '/' can match, so no path can leave nfs_root.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-NAME_RE_DOCKER = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-NAME_MAX = 255
-MAX_GROUPS = 100
-
 FILTERS = {"name": None, "tag": None, "status": ImageStatus, "git_ref": None}
 ADD, DELETE = "add_docker_image", "delete_docker_image"
 # Every key of the wire record a client might try to set (CONTRACT section 7: a 400 field error).
-WIRE_KEYS = frozenset({
-    "credentials", "uuid", "name", "tag", "data", "status", "group", "git_ref", "date_created", "date_updated",
-    "container_details", "yaml_content", "worker_meta", "size", "virtual_size", "image_id", "jobs", "manifests",
-    "push_url", "pin_version", "is_nfs_storage", "nfs_path", "is_deleted", "is_polaris_image", "base_ref", "meta",
-    "type", "custom"})
-SUBMIT_FIELDS = frozenset({"name", "tag", "git_ref", "base_ref", "groups"})
-PATCH_FIELDS = frozenset({"pin_version"})
+WIRE_KEYS = frozenset(wire.IMAGE.keys)
 
 
-# --------------------------------------------------------------------------- field validators
+# --------------------------------------------------------------------------- field rules
 
-def _docker_name(value: Any) -> str:
-    if not isinstance(value, str):
-        raise FieldError("Not a valid string.")
-    if len(value) > NAME_MAX or not NAME_RE_DOCKER.fullmatch(value):
-        raise FieldError("Enter a valid Docker repository name: lower-case letters and digits, separated by "
-                         "'.', '_', '__', '-' or '/' (at most 255 characters).")
-    return value
+@dataclass(frozen=True)
+class GitRef:
+    """A git ref or commit id: workspace.validate_ref (the check made before git runs) explains a
+    refusal; the grammar the document states is checked too, so the two never disagree."""
 
+    field: str
 
-def _docker_tag(value: Any) -> str:
-    if not isinstance(value, str):
-        raise FieldError("Not a valid string.")
-    if not TAG_RE.fullmatch(value):
-        raise FieldError("Enter a valid Docker tag: up to 128 letters, digits, '_', '.' and '-', "
-                         "not starting with '.' or '-'.")
-    return value
-
-
-def _ref(field: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
+    def __call__(self, value: Any) -> str:
         try:
-            return validate_ref(field, value)
+            value = validate_ref(self.field, value)
         except ValidationError as exc:
-            raise FieldError(" ".join(exc.fields.get(field) or [exc.detail])) from None
-    return check
+            raise FieldError(" ".join(exc.fields.get(self.field) or [exc.detail])) from None
+        return Text(wire.GIT_REF)(value)
+
+    def schema(self) -> wire.Schema:
+        return wire.GIT_REF.schema()
 
 
-def _optional_ref(field: str) -> Callable[[Any], Optional[str]]:
-    inner = _ref(field)
-    return lambda value: None if value is None else inner(value)
+@dataclass(frozen=True)
+class GroupList:
+    """Further groups to share an image with: null or a list of group names (duplicates dropped)."""
+
+    def __call__(self, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise FieldError("Expected a list of group names.")
+        if len(value) > wire.MAX_GROUPS:
+            raise FieldError(f"Ensure this field has no more than {wire.MAX_GROUPS} elements.")
+        out: list[str] = []
+        for item in value:
+            if not isinstance(item, str) or not NAME_RE.fullmatch(item):
+                raise FieldError(f"Not a valid group name: {str(item)[:100]!r}.")
+            if item not in out:
+                out.append(item)
+        return out
+
+    def schema(self) -> wire.Schema:
+        return {"type": ["array", "null"], "maxItems": wire.MAX_GROUPS,
+                "items": {"type": "string", "pattern": NAME_RE.pattern},
+                "description": "further groups the image is visible in; each must exist and the caller "
+                               "must be a member"}
 
 
-def _group_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise FieldError("Expected a list of group names.")
-    if len(value) > MAX_GROUPS:
-        raise FieldError(f"Ensure this field has no more than {MAX_GROUPS} elements.")
-    out: list[str] = []
-    for item in value:
-        if not isinstance(item, str) or not NAME_RE.fullmatch(item):
-            raise FieldError(f"Not a valid group name: {str(item)[:100]!r}.")
-        if item not in out:
-            out.append(item)
-    return out
-
-
-SUBMIT_VALIDATORS = {"name": _docker_name, "tag": _docker_tag, "git_ref": _ref("git_ref"),
-                     "base_ref": _optional_ref("base_ref"), "groups": _group_list}
-PATCH_VALIDATORS = {"pin_version": boolean}
-
-
-def image_data(image: Image) -> str:
-    """The ``data`` string: a Python literal dict, as XPRESSO writes it (``ast.literal_eval``
-    reads it back). No secret is in it."""
-    data: dict[str, Any] = {"name": image.name, "tag": image.tag, "group": image.group, "git_ref": image.git_ref}
-    if image.base_ref is not None:
-        data["base_ref"] = image.base_ref
-    data.update({"retention_day": image.retention_day, "submitter": image.submitter,
-                 "is_nfs_storage": image.is_nfs_storage, "nfs_path": image.nfs_path, "is_polaris_image": True})
-    return repr(data)
+SUBMIT_VALIDATORS: dict[str, Rule] = {"name": Text(wire.IMAGE_NAME), "tag": Text(wire.IMAGE_TAG),
+                                      "git_ref": GitRef("git_ref"), "base_ref": Nullable(GitRef("base_ref")),
+                                      "groups": GroupList()}
+SUBMIT_REQUIRED = frozenset({"name", "tag", "git_ref"})
+SUBMIT_FIELDS = frozenset(SUBMIT_VALIDATORS)
+PATCH_VALIDATORS: dict[str, Rule] = {"pin_version": Boolean()}
+PATCH_FIELDS = frozenset(PATCH_VALIDATORS)
 
 
 # --------------------------------------------------------------------------- the service
 
+@dataclass(frozen=True)
+class BuilderStatus:
+    """What the health endpoint says about image builds."""
+
+    name: Optional[str]  # the builder in use, None when there is none
+    problem: Optional[str]  # why builds cannot start now, None when they can
+    skipped: dict[str, str]  # builders ``auto`` passed over, with the reason for each
+
+
 class ImageService:
-    def __init__(self, ctx: Any, new_id: Callable[[], uuid.UUID], builders: BuilderSlot, clock: Clock,
-                 lease_clock: Clock, poll_s: float = 1.0, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-                 cancel_wait_s: float = 30.0, follow_poll_s: float = 0.2):
-        self.ctx = ctx
-        self.settings = ctx.settings
-        self.storage = ctx.storage
-        self.clock = clock
-        self.paths = ImagePaths.from_settings(ctx.settings)
+    """Submit, list, read, change, cancel and delete images; read and follow their logs.
+
+    :param queue: runs the builds (started and stopped with the service).
+    :param retention: the sweep (started and stopped with the service).
+    :param cancel_wait_s: how long a cancel waits for a build running here to stop.
+    :param follow_poll_s: how often a followed log looks for new bytes.
+    """
+
+    def __init__(self, storage: StorageBackend, images: ImagesSettings, polaris: PolarisSettings,
+                 paths: ImagePaths, builders: BuilderSlot, queue: BuildQueue, retention: Retention,
+                 events: Events, clock: Clock, new_id: Callable[[], uuid.UUID], cancel_wait_s: float = 30.0,
+                 follow_poll_s: float = 0.2):
+        self.storage = storage
+        self.images = images
+        self.polaris = polaris
+        self.paths = paths
         self.builders = builders
+        self.queue = queue
+        self.retention = retention
+        self.events = events
+        self.clock = clock
         self._new_id = new_id
         self._cancel_wait_s = cancel_wait_s
         self._follow_poll_s = follow_poll_s
-        self.queue = BuildQueue(ctx, self.paths, builders, clock, lease_clock, self._finished,
-                                poll_s=poll_s, max_attempts=max_attempts)
-        self._sweeper: Optional[threading.Thread] = None
-        self._stop_sweeper = threading.Event()
         self._started = False
 
     # -- life cycle ---------------------------------------------------------------------
@@ -149,44 +142,24 @@ class ImageService:
             self.builders.get()
         except ServiceUnavailable as exc:
             log.warning("image builds are refused until a builder is available: %s", exc.detail)
-        if not self.settings.polaris.repo:
+        if not self.polaris.repo:
             log.warning("polaris.repo is not configured: image builds are refused until it is set")
         self._started = True
         self.queue.start()
-        self._stop_sweeper.clear()
-        self._sweeper = threading.Thread(target=self._sweep_loop, name="xpresso-retention", daemon=True)
-        self._sweeper.start()
+        self.retention.start()
 
     def stop(self) -> None:
         if not self._started:
             return
         self._started = False
-        self._stop_sweeper.set()
+        self.retention.stop()
         self.queue.stop()
-        if self._sweeper is not None:
-            self._sweeper.join(10)
-            self._sweeper = None
 
-    def builder_status(self) -> tuple[Optional[str], Optional[str]]:
-        """(builder name or None, why builds cannot start now or None) for the health endpoint."""
+    def builder_status(self) -> BuilderStatus:
         name, problem = self.builders.status()
-        if problem is None and not self.settings.polaris.repo:
+        if problem is None and not self.polaris.repo:
             problem = "polaris.repo is not configured"
-        return name, problem
-
-    # -- hooks ----------------------------------------------------------------------------
-    def _finished(self, image: Image) -> None:
-        """After a build's final state is committed: the build_finished and record hooks."""
-        try:
-            self.ctx.pm.hook.xpresso_build_finished(ctx=self.ctx, image=image)
-        except Exception:
-            log.exception("plugin hook xpresso_build_finished failed")
-        self._notify("saved", image, created=False)
-
-    def _notify(self, event: str, image: Image, **kwargs: Any) -> None:
-        notify = getattr(self.ctx, "notify", None)
-        if notify is not None:
-            notify(event, Image.KIND, image, **kwargs)
+        return BuilderStatus(name, problem, self.builders.skipped())
 
     # -- reads ----------------------------------------------------------------------------
     @staticmethod
@@ -216,14 +189,15 @@ class ImageService:
         return image
 
     # -- submit ---------------------------------------------------------------------------
-    def submit(self, caller: Caller, body: Any) -> Image:
+    def submit(self, caller: Caller, body: Callable[[], Any]) -> Image:
+        """``body`` reads the request's content, after the permission check."""
         AuthService.require(caller, ADD)
-        values = validate_body(body, SUBMIT_VALIDATORS, {"name", "tag", "git_ref"},
+        values = validate_body(body(), SUBMIT_VALIDATORS, set(SUBMIT_REQUIRED),
                                set(WIRE_KEYS - SUBMIT_FIELDS) | {"id"}, partial=False)
         problem = self.builders.problem()
         if problem is not None:
             raise ServiceUnavailable(f"Image builds are unavailable: {problem}.")
-        if not self.settings.polaris.repo:
+        if not self.polaris.repo:
             raise ServiceUnavailable("Image builds are unavailable: polaris.repo is not configured "
                                      "(set it to the Polaris git repository, a local path or a git URL).")
         name, tag = values["name"], values["tag"]
@@ -231,7 +205,7 @@ class ImageService:
         now = self.clock()
         image = Image(id=self._new_id(), group=caller.group, name=name, tag=tag, git_ref=values["git_ref"],
                       base_ref=values.get("base_ref"), submitter=caller.user.name, nfs_path=str(nfs_path),
-                      retention_day=self.settings.images.retention_days, date_created=now, date_updated=now,
+                      retention_day=self.images.retention_days, date_created=now, date_updated=now,
                       groups=tuple(g for g in values.get("groups", []) if g != caller.group))
         image = replace(image, log_path=str(self.paths.log_path(image.id)))
         with self.storage.write() as tx:
@@ -249,7 +223,7 @@ class ImageService:
                               f"queued: {name}:{tag} submitted by {caller.user.name} in group {caller.group}; "
                               f"git_ref {image.git_ref}" + (f", base_ref {image.base_ref}" if image.base_ref else "")
                               + f"; tar {image.nfs_path}")
-        self._notify("saved", image, created=True)
+        self.events.record_saved(Image.KIND, image, created=True)
         self.queue.wake()
         return image
 
@@ -265,17 +239,17 @@ class ImageService:
             raise ValidationError({"groups": errors})
 
     # -- changes --------------------------------------------------------------------------
-    def update(self, caller: Caller, image_id: str, body: Any) -> Image:
-        """PATCH: only ``pin_version`` may change."""
+    def update(self, caller: Caller, image_id: str, body: Callable[[], Any]) -> Image:
+        """PATCH: only ``pin_version`` may change. ``body`` as for :meth:`submit`."""
         AuthService.require(caller, ADD)
         key = str(parse_uuid(image_id))
-        values = validate_body(body, PATCH_VALIDATORS, set(PATCH_FIELDS),
+        values = validate_body(body(), PATCH_VALIDATORS, set(PATCH_FIELDS),
                                set(WIRE_KEYS - PATCH_FIELDS) | {"id", "groups"}, partial=False)
         with self.storage.write() as tx:
             image = self._owned(tx, caller, key)
             image = replace(image, pin_version=values["pin_version"], date_updated=self.clock())
             tx.update(to_doc(image))
-        self._notify("saved", image, created=False)
+        self.events.record_saved(Image.KIND, image, created=False)
         return image
 
     def cancel(self, caller: Caller, image_id: str) -> Image:
@@ -300,7 +274,7 @@ class ImageService:
     def _after_cancel(self, image: Image, why: str) -> None:
         build_log.append_line(self.paths.log_path(image.id), self.clock, why)
         self.queue.stop_local(str(image.id), "cancel", self._cancel_wait_s)
-        self._finished(image)
+        announce_finished(self.events, image)
 
     def delete(self, caller: Caller, image_id: str) -> None:
         """Soft delete: a running build is cancelled first; the tar (when this image's build is
@@ -317,23 +291,16 @@ class ImageService:
                 was_building = True
                 image = self._cancelled(image, f"deleted by {caller.user.name} while building")
             elif image.status == ImageStatus.SUCCESSFUL:
-                if retention.owns_tar(tx, image):
+                if owns_tar(tx, image):
                     remove_tar(self.paths, image.nfs_path)
-                removable_ref = retention.builder_image_unused(tx, image)
+                removable_ref = builder_image_unused(tx, image)
             image = replace(image, is_deleted=True, date_updated=self.clock())
             tx.update(to_doc(image))
         if was_building:
             self._after_cancel(image, f"deleted by {caller.user.name} while building: cancelled")
         if removable_ref:
-            self._remove_builder_image(image)
-        self._notify("deleted", image)
-
-    def _remove_builder_image(self, image: Image) -> None:
-        try:
-            builder: Builder = self.builders.get()
-            builder.remove_image(f"{image.name}:{image.tag}")
-        except Exception as exc:  # the record is deleted either way; the leftover is logged
-            log.warning("could not remove the builder's image %s:%s: %s", image.name, image.tag, exc)
+            self.builders.remove_image(image.name, image.tag)
+        self.events.record_deleted(Image.KIND, image)
 
     # -- logs -----------------------------------------------------------------------------
     def read_log(self, caller: Caller, image_id: str, offset: int = 0) -> bytes:
@@ -359,34 +326,5 @@ class ImageService:
                                 lambda: self.queue.stopping, poll_s=self._follow_poll_s)
 
     # -- retention ------------------------------------------------------------------------
-    def sweep(self, dry_run: bool = False) -> list[retention.SweepItem]:
-        return retention.sweep(self, dry_run)
-
-    def _sweep_loop(self) -> None:
-        interval = self.settings.images.sweep_interval_s
-        while not self._stop_sweeper.is_set():
-            try:
-                for item in self.sweep(dry_run=False):
-                    if item.removed:
-                        log.info("retention: removed %s/%s:%s (%s): %s", item.image.group, item.image.name,
-                                 item.image.tag, item.image.id, item.reason)
-            except Exception:
-                log.exception("retention sweep failed")
-            if self._stop_sweeper.wait(interval):
-                return
-
-
-def make_image_service(ctx: Any, new_id: Callable[[], uuid.UUID] = uuid.uuid4, builder: Optional[Builder] = None,
-                       clock: Optional[Clock] = None, lease_clock: Optional[Clock] = None, poll_s: float = 1.0,
-                       max_attempts: int = DEFAULT_MAX_ATTEMPTS, cancel_wait_s: float = 30.0,
-                       follow_poll_s: float = 0.2) -> ImageService:
-    """The image service of an app context.
-
-    :param builder: a Builder to use instead of the configured one (``builder.backend``).
-    :param clock: record times and retention ages (default: the context's clock).
-    :param lease_clock: wall time for build leases, shared by every process (default: UTC now).
-    :param poll_s: how often idle workers look for builds submitted through other processes.
-    """
-    return ImageService(ctx, new_id, BuilderSlot(ctx.pm, ctx.settings, builder), clock or ctx.clock,
-                        lease_clock or utcnow, poll_s=poll_s, max_attempts=max_attempts,
-                        cancel_wait_s=cancel_wait_s, follow_poll_s=follow_poll_s)
+    def sweep(self, dry_run: bool = False) -> list[SweepItem]:
+        return self.retention.sweep(dry_run)

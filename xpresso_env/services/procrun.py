@@ -110,6 +110,36 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
+def start_time(pid: int) -> Optional[int]:
+    """When process ``pid`` started (clock ticks after boot, from /proc), or None when there is
+    no such process. A pid and its start time name one process for good: a process that reuses
+    the pid starts later."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def end_group(pgid: int, leader_start: Optional[int], wait_s: float = 5.0) -> bool:
+    """SIGKILL a process group that a dead server left running, and wait (up to ``wait_s``) until
+    no member is left. ``leader_start`` is its leader's :func:`start_time` when the group was
+    recorded: a live process with that pid that started at another time is not the recorded
+    leader (the pid was reused, which can only happen once the old group is gone), and nothing
+    is killed. A dead leader's group id cannot be reused while any member lives, so the group is
+    killed then. Returns True when members were killed."""
+    now = start_time(pgid)
+    if now is not None and now != leader_start:
+        return False
+    if not group_members(pgid):
+        return False
+    _kill_group(pgid)
+    deadline = time.monotonic() + wait_s
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    return True
+
+
 class _Stopper:
     """Stops a process group without blocking the output loop.
 
@@ -148,7 +178,7 @@ class _Stopper:
 def run(cmd: Sequence[str], log: Log, cancel: threading.Event, timeout_s: float,
         cwd: Optional[Path | str] = None, env: Optional[Mapping[str, str]] = None, *,
         capture_stdout: bool = False, term_grace_s: float = 0.0,
-        stop_mode: str = "group") -> RunResult:
+        stop_mode: str = "group", on_start: Optional[Callable[[int], None]] = None) -> RunResult:
     """Run ``cmd`` and wait for it.
 
     :param log: receives every output line (stdout and stderr together, or only stderr when
@@ -159,6 +189,8 @@ def run(cmd: Sequence[str], log: Log, cancel: threading.Event, timeout_s: float,
         raised.
     :param term_grace_s: how long a stop may stay gentle before SIGKILL to the whole group.
     :param stop_mode: ``group`` or ``children`` (see :class:`_Stopper`).
+    :param on_start: called with the group's id (the child's pid) once it runs, before its
+        output is read; if it raises, the group is killed.
     :returns: the exit status and output; a non-zero status is for the caller to judge.
     :raises BuildFailed: the program cannot be started.
     """
@@ -201,6 +233,8 @@ def run(cmd: Sequence[str], log: Log, cancel: threading.Event, timeout_s: float,
     stopped: Optional[BuildFailed] = None
     exited_at: Optional[float] = None
     try:
+        if on_start is not None:
+            on_start(pgid)
         while sel.get_map() or exited_at is None:
             for key, _ in sel.select(POLL_S):  # with no pipe left open this just waits
                 if key.fileobj == exit_fd:

@@ -8,21 +8,25 @@ replaces the tar. Only the newest live successful record owns it, so sweeping or
 older record never removes the tar a newer build wrote.
 
 The sweep also removes what killed processes leave behind: partial tars older than a build can
-run, and workspaces of builds that are no longer running anywhere.
+run, the workspaces of builds that are no longer running anywhere, and the folders of earlier
+attempts at builds that still run.
 """
 from __future__ import annotations
 
 import logging
-import uuid
+import threading
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from typing import Optional
 
 from ..codec import from_doc, to_doc
+from ..config import BuildsSettings, ImagesSettings
+from ..events import Events
 from ..models import Image, ImageStatus
-from ..storage import Tx
-from ..timeutil import format_time
-from .image_files import orphan_workspaces, remove_tar, remove_tree, stale_partials
+from ..storage import StorageBackend, Tx
+from ..timeutil import Clock, format_time
+from .builder_slot import BuilderSlot
+from .image_files import ImagePaths, remove_tar, remove_tree, stale_partials, workspace_folders
 
 log = logging.getLogger("xpresso_env.images")
 
@@ -60,78 +64,120 @@ def _days(delta: timedelta) -> str:
     return f"{delta.total_seconds() / 86400:.1f}"
 
 
-def sweep(service: Any, dry_run: bool = False) -> list[SweepItem]:
-    """Remove the tars past retention (or, with ``dry_run``, only say which). Returns every
-    image past retention, pinned ones included (kept), with the reason."""
-    now = service.clock()
-    items: list[SweepItem] = []
-    with service.storage.read() as tx:
-        docs = [d for d in tx.query(Image.KIND, include_deleted=False)
-                if d.body.get("status") == ImageStatus.SUCCESSFUL.value]
-    for doc in docs:
-        image: Image = from_doc(doc)
-        if image.built_at is None:
-            continue
-        age = now - image.built_at
-        limit = timedelta(days=image.retention_day)
-        if age < limit:
-            continue
-        why = f"built {format_time(image.built_at)}, {_days(age)} days ago; retention {image.retention_day} days"
-        if image.pin_version:
-            items.append(SweepItem(image, f"pinned (pin_version): kept; {why}", removed=False))
-            continue
-        if dry_run:
-            items.append(SweepItem(image, why, removed=True))
-            continue
-        item = _remove(service, image, why)
-        if item is not None:
-            items.append(item)
-    if not dry_run:
-        _clean_leftovers(service)
-    return items
+class Retention:
+    """The retention sweep, run every ``images.sweep_interval_s`` by :meth:`start` and on demand
+    by :meth:`sweep` (``xpresso-env images sweep``)."""
 
+    def __init__(self, storage: StorageBackend, paths: ImagePaths, images: ImagesSettings, builds: BuildsSettings,
+                 builders: BuilderSlot, events: Events, clock: Clock):
+        self._storage = storage
+        self._paths = paths
+        self._interval_s = images.sweep_interval_s
+        # A live build writes its partial tar for at most timeout_s; a dead one's is older still.
+        self._partial_age_s = builds.timeout_s + 2 * builds.lease_s
+        self._builders = builders
+        self._events = events
+        self._clock = clock
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
 
-def _remove(service: Any, image: Image, why: str) -> SweepItem | None:
-    remove_ref = False
-    with service.storage.write() as tx:
-        doc = tx.get(Image.KIND, str(image.id), lock=True)
-        current: Image = from_doc(doc)
-        # Re-checked under the lock: a PATCH pin_version or a delete may have come in meanwhile.
-        if current.is_deleted or current.status != ImageStatus.SUCCESSFUL or current.pin_version:
-            return None
-        if owns_tar(tx, current):
-            removed = remove_tar(service.paths, current.nfs_path)
-            detail = "tar removed" if removed else "tar already gone"
-        else:
-            detail = "the tar now belongs to a newer build of this name:tag and is kept"
-        remove_ref = builder_image_unused(tx, current)
-        now = service.clock()
-        meta = {**(current.meta or {}), "retention": {"removed_at": format_time(now), "reason": why}}
-        current = replace(current, is_deleted=True, meta=meta, date_updated=now)
-        tx.update(to_doc(current))
-    if remove_ref:
-        service._remove_builder_image(current)
-    service._notify("deleted", current)
-    return SweepItem(current, f"{why}; {detail}", removed=True)
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="xpresso-retention", daemon=True)
+        self._thread.start()
 
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
 
-def _clean_leftovers(service: Any) -> None:
-    settings = service.settings
-    # A live build writes its partial tar for at most timeout_s; a dead one's is older still.
-    for path in stale_partials(service.paths, settings.builds.timeout_s + 2 * settings.builds.lease_s):
-        try:
-            path.unlink()
-            log.info("retention: removed the partial tar %s left by an interrupted build", path)
-        except OSError:
-            pass
-    # The folders first, the running builds second: a build that starts in between is not listed.
-    found = orphan_workspaces(service.paths, ())
-    with service.storage.read() as tx:
-        building = {d.id for d in tx.query(Image.KIND) if d.body.get("status") == ImageStatus.BUILDING.value}
-    for path in (p for p in found if p.name not in building):
-        try:
-            uuid.UUID(path.name)
-        except ValueError:
-            continue  # not one of ours
-        remove_tree(path, service.paths.workspace_root)
-        log.info("retention: removed the workspace %s of a build that no longer runs", path)
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for item in self.sweep(dry_run=False):
+                    if item.removed:
+                        log.info("retention: removed %s/%s:%s (%s): %s", item.image.group, item.image.name,
+                                 item.image.tag, item.image.id, item.reason)
+            except Exception:
+                log.exception("retention sweep failed")
+            if self._stop.wait(self._interval_s):
+                return
+
+    def sweep(self, dry_run: bool = False) -> list[SweepItem]:
+        """Remove the tars past retention (or, with ``dry_run``, only say which). Returns every
+        image past retention, pinned ones included (kept), with the reason."""
+        now = self._clock()
+        items: list[SweepItem] = []
+        with self._storage.read() as tx:
+            docs = [d for d in tx.query(Image.KIND, include_deleted=False)
+                    if d.body.get("status") == ImageStatus.SUCCESSFUL.value]
+        for doc in docs:
+            image: Image = from_doc(doc)
+            if image.built_at is None:
+                continue
+            age = now - image.built_at
+            if age < timedelta(days=image.retention_day):
+                continue
+            why = f"built {format_time(image.built_at)}, {_days(age)} days ago; retention {image.retention_day} days"
+            if image.pin_version:
+                items.append(SweepItem(image, f"pinned (pin_version): kept; {why}", removed=False))
+                continue
+            if dry_run:
+                items.append(SweepItem(image, why, removed=True))
+                continue
+            item = self._remove(image, why)
+            if item is not None:
+                items.append(item)
+        if not dry_run:
+            self._clean_leftovers()
+        return items
+
+    def _remove(self, image: Image, why: str) -> Optional[SweepItem]:
+        remove_ref = False
+        with self._storage.write() as tx:
+            doc = tx.get(Image.KIND, str(image.id), lock=True)
+            current: Image = from_doc(doc)
+            # Re-checked under the lock: a PATCH pin_version or a delete may have come in meanwhile.
+            if current.is_deleted or current.status != ImageStatus.SUCCESSFUL or current.pin_version:
+                return None
+            if owns_tar(tx, current):
+                removed = remove_tar(self._paths, current.nfs_path)
+                detail = "tar removed" if removed else "tar already gone"
+            else:
+                detail = "the tar now belongs to a newer build of this name:tag and is kept"
+            remove_ref = builder_image_unused(tx, current)
+            now = self._clock()
+            meta = {**(current.meta or {}), "retention": {"removed_at": format_time(now), "reason": why}}
+            current = replace(current, is_deleted=True, meta=meta, date_updated=now)
+            tx.update(to_doc(current))
+        if remove_ref:
+            self._builders.remove_image(current.name, current.tag)
+        self._events.record_deleted(Image.KIND, current)
+        return SweepItem(current, f"{why}; {detail}", removed=True)
+
+    def _clean_leftovers(self) -> None:
+        for path in stale_partials(self._paths, self._partial_age_s):
+            try:
+                path.unlink()
+                log.info("retention: removed the partial tar %s left by an interrupted build", path)
+            except OSError:
+                pass
+        # The folders first, the records second: a build claimed in between is seen as running.
+        # Attempt numbers only grow, so a folder below the record's attempt is an earlier one's.
+        found = workspace_folders(self._paths)
+        with self._storage.read() as tx:
+            building = {d.id: from_doc(d).attempts for d in tx.query(Image.KIND)
+                        if d.body.get("status") == ImageStatus.BUILDING.value}
+        root = self._paths.workspace_root
+        for image_id, attempts in found.items():
+            if image_id not in building:
+                remove_tree(root / image_id, root)
+                log.info("retention: removed the workspace %s of a build that no longer runs", root / image_id)
+                continue
+            for attempt, path in attempts:
+                if attempt < building[image_id]:
+                    remove_tree(path, root)
+                    log.info("retention: removed the workspace %s of an interrupted attempt", path)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Literal, Mapping, Optional, Sequence
 
 from ..builders import BuildFailed, BuildTimedOut
 from ..errors import ValidationError
+from ..redact import redact
 from . import procrun
 
 Log = Callable[[str], None]
@@ -121,19 +122,11 @@ def git_env(base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     return env
 
 
-_URL_USERINFO = re.compile(r"(://)[^/@\s]+@")
-
-
-def redact(text: str) -> str:
-    """Hide credentials written into a URL (https://user:token@host/...)."""
-    return _URL_USERINFO.sub(r"\1***@", text)
-
-
 class _Git:
     def __init__(self, cwd: Optional[Path], log: Log, cancel: threading.Event, deadline: float,
-                 timeout_s: float, env: Mapping[str, str]):
+                 env: Mapping[str, str], on_start: Optional[Callable[[int], None]]):
         self.cwd, self.log, self.cancel = cwd, log, cancel
-        self.deadline, self.timeout_s, self.env = deadline, timeout_s, env
+        self.deadline, self.env, self.on_start = deadline, env, on_start
 
     def __call__(self, *args: str, capture: bool = False, quiet: bool = False,
                  env: Optional[Mapping[str, str]] = None) -> procrun.RunResult:
@@ -148,7 +141,7 @@ class _Git:
             raise BuildTimedOut("timed out")
         sink = (lambda line: None) if quiet else (lambda line: self.log(redact(line)))
         return procrun.run(cmd, sink, self.cancel, remaining, cwd=self.cwd,
-                           env={**self.env, **(env or {})}, capture_stdout=capture)
+                           env={**self.env, **(env or {})}, capture_stdout=capture, on_start=self.on_start)
 
     def resolve(self, name: str) -> Optional[str]:
         """The commit id ``name`` names, or None."""
@@ -231,9 +224,11 @@ def _fail(what: str, res: procrun.RunResult) -> WorkspaceError:
 
 
 def prepare(repo: str, git_ref: str, base_ref: Optional[str], dest: Path, log: Log,
-            cancel: threading.Event, timeout_s: float) -> WorkspaceResult:
+            cancel: threading.Event, timeout_s: float,
+            on_start: Optional[Callable[[int], None]] = None) -> WorkspaceResult:
     """Clone ``repo`` into ``dest`` (which must not exist or be empty), check out ``git_ref``
-    detached and, with ``base_ref``, merge it in (3-way).
+    detached and, with ``base_ref``, merge it in (3-way). ``on_start`` gets the process group
+    of each git run (:func:`procrun.run`).
 
     :raises WorkspaceError: unknown ref, merge conflict, clone failure.
     :raises BuildCancelled: ``cancel`` was set (the running git is killed).
@@ -253,12 +248,12 @@ def prepare(repo: str, git_ref: str, base_ref: Optional[str], dest: Path, log: L
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
 
-    clone = _Git(dest.parent, log, cancel, deadline, timeout_s, env)
+    clone = _Git(dest.parent, log, cancel, deadline, env, on_start)
     res = clone("clone", "--no-checkout", "--template=", "--", repo, str(dest))
     if res.returncode != 0:
         raise _fail("git clone", res)
 
-    git = _Git(dest, log, cancel, deadline, timeout_s, env)
+    git = _Git(dest, log, cancel, deadline, env, on_start)
     # Both refs in one lookup, before the checkout: an unknown base_ref fails without one.
     commit, *rest = _resolve_refs(git, [git_ref] if base_ref is None else [git_ref, base_ref])
     base_commit: Optional[str] = rest[0] if rest else None
@@ -333,4 +328,4 @@ def discover(dest: Path, jobs_glob: str, manifests_glob: str) -> tuple[list[str]
 
 
 __all__: Sequence[str] = ("WorkspaceError", "WorkspaceResult", "validate_ref", "check_ref_format",
-                          "prepare", "discover", "git_env", "redact")
+                          "prepare", "discover", "git_env")
