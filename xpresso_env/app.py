@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -17,45 +16,53 @@ import falcon
 import pluggy
 
 from .api import errors as api_errors
+from .api import images as api_images
 from .api import meta as api_meta
 from .api import registry as api_registry
-from .api.cache import CacheFrontend, ResponseCache
+from .api.access_log import ACCESS_LOGGER, AccessLog, AccessLogMiddleware
+from .api.cache import CacheFrontend, CachedReads, ResponseCache
+from .api.common import JsonBody
+from .builders import Builder
 from .config import Settings, load_settings
-from .plugin import make_plugin_manager, pick_storage
+from .events import Events
+from .plugin import builders, make_plugin_manager, pick_storage
 from .services.auth import AuthService, load_secret
+from .services.build_queue import DEFAULT_MAX_ATTEMPTS, BuildQueue
+from .services.builder_slot import BuilderSlot
+from .services.image_files import ImagePaths
+from .services.images import ImageService
+from .services.reads import Reads
+from .services.retention import Retention
 from .services.registry import RegistryService
-from .storage import StorageBackend, check_ready
+from .storage import StorageBackend, change_counters, check_ready
 from .timeutil import Clock, utcnow
-
-log = logging.getLogger("xpresso_env")
-access_log = logging.getLogger("xpresso_env.access")
-
 
 @dataclass
 class AppContext:
+    """The assembled service: what `serve`, the CLI and plugins are handed. Services never see it;
+    each receives its own collaborators by name in ``build_context``."""
+
     settings: Settings
     pm: pluggy.PluginManager
     storage: StorageBackend
     clock: Clock
+    events: Events
     auth: AuthService
+    reads: Reads
+    cached: CachedReads
+    body: JsonBody
     registry: RegistryService
-    response_cache: ResponseCache = field(default_factory=lambda: ResponseCache(0))
-    images: Any = None  # xpresso_env.services.images.ImageService, when builds are enabled
+    images: Optional[ImageService] = None  # None when built without image builds
+    access_log: Optional[AccessLog] = None  # None when server.access_log is off
     started: bool = field(default=False)
-
-    def notify(self, event: str, kind: str, record: Any, **kwargs: Any) -> None:
-        """Fire a record hook after commit; a failing plugin is logged, never breaks the request."""
-        hook = {"saved": self.pm.hook.xpresso_record_saved, "deleted": self.pm.hook.xpresso_record_deleted}[event]
-        try:
-            hook(ctx=self, kind=kind, record=record, **kwargs)
-        except Exception:  # a plugin's bug must not turn a committed write into an error
-            log.exception("plugin hook xpresso_record_%s failed", event)
 
     def start(self) -> None:
         """Start background work (build workers, retention sweeper) and call startup hooks."""
         if self.started:
             return
         self.started = True
+        if self.access_log is not None:
+            self.access_log.start()
         if self.images is not None:
             self.images.start()
         self.pm.hook.xpresso_startup(ctx=self)
@@ -65,76 +72,83 @@ class AppContext:
             self.images.stop()
         if self.started:
             self.pm.hook.xpresso_shutdown(ctx=self)
+        if self.access_log is not None:
+            self.access_log.stop()
         self.storage.close()
 
 
 def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None, clock: Clock = utcnow,
                   new_id: Callable[[], uuid.UUID] = uuid.uuid4, check_schema: bool = True,
-                  images: bool = True, **collaborators: Any) -> AppContext:
+                  images: bool = True, **image_options: Any) -> AppContext:
+    """Assemble the service bottom-up: plugins, storage, events, then each service with what it uses.
+
+    :param image_options: passed to :func:`build_image_service` (tests inject a builder, clocks,
+        poll intervals).
+    """
     pm = pm or make_plugin_manager()
     storage = pick_storage(pm, settings.storage.backend).factory(settings)
     if check_schema:
         check_ready(storage)
+    counters = change_counters(storage)
+    events = Events(pm.hook)
     auth = AuthService(storage, load_secret(settings), clock, settings.auth.token_days)
-    ctx = AppContext(settings=settings, pm=pm, storage=storage, clock=clock, auth=auth,
-                     registry=RegistryService(storage, clock, new_id=new_id),
-                     response_cache=ResponseCache(settings.server.response_cache_bytes))
-    ctx.registry._notify = ctx.notify
-    if images:
-        from .services.images import make_image_service
-
-        ctx.images = make_image_service(ctx, new_id=new_id, **collaborators)
-    return ctx
-
-
-def log_access(method: str, path: str, status: str, started: float, user: str, group: str) -> None:
-    """One access-log line: method, path, status, milliseconds, user, group."""
-    access_log.info("%s %s %s %.1fms user=%s group=%s", method, path, status,
-                    (time.perf_counter() - started) * 1000, user, group)
+    reads = Reads(storage, auth, counters, clock)
+    cached = CachedReads(reads, ResponseCache(settings.server.response_cache_bytes), counters, clock)
+    registry = RegistryService(storage, clock, events=events, new_id=new_id)
+    image_service = (build_image_service(settings, pm, storage, events, clock, new_id, **image_options)
+                     if images else None)
+    access_log = AccessLog(logging.getLogger(ACCESS_LOGGER)) if settings.server.access_log else None
+    return AppContext(settings=settings, pm=pm, storage=storage, clock=clock, events=events, auth=auth,
+                      reads=reads, cached=cached, body=JsonBody(settings.server.max_body_bytes),
+                      registry=registry, images=image_service, access_log=access_log)
 
 
-class AccessLog:
-    """One line per request: method, path, status, milliseconds, user, group."""
+def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: StorageBackend, events: Events,
+                        clock: Clock, new_id: Callable[[], uuid.UUID], builder: Optional[Builder] = None,
+                        lease_clock: Clock = utcnow, poll_s: float = 1.0, max_attempts: Optional[int] = None,
+                        cancel_wait_s: float = 30.0, follow_poll_s: float = 0.2) -> ImageService:
+    """The image builds' part of the graph, bottom-up: paths, builder slot, queue, retention, service.
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.started = time.perf_counter()
-        req.context.user = "-"
-        req.context.group = "-"
-
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
-        log_access(req.method, req.path, resp.status[:3], getattr(req.context, "started", time.perf_counter()),
-                   getattr(req.context, "user", "-"), getattr(req.context, "group", "-"))
+    :param builder: a Builder to use instead of the one ``builder.backend`` chooses (tests).
+    :param lease_clock: wall time for build leases, shared by every process (default: UTC now).
+    :param poll_s: how often idle workers look for builds submitted through other processes.
+    :param max_attempts: claims after which an unfinished build fails (default 3).
+    """
+    paths = ImagePaths.from_settings(settings)
+    slot = BuilderSlot(builders(pm), settings, builder)
+    queue = BuildQueue(storage, settings.builds, settings.polaris, settings.images, paths, slot, events, clock,
+                       lease_clock, poll_s=poll_s, max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS)
+    retention = Retention(storage, paths, settings.images, settings.builds, slot, events, clock)
+    return ImageService(storage, settings.images, settings.polaris, paths, slot, queue, retention, events, clock,
+                        new_id, cancel_wait_s=cancel_wait_s, follow_poll_s=follow_poll_s)
 
 
 def create_app(ctx: AppContext) -> falcon.App:
-    middleware = [AccessLog()] if ctx.settings.server.access_log else []
-    app = falcon.App(middleware=middleware)
+    """The falcon app: every resource receives its collaborators by name."""
+    app = falcon.App()
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     app.req_options.keep_blank_qs_values = True
     api_errors.install(app)
-    api_registry.add_routes(app, ctx)
-    api_meta.add_routes(app, ctx)
+    api_registry.add_routes(app, ctx.cached, ctx.reads, ctx.body, ctx.registry)
+    storage_info = api_meta.storage_report(ctx.storage, ctx.cached.enabled, ctx.settings.server.response_cache_bytes)
+    app.add_route("/api/v2/openapi.json", api_meta.OpenAPIDocument(include_images=ctx.images is not None))
+    app.add_route("/api/v2/plugins", api_meta.Plugins(ctx.pm, storage_info))
+    app.add_route("/api/v2/health", api_meta.Health(ctx.pm, ctx.storage, storage_info, ctx.images))
     if ctx.images is not None:
-        from .api import images as api_images
-
-        api_images.add_routes(app, ctx)
+        api_images.add_routes(app, ctx.reads, ctx.body, ctx.images, ctx.settings.server.threads)
     ctx.pm.hook.xpresso_add_routes(app=app, ctx=ctx)
     return app
 
 
 def create_wsgi_app(ctx: AppContext) -> Callable:
-    """What a server runs: the falcon app behind the response cache's frontend."""
-    app = create_app(ctx)
-    if not ctx.response_cache.enabled:
-        return app
-    if ctx.settings.server.access_log:
-        def on_hit(environ: dict, entry: Any, started: float) -> None:
-            log_access("GET", environ.get("PATH_INFO", ""), "200", started, entry.user, entry.group)
-    else:
-        def on_hit(environ: dict, entry: Any, started: float) -> None:
-            pass
-    return CacheFrontend(app, ctx, on_hit)
+    """What a server runs: the access log around the response cache's frontend around falcon."""
+    app: Callable = create_app(ctx)
+    if ctx.cached.enabled:
+        app = CacheFrontend(app, ctx.cached)
+    if ctx.access_log is not None:
+        app = AccessLogMiddleware(app, ctx.access_log)
+    return app
 
 
 def make_app() -> Callable:

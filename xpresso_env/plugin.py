@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Iterable
+from typing import Any, Iterable, Optional
 
 import pluggy
 
@@ -57,8 +57,17 @@ def pick_storage(pm: pluggy.PluginManager, name: str) -> StorageBackendInfo:
     return found[name]
 
 
-def plugin_list(pm: pluggy.PluginManager) -> list[dict[str, str]]:
-    """Loaded plugins with their versions, for GET /api/v2/plugins."""
+def storage_provider(pm: pluggy.PluginManager, backend: str) -> Optional[str]:
+    """The name of the plugin that announces storage backend ``backend``."""
+    for impl in pm.hook.xpresso_storage_backends.get_hookimpls():
+        if any(info.name == backend for info in impl.function()):
+            return impl.plugin_name
+    return None
+
+
+def plugin_list(pm: pluggy.PluginManager, notes: Optional[dict[str, dict[str, Any]]] = None) -> list[dict[str, Any]]:
+    """Loaded plugins with their versions, for GET /api/v2/plugins; ``notes`` adds keys to the
+    entries of the plugins it names (the storage plugin in use says whether the cache runs)."""
     dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     from . import __version__
 
@@ -67,5 +76,5 @@ def plugin_list(pm: pluggy.PluginManager) -> list[dict[str, str]]:
         dist = dists.get(id(plugin))
         version = getattr(dist, "version", None) or getattr(plugin, "__version__", None) or __version__
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        out.append({"name": name, "version": str(version), "hooks": hooks})
+        out.append({"name": name, "version": str(version), "hooks": hooks, **(notes or {}).get(name, {})})
     return out

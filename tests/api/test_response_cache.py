@@ -9,7 +9,7 @@ LIST = "/api/v2/harnesses"
 
 
 def _cached(world: World, path: str, user: str, group="g1", query: str = "") -> bool:
-    return world.ctx.response_cache.get((path, query, world.tokens[user], group)) is not None
+    return world.ctx.cached.cache.get((path, query, world.tokens[user], group)) is not None
 
 
 def test_repeated_get_is_served_from_the_cache_with_the_same_bytes(world):
@@ -110,7 +110,7 @@ def test_entries_are_restamped_after_unrelated_writes(world):
     world.post("/api/v2/engines", {"name": "e", "base_url": "https://j.example.com"}, user="priv")  # unrelated
     again = world.get(LIST, user="mem")
     assert again.content == first.content
-    entry = world.ctx.response_cache.get((LIST, "", world.tokens["mem"], "g1"))
+    entry = world.ctx.cached.cache.get((LIST, "", world.tokens["mem"], "g1"))
     stamp = world.ctx.storage.change_stamp()
     if stamp is not None:  # backends with a store-wide stamp (sqlite): the next hit needs no query
         assert entry.seq == stamp

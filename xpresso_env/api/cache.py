@@ -1,26 +1,29 @@
 """A cache of whole GET responses that can never be stale.
 
-Each entry remembers the storage change counters (``Tx.versions``) it was read under: the
-caller's user, group and revocation counters, and the counter of the records' (kind, group).
-A hit costs one small read of those counters; any write anywhere (another process, the CLI)
-that could change the answer bumps one of them in the same transaction as the write, so the
-entry no longer matches and the response is read afresh. Entries are keyed by the exact
-request (URI, Authorization and Group headers), so a hit never skips a check the first request
-passed: the token was verified then, and its expiry is checked again on every hit.
+Each entry remembers the storage change counters its answer was read under (the caller's user,
+group and revocation counters, and the counter of the records' (kind, group): see
+``services.reads.dependency_keys``). A hit costs one small read of those counters; any write
+anywhere (another process, the CLI) that could change the answer bumps one of them in the same
+transaction as the write, so the entry no longer matches and the response is read afresh.
+Entries are keyed by the exact request (path, query, Authorization, chosen group), so a hit never
+skips a check the first request passed: the token was verified then, and its expiry is checked
+again on every hit. A backend without change counters gets no cache at all.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import XpressoError
-
-Key = tuple[str, str, Optional[str], Optional[str]]
-Stamp = tuple[tuple[str, str], ...]
+from ..services.reads import Produce, Reads, Stamp
+from ..storage import ChangeCounters
+from ..timeutil import Clock
+from .request import Key, credentials_of, note_caller, request_key
 
 
 @dataclass(frozen=True)
@@ -33,15 +36,6 @@ class Entry:
     group: str
     token_expires: float  # unix time
     seq: Optional[int] = None  # the storage's change stamp it is known valid at, if any
-
-
-def request_key(environ: dict) -> Key:
-    """The cache key of a request, from its WSGI environ: path, query, Authorization, and the
-    group header (`Group` wins over `X-Group`). The same request always gives the same answer."""
-    group = environ.get("HTTP_GROUP")
-    if group is None:
-        group = environ.get("HTTP_X_GROUP")
-    return (environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""), environ.get("HTTP_AUTHORIZATION"), group)
 
 
 class ResponseCache:
@@ -78,26 +72,72 @@ class ResponseCache:
                 _, evicted = self._entries.popitem(last=False)
                 self._bytes -= len(evicted.body)
 
-    def discard(self, key: Key) -> None:
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old.body)
 
+class CachedReads:
+    """The one read path of GETs: answered from the cache while storage says nothing they depend
+    on changed, else read through ``Reads`` and remembered. Used by the WSGI frontend (hits only)
+    and by the falcon resources (everything)."""
 
-def is_fresh(storage: Any, cache: "ResponseCache", key: Key, entry: Entry) -> bool:
-    """Whether a cached answer still holds. Cheapest first: a store-wide change stamp equal to
-    the one the entry was checked at means nothing was written since (a memory read, SQLite);
-    else the entry's own counters are read. When those still match and no write slipped in
-    meanwhile, the entry is re-stamped so the next hits are cheap again."""
-    stamp = storage.change_stamp()
-    if stamp is not None and stamp == entry.seq:
+    def __init__(self, reads: Reads, cache: ResponseCache, counters: Optional[ChangeCounters], clock: Clock):
+        self._reads = reads
+        self._counters = counters if cache.enabled else None  # no counters: nothing is cached
+        self.cache = cache
+        self._clock = clock
+
+    @property
+    def enabled(self) -> bool:
+        return self._counters is not None
+
+    def hit(self, environ: dict) -> Optional[Entry]:
+        """A fresh cached answer to this request, or None."""
+        if self._counters is None:
+            return None
+        key = request_key(environ)
+        entry = self.cache.get(key)
+        if entry is None or self._clock().timestamp() >= entry.token_expires:
+            return None
+        try:
+            return entry if self._fresh(key, entry, self._counters) else None
+        except XpressoError:
+            return None  # storage trouble: let the read path answer it properly (503...)
+
+    def answer(self, environ: dict, kind: str, produce: Produce) -> Entry:
+        """The answer to a GET of ``kind``: a fresh cached one, or ``produce`` read afresh."""
+        entry = self.hit(environ)
+        if entry is not None:
+            return entry
+        counters = self._counters
+        stamp = counters.change_stamp() if counters is not None else None
+        snap = self._reads.read(credentials_of(environ), kind, produce)
+        if stamp is not None and counters is not None and counters.change_stamp() != stamp:
+            stamp = None  # a write started or ended meanwhile: the counters alone vouch for it
+        entry = Entry(keys=snap.keys, values=snap.values, body=json.dumps(snap.data).encode(),
+                      total=None if snap.total is None else str(snap.total), user=snap.caller.user.name,
+                      group=snap.caller.group, token_expires=snap.caller.token_expires, seq=stamp)
+        if counters is not None:
+            path, query, authorization, group = request_key(environ)
+            # The request authenticated: its token and group are shared by many entries, so keep
+            # one copy of each (never for unauthenticated input, which could grow the table).
+            self.cache.put((path, query, _shared(authorization), _shared(group)), entry)
+        return entry
+
+    def _fresh(self, key: Key, entry: Entry, counters: ChangeCounters) -> bool:
+        """Cheapest first: a store-wide change stamp equal to the one the entry was checked at
+        means nothing was written since (a memory read, SQLite); else the entry's own counters
+        are read. When those still match and no write slipped in meanwhile, the entry is
+        re-stamped so the next hits are cheap again."""
+        stamp = counters.change_stamp()
+        if stamp is not None and stamp == entry.seq:
+            return True
+        if counters.versions(entry.keys) != entry.values:
+            return False
+        if stamp is not None and counters.change_stamp() == stamp:
+            self.cache.put(key, dataclasses.replace(entry, seq=stamp))
         return True
-    if storage.versions(entry.keys) != entry.values:
-        return False
-    if stamp is not None and storage.change_stamp() == stamp:
-        cache.put(key, dataclasses.replace(entry, seq=stamp))
-    return True
+
+
+def _shared(text: Optional[str]) -> Optional[str]:
+    return None if text is None else sys.intern(text)
 
 
 class CacheFrontend:
@@ -105,29 +145,19 @@ class CacheFrontend:
     answered here without building falcon's request and response (the hot path of polling
     clients). Everything else, and any doubt, goes to the app."""
 
-    def __init__(self, app: Callable, ctx: Any, on_hit: Callable[[dict, Entry, float], None]):
-        self.app = app
-        self.cache: ResponseCache = ctx.response_cache
-        self.storage = ctx.storage
-        self.auth = ctx.auth
-        self.on_hit = on_hit  # the access log
+    def __init__(self, app: Callable, cached: CachedReads):
+        self._app = app
+        self.cached = cached
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") == "GET" and self.cache.enabled:
-            started = time.perf_counter()
-            key = request_key(environ)
-            entry = self.cache.get(key)
-            if entry is not None and self.auth.still_valid(entry.token_expires) and self._fresh(key, entry):
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        if environ.get("REQUEST_METHOD") == "GET":
+            entry = self.cached.hit(environ)
+            if entry is not None:
                 headers = [("Content-Type", "application/json"), ("Content-Length", str(len(entry.body)))]
                 if entry.total is not None:
                     headers.append(("X-Total-Count", entry.total))
                 start_response("200 OK", headers)
-                self.on_hit(environ, entry, started)
+                note_caller(environ, entry.user, entry.group)
                 return [entry.body]
-        return self.app(environ, start_response)
+        return self._app(environ, start_response)
 
-    def _fresh(self, key: Key, entry: Entry) -> bool:
-        try:
-            return is_fresh(self.storage, self.cache, key, entry)
-        except XpressoError:
-            return False  # storage trouble: let the app answer it properly (503...)

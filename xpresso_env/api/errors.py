@@ -7,6 +7,7 @@ import logging
 import falcon
 
 from .. import errors as e
+from .access_log import escape
 
 log = logging.getLogger("xpresso_env.api")
 
@@ -49,8 +50,11 @@ def handle_domain_error(req: falcon.Request, resp: falcon.Response, error: e.Xpr
     status = status_for(error)
     if status == falcon.HTTP_401:
         resp.set_header("WWW-Authenticate", "Jwt")
+    if isinstance(error, e.PermissionDenied) and error.why:
+        # The client sees DRF's words; the operator learns why (permission, group, user).
+        log.warning("403 %s %s: %s", req.method, escape(req.path), escape(error.why))
     if status in (falcon.HTTP_503, falcon.HTTP_429):
-        log.warning("%s %s: %s", req.method, req.path, error.detail)
+        log.warning("%s %s: %s", req.method, escape(req.path), error.detail)
         resp.set_header("Retry-After", "5")
     _send(resp, status, body_for(error))
 
@@ -72,7 +76,7 @@ def handle_http_error(req: falcon.Request, resp: falcon.Response, error: falcon.
 def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params) -> None:
     if isinstance(error, falcon.HTTPError):
         return handle_http_error(req, resp, error, params)
-    log.exception("unexpected error on %s %s", req.method, req.path)
+    log.exception("unexpected error on %s %s", req.method, escape(req.path))
     _send(resp, falcon.HTTP_500, {"detail": "Internal server error."})
 
 

@@ -2,54 +2,73 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any, Optional
 
 import falcon
+import pluggy
 
 from .. import __version__
 from ..errors import XpressoError
-from ..plugin import plugin_list
+from ..plugin import plugin_list, storage_provider
+from ..storage import StorageBackend
 from .common import send_json
 from .openapi import build_openapi
 
+if TYPE_CHECKING:
+    from ..services.images import ImageService
+
 
 class OpenAPIDocument:
-    def __init__(self, ctx):
-        self.text = json.dumps(build_openapi(include_images=ctx.images is not None))
+    def __init__(self, include_images: bool):
+        self.text = json.dumps(build_openapi(include_images=include_images))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
         resp.text = self.text
 
 
+def storage_report(storage: StorageBackend, cache_enabled: bool, cache_bytes: int) -> dict[str, Any]:
+    """The storage backend in use and whether the response cache runs on it (and why not)."""
+    if cache_enabled:
+        cache = "on"
+    elif cache_bytes <= 0:
+        cache = "off: server.response_cache_bytes is 0"
+    else:
+        cache = f"off: storage backend {storage.name!r} keeps no change counters"
+    return {"backend": storage.name, "response_cache": cache}
+
+
 class Plugins:
-    def __init__(self, ctx):
-        self.ctx = ctx
+    def __init__(self, pm: pluggy.PluginManager, storage_info: dict[str, Any]):
+        self.pm = pm
+        provider = storage_provider(pm, storage_info["backend"])
+        self.notes = {provider: {"storage": {**storage_info, "in_use": True}}} if provider else {}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        send_json(resp, plugin_list(self.ctx.pm))
+        send_json(resp, plugin_list(self.pm, self.notes))
 
 
 class Health:
-    def __init__(self, ctx):
-        self.ctx = ctx
+    def __init__(self, pm: pluggy.PluginManager, storage: StorageBackend, storage_info: dict[str, Any],
+                 images: Optional["ImageService"]):
+        self.pm = pm
+        self.storage = storage
+        self.storage_info = storage_info
+        self.images = images
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = {"status": "ok", "version": __version__, "storage": self.ctx.storage.name,
-                "builder": None, "builder_problem": None}
-        if self.ctx.images is not None:
-            body["builder"], body["builder_problem"] = self.ctx.images.builder_status()
+        body = {"status": "ok", "version": __version__, "storage": self.storage.name,
+                "response_cache": self.storage_info["response_cache"],
+                "builder": None, "builder_problem": None, "builder_skipped": {}}
+        if self.images is not None:
+            builder = self.images.builder_status()
+            body.update(builder=builder.name, builder_problem=builder.problem, builder_skipped=builder.skipped)
         status = falcon.HTTP_200
         try:
-            with self.ctx.storage.read() as tx:
+            with self.storage.read() as tx:
                 tx.get("group", "-")
         except XpressoError as exc:
             body["status"] = f"storage unavailable: {exc.detail}"
             status = falcon.HTTP_503
-        body["plugins"] = plugin_list(self.ctx.pm)
+        body["plugins"] = plugin_list(self.pm)
         send_json(resp, body, status)
-
-
-def add_routes(app: falcon.App, ctx) -> None:
-    app.add_route("/api/v2/openapi.json", OpenAPIDocument(ctx))
-    app.add_route("/api/v2/plugins", Plugins(ctx))
-    app.add_route("/api/v2/health", Health(ctx))

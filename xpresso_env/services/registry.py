@@ -5,69 +5,74 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
 
+from .. import wire
 from ..codec import from_doc, to_doc
-from ..errors import NameConflict, NotFound
+from ..errors import Conflict, NameConflict, NotFound
+from ..events import Events
 from ..models import (ConfigurationState, Engine, EngineType, Harness, HarnessType, OperationalState)
 from ..storage import StorageBackend, Tx, filter_docs
 from ..timeutil import Clock
 from .auth import AuthService, Caller
-from .validation import (FieldError, ListQuery, absolute_path, boolean, choice, http_url, name_text, optional, page,
-                         parse_list_query, parse_uuid, text, validate_body)
+from .validation import (Boolean, Choice, FieldError, ListQuery, Nullable, Rule, Text, page, parse_list_query,
+                         parse_uuid, validate_body)
 
-READ_ONLY = {"id", "uuid", "created_by", "date_created", "date_modified", "deleted", "operational_state",
-             "oper_state", "group"}
+# Keys a client may see but never set (a 400 field error), under their v1 names too.
+_SET_BY_SERVICE = {"id", "created_by", "date_created", "date_modified", "deleted", "operational_state", "group"}
+READ_ONLY = _SET_BY_SERVICE | {wire.V1_NAMES[k] for k in _SET_BY_SERVICE if k in wire.V1_NAMES}
 
 
 @dataclass(frozen=True)
 class KindSpec:
     kind: str
     cls: type
-    fields: Mapping[str, Callable[[Any], Any]]
+    fields: Mapping[str, Rule]  # the body fields a client may send, each with its rule
     required: frozenset[str]
     filters: Mapping[str, Optional[type]]
     add: str
     change: str
     delete: str
     label: str
+    defaults: Mapping[str, Any]  # values of fields a create may leave out
 
 
-_COMMON = {
-    "name": name_text(128),
-    "configuration_state": choice(ConfigurationState),
-    "site": text(64),
-    "bldg": text(64),
+_COMMON: dict[str, Rule] = {
+    "name": Text(wire.RECORD_NAME),
+    "configuration_state": Choice(ConfigurationState),
+    "site": Text(wire.SITE),
+    "bldg": Text(wire.SITE),
 }
 
 HARNESS = KindSpec(
     kind=Harness.KIND, cls=Harness, label="harness",
-    fields={**_COMMON, "harness": choice(HarnessType), "path": absolute_path(),
-            "supporting_path": absolute_path(blank=True), "support_liveview": boolean},
+    fields={**_COMMON, "harness": Choice(HarnessType), "path": Text(wire.ABSOLUTE_PATH),
+            "supporting_path": Text(wire.ABSOLUTE_PATH_OR_EMPTY), "support_liveview": Boolean()},
     required=frozenset({"name", "path"}),
     filters={"name": None, "harness": HarnessType, "site": None, "bldg": None,
              "configuration_state": ConfigurationState, "operational_state": OperationalState},
     add="add_harness", change="change_harness", delete="delete_harness",
+    defaults={"harness": HarnessType.PYATS},
 )
 
 ENGINE = KindSpec(
     kind=Engine.KIND, cls=Engine, label="engine",
-    fields={**_COMMON, "type": choice(EngineType), "base_url": http_url,
-            "username": optional(text(256)), "api_token": optional(text(4096))},
+    fields={**_COMMON, "type": Choice(EngineType), "base_url": Text(wire.HTTP_URL),
+            "username": Nullable(Text(wire.USERNAME)), "api_token": Nullable(Text(wire.API_TOKEN))},
     required=frozenset({"name", "base_url"}),
     filters={"name": None, "type": EngineType, "site": None, "bldg": None,
              "configuration_state": ConfigurationState, "operational_state": OperationalState},
     add="add_engine", change="change_engine", delete="delete_engine",
+    defaults={"type": EngineType.JENKINS},
 )
 
 SPECS = {HARNESS.kind: HARNESS, ENGINE.kind: ENGINE}
-_DEFAULTS = {Harness.KIND: {"harness": HarnessType.PYATS}, Engine.KIND: {"type": EngineType.JENKINS}}
 
 
 class RegistryService:
-    def __init__(self, storage: StorageBackend, clock: Clock, notify: Callable[..., None] = lambda *a, **k: None,
+    def __init__(self, storage: StorageBackend, clock: Clock, events: Events,
                  new_id: Callable[[], uuid.UUID] = uuid.uuid4):
         self._storage = storage
         self._clock = clock
-        self._notify = notify  # fires the xpresso_record_* hooks after commit
+        self._events = events  # fired after commit
         self._new_id = new_id
 
     # -- reads (in the caller's transaction, so auth and data come from one snapshot) ----------
@@ -103,15 +108,17 @@ class RegistryService:
     def validate(self, spec: KindSpec, body: Any, partial: bool) -> dict[str, Any]:
         return validate_body(body, spec.fields, spec.required, READ_ONLY, partial)
 
-    def create(self, caller: Caller, spec: KindSpec, body: Any) -> Any:
+    # Writes take the body as a callable: it is read after the permission check, so a refused
+    # caller gets its 403 before any 413/415/400 about the body (CONTRACT section 7).
+    def create(self, caller: Caller, spec: KindSpec, body: Callable[[], Any]) -> Any:
         AuthService.require(caller, spec.add)
-        values = {**_DEFAULTS[spec.kind], **self.validate(spec, body, partial=False)}
+        values = {**spec.defaults, **self.validate(spec, body(), partial=False)}
         now = self._clock()
         record = spec.cls(id=self._new_id(), group=caller.group, created_by=caller.user.name,
                           date_created=now, date_modified=now, **values)
         with self._storage.write() as tx:
             self._insert(tx, spec, record)
-        self._notify("saved", spec.kind, record, created=True)
+        self._events.record_saved(spec.kind, record, created=True)
         return record
 
     @staticmethod
@@ -121,20 +128,22 @@ class RegistryService:
         except NameConflict:
             raise NameConflict(f"A {spec.label} named {record.name!r} already exists in this group.") from None
 
-    def update(self, caller: Caller, spec: KindSpec, record_id: str, body: Any) -> Any:
+    def update(self, caller: Caller, spec: KindSpec, record_id: str, body: Callable[[], Any]) -> Any:
         AuthService.require(caller, spec.change)
         key = str(parse_uuid(record_id))
-        values = self.validate(spec, body, partial=True)
+        values = self.validate(spec, body(), partial=True)
         with self._storage.write() as tx:
             doc = tx.get(spec.kind, key, lock=True)
             if doc is None or doc.group != caller.group:
                 raise NotFound()
+            if doc.deleted:
+                raise Conflict(f"This {spec.label} has been deleted: it cannot be changed.")
             record = replace(from_doc(doc), **values, date_modified=self._clock())
             try:
                 tx.update(to_doc(record))
             except NameConflict:
                 raise NameConflict(f"A {spec.label} named {record.name!r} already exists in this group.") from None
-        self._notify("saved", spec.kind, record, created=False)
+        self._events.record_saved(spec.kind, record, created=False)
         return record
 
     def delete(self, caller: Caller, spec: KindSpec, record_id: str) -> None:
@@ -149,4 +158,4 @@ class RegistryService:
                 return  # deleting twice changes nothing
             record = replace(record, deleted=True, date_modified=self._clock())
             tx.update(to_doc(record))
-        self._notify("deleted", spec.kind, record)
+        self._events.record_deleted(spec.kind, record)

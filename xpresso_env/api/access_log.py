@@ -1,0 +1,99 @@
+"""The access log: one line per request (method, path, status, ms, user, group), written off the
+request threads.
+
+A request thread only appends a tuple to a queue; a writer thread turns the queued tuples into
+log records every ``interval_s`` and hands them to the ``xpresso_env.access`` logger, so the
+logging handlers' lock and their write calls never hold a request up. Values a client chose
+(path, group) are escaped, so a ``%0A`` in a path cannot forge a second line.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Callable, Iterable, Optional
+
+from .request import GROUP_KEY, USER_KEY
+
+ACCESS_LOGGER = "xpresso_env.access"
+FORMAT = "%s %s %s %.1fms user=%s group=%s"
+
+# C0 controls, DEL and the C1 range written as \xNN; a backslash doubled so escapes stay unambiguous.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
+_ESCAPES[ord("\\")] = "\\\\"
+
+
+def escape(value: str) -> str:
+    """``value`` with control characters escaped: a log line stays one line."""
+    return value.translate(_ESCAPES)
+
+
+class AccessLog:
+    def __init__(self, logger: logging.Logger, interval_s: float = 0.05, wall_clock: Callable[[], float] = time.time):
+        self._logger = logger
+        self._interval_s = interval_s
+        self._wall_clock = wall_clock
+        self._queue: collections.deque[tuple] = collections.deque()  # append/popleft are thread-safe
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def record(self, method: str, path: str, status: str, ms: float, user: str, group: str) -> None:
+        self._queue.append((self._wall_clock(), method, path, status, ms, user, group))
+        if self._thread is None:  # not started (a tool or a test without a writer): write now
+            self.flush()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="xpresso-access-log", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(5)
+            self._thread = None
+        self.flush()
+
+    def flush(self) -> None:
+        if not self._logger.isEnabledFor(logging.INFO):
+            self._queue.clear()
+            return
+        while self._queue:
+            at, method, path, status, ms, user, group = self._queue.popleft()
+            record = self._logger.makeRecord(self._logger.name, logging.INFO, __file__, 0, FORMAT,
+                                             (escape(method), escape(path), status, ms, escape(user), escape(group)),
+                                             None)
+            record.created = at
+            record.msecs = (at - int(at)) * 1000
+            self._logger.handle(record)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.flush()
+            except Exception:  # a broken handler must not end the writer
+                logging.getLogger("xpresso_env").exception("access log writer failed")
+
+
+class AccessLogMiddleware:
+    """WSGI around everything the server answers, cache hits included."""
+
+    def __init__(self, app: Callable, access_log: AccessLog):
+        self._app = app
+        self._log = access_log
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        seen: list[str] = []
+
+        def record_status(status: str, headers: list, exc_info: Any = None) -> Callable:
+            seen.append(status)
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        result = self._app(environ, record_status)
+        self._log.record(environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", ""),
+                         seen[-1][:3] if seen else "-", (time.perf_counter() - started) * 1000,
+                         environ.get(USER_KEY, "-"), environ.get(GROUP_KEY, "-"))
+        return result
