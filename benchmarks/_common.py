@@ -7,15 +7,17 @@ what ``xpresso-env load`` ends up doing too, minus the YAML parsing and per-reco
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 # Run from a checkout without installing: the repository root on the path.
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,6 +130,22 @@ def postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def run_in_tempdir(prefix: str, keep: bool, run: Callable[[Path, list], int]) -> int:
+    """``run(tmp, servers)`` in a fresh temporary folder; afterwards every server it appended to
+    ``servers`` is stopped and the folder removed (kept with ``keep``, saying where)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    servers: list = []
+    try:
+        return run(tmp, servers)
+    finally:
+        for server in servers:
+            server.stop()
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -30,14 +30,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (Seeded, backend_settings, free_port, proc_status, seed_harnesses, table,  # noqa: E402
+from _common import (run_in_tempdir, Seeded, backend_settings, free_port, proc_status, seed_harnesses, table,  # noqa: E402
                      wait_for_port, write_config)
 
 LIST_PATH = "/api/v2/harnesses"
@@ -185,8 +184,15 @@ def serve_ceiling(port: int, threads: int, list_file: str, item_file: str) -> No
         start_response("200 OK", item_headers)
         return [item_body]
 
-    # The same waitress call as `xpresso-env serve`.
-    waitress.serve(app, host="127.0.0.1", port=port, threads=threads, ident="xpresso-env", _quiet=True)
+    import dataclasses
+
+    from xpresso_env.config import ServerSettings
+    from xpresso_env.http_server import quiet_queue_warnings, waitress_options
+
+    quiet_queue_warnings()  # as `xpresso-env serve` does
+    # The same waitress options as `xpresso-env serve`.
+    server = dataclasses.replace(ServerSettings(), host="127.0.0.1", port=port, threads=threads)
+    waitress.serve(app, _quiet=True, **waitress_options(server))
 
 
 # -- sampling profile of the running server (py-spy) ----------------------------------------------------
@@ -312,17 +318,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
 
-    tmp = Path(tempfile.mkdtemp(prefix="xpresso-bench-registry-"))
-    servers: list[Server] = []
-    try:
-        return _run(args, tmp, servers)
-    finally:
-        for s in servers:
-            s.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return run_in_tempdir("xpresso-bench-registry-", args.keep, lambda tmp, servers: _run(args, tmp, servers))
 
 
 def _run(args, tmp: Path, servers: list) -> int:

@@ -216,11 +216,11 @@ def bench_backend(backend: str, args, tmp: Path) -> Row:
 
         def op_patch(i: int) -> None:
             g, rid = ids[(i * step) % len(ids)]
-            reg.update(callers[g], HARNESS, rid, {"site": f"S{i % 97}"})
+            reg.update(callers[g], HARNESS, rid, lambda: {"site": f"S{i % 97}"})
 
         def op_create(i: int, thread: int = 0) -> None:
             g = groups[(i * step + thread) % len(groups)]
-            reg.create(callers[g], HARNESS, {"name": f"new-{thread}-{i}", "path": "/opt/new", "site": "OTT"})
+            reg.create(callers[g], HARNESS, lambda: {"name": f"new-{thread}-{i}", "path": "/opt/new", "site": "OTT"})
 
         budget = dict(seconds=args.seconds, max_ops=args.max_ops)
         for name, op in (("list", op_list), ("get", op_get), ("auth", op_auth), ("patch", op_patch),

@@ -100,6 +100,9 @@ class SQLiteTx:
         self._conn = conn
         self.counters = TxCounters(COUNTERS, conn.execute)
         self.changed = False  # whether this transaction wrote anything (for the commit sequence)
+        # (kind, id) -> (group, visible groups) of documents read or written in this transaction:
+        # an update of a document just read needs no statement to learn what it replaces.
+        self._known: dict[tuple[str, str], tuple[Optional[str], tuple[str, ...]]] = {}
 
     @_translating
     def versions(self, keys: Sequence[Key]) -> tuple[int, ...]:
@@ -125,19 +128,20 @@ class SQLiteTx:
                 FROM docs WHERE {where}""", params).fetchone()
         if row is None:
             return None
-        return self._doc(row[:-1], tuple(sorted(row[-1].split("\x1f"))) if row[-1] else ())
+        doc = self._doc(row[:-1], tuple(sorted(row[-1].split("\x1f"))) if row[-1] else ())
+        self._known[(doc.kind, doc.id)] = (doc.group, doc.visible)
+        return doc
 
-    def _write_visibility(self, doc: Doc, replace: bool) -> list[str]:
-        """Set the document's visible groups; returns the ones it had."""
-        old: list[str] = []
-        if replace:
-            # A SELECT, not DELETE ... RETURNING: that needs SQLite 3.35, newer than some systems ship.
-            old = [r[0] for r in self._conn.execute("SELECT grp FROM visibility WHERE kind = ? AND id = ?",
-                                                    (doc.kind, doc.id))]
+    def _write_visibility(self, doc: Doc, old: Optional[tuple[str, ...]]) -> None:
+        """Set the document's visible groups; ``old`` is what it had (None for a new document)."""
+        new = tuple(sorted(g for g in set(doc.visible) if g != doc.group))
+        if old is not None and tuple(sorted(old)) == new:
+            return
+        if old:
             self._conn.execute("DELETE FROM visibility WHERE kind = ? AND id = ?", (doc.kind, doc.id))
-        self._conn.executemany("INSERT OR IGNORE INTO visibility (kind, id, grp) VALUES (?, ?, ?)",
-                               [(doc.kind, doc.id, g) for g in doc.visible if g != doc.group])
-        return old
+        if new:
+            self._conn.executemany("INSERT OR IGNORE INTO visibility (kind, id, grp) VALUES (?, ?, ?)",
+                                   [(doc.kind, doc.id, g) for g in new])
 
     @_translating
     def insert(self, doc: Doc) -> None:
@@ -145,23 +149,32 @@ class SQLiteTx:
         self._conn.execute(f"INSERT INTO docs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (doc.kind, doc.id, doc.group, doc.name, int(doc.deleted), doc.created,
                             json.dumps(doc.body, separators=(",", ":"))))
-        if doc.visible:
-            self._write_visibility(doc, replace=False)
+        self._write_visibility(doc, None)
+        self._known[(doc.kind, doc.id)] = (doc.group, doc.visible)
         self.counters.inserted(doc)
 
     @_translating
     def update(self, doc: Doc) -> None:
         self.changed = True  # first: even a statement that fails half-way counts as a change
-        row = self._conn.execute("SELECT grp FROM docs WHERE kind = ? AND id = ?", (doc.kind, doc.id)).fetchone()
-        if row is None:
-            raise NotFound()
+        known = self._known.get((doc.kind, doc.id))
+        if known is None:
+            row = self._conn.execute(
+                """SELECT grp, (SELECT group_concat(grp, char(31)) FROM visibility v
+                                WHERE v.kind = docs.kind AND v.id = docs.id)
+                   FROM docs WHERE kind = ? AND id = ?""", (doc.kind, doc.id)).fetchone()
+            if row is None:
+                raise NotFound()
+            known = (row[0], tuple(row[1].split("\x1f")) if row[1] else ())
+        old_group, old_visible = known
         cur = self._conn.execute(
             "UPDATE docs SET grp = ?, name = ?, deleted = ?, created = ?, body = ? WHERE kind = ? AND id = ?",
             (doc.group, doc.name, int(doc.deleted), doc.created, json.dumps(doc.body, separators=(",", ":")),
              doc.kind, doc.id))
         if cur.rowcount == 0:
             raise NotFound()
-        self.counters.updated(doc, row[0], self._write_visibility(doc, replace=True))
+        self._write_visibility(doc, old_visible)
+        self._known[(doc.kind, doc.id)] = (doc.group, doc.visible)
+        self.counters.updated(doc, old_group, list(old_visible))
 
     @_translating
     def query(self, kind: str, group: Optional[str] = None, *, include_deleted: bool = True) -> list[Doc]:
