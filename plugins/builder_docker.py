@@ -278,7 +278,7 @@ class DockerBuilder:
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing a range of the tar to disk now, without waiting: the fsync that publishes
-    it then finds little left to write (measured: 43 -> 17 ms for a 52 MB tar). Linux starts
+    it then finds little left to write (figures: benchmarks/README.md, builds). Linux starts
     writeback of dirty pages on POSIX_FADV_DONTNEED (PostgreSQL's pg_flush_data does the same
     where sync_file_range is missing); durability still rests on publish()'s fsync."""
     if hasattr(os, "posix_fadvise"):

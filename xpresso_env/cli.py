@@ -103,9 +103,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     s = settings.server
     # A thread back from SQLite or a socket waits for the GIL up to one switch interval while
-    # other threads compute. A write transaction makes about nine such calls under a lock every
-    # writer needs, so at the default 5 ms a write held that lock for tens of milliseconds under
-    # load; 0.5 ms keeps it short (benchmarks/README.md, mixed load).
+    # other threads compute. A write transaction makes several such calls under a lock every
+    # writer needs, so with Python's default interval a write held that lock many times longer
+    # than its own work under load (figures: benchmarks/README.md, mixed load).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     _raise_open_files_limit(s.connection_limit + FD_HEADROOM)
     ctx = build_context(settings, check_schema=False)

@@ -9,6 +9,7 @@ import pluggy
 
 from . import hookspecs
 from .builders import BuilderInfo
+from .config import BLOCK_PLUGINS_ENV
 from .errors import ConfigError
 from .storage import StorageBackendInfo
 
@@ -23,8 +24,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 )
 
 ENTRY_POINT_GROUP = "xpresso_env"
-# Comma-separated plugin names not to load from entry points (for a broken third-party plugin).
-BLOCK_ENV = "XPRESSO_ENV_BLOCK_PLUGINS"
 
 
 def make_plugin_manager(extra_plugins: Iterable[object] = (), load_entry_points: bool = True) -> pluggy.PluginManager:
@@ -35,7 +34,7 @@ def make_plugin_manager(extra_plugins: Iterable[object] = (), load_entry_points:
     for plugin in extra_plugins:
         pm.register(plugin)
     if load_entry_points:
-        for blocked in filter(None, (s.strip() for s in os.environ.get(BLOCK_ENV, "").split(","))):
+        for blocked in filter(None, (s.strip() for s in os.environ.get(BLOCK_PLUGINS_ENV, "").split(","))):
             pm.set_blocked(blocked)
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     pm.check_pending()

@@ -1,8 +1,8 @@
-"""What the resources share: who is asking, a bounded JSON body, JSON answers, the query check."""
+"""What the resources share: who is asking, a bounded JSON body, JSON answers."""
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable
 
 import falcon
 
@@ -43,13 +43,6 @@ def send_entry(req: falcon.Request, resp: falcon.Response, entry: Entry) -> None
     if entry.total is not None:
         resp.set_header("X-Total-Count", entry.total)
     resp.data = entry.body
-
-
-def reject_unknown_params(params: Mapping[str, Any], allowed: Iterable[str] = ()) -> None:
-    """The one check for query parameters a route does not take (CONTRACT section 7: 400)."""
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise BadRequest(f"Unknown query parameter(s): {', '.join(u[:100] for u in unknown)}.")
 
 
 class JsonBody:

@@ -18,8 +18,9 @@ from ..models import Image
 from ..services.auth import Caller
 from ..services.images import ImageService
 from ..services.reads import Produce, Reads, Snapshot
+from ..services.validation import reject_unknown_params
 from ..storage import Tx
-from .common import BodySource, JsonBody, reject_unknown_params, send_json, send_list, who
+from .common import BodySource, JsonBody, send_json, send_list, who
 from .request import credentials_of, note_caller
 from .serialize import image_v2
 

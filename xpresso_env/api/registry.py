@@ -9,9 +9,10 @@ from ..codec import record_body
 from ..errors import NotFound
 from ..services.reads import Reads
 from ..services.registry import ENGINE, HARNESS, KindSpec, RegistryService
+from ..services.validation import reject_unknown_params
 from . import serialize
 from .cache import CachedReads
-from .common import JsonBody, reject_unknown_params, send_entry, send_json, who
+from .common import JsonBody, send_entry, send_json, who
 
 Render = Callable[[dict[str, Any]], dict[str, Any]]
 V2 = {HARNESS.kind: serialize.harness_v2, ENGINE.kind: serialize.engine_v2}

@@ -10,7 +10,7 @@ import enum
 import re
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Optional, Protocol
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 
 from ..errors import BadRequest, NotFound, ValidationError
 from ..wire import (BOOLEAN, CONTROL_CHARS, RECORD_NAME, UNENCODABLE_MESSAGE, Schema, TextGrammar, all_encodable,
@@ -175,12 +175,17 @@ def _int_param(name: str, raw: str, low: int, high: Optional[int]) -> int:
     return value
 
 
+def reject_unknown_params(params: Mapping[str, Any], allowed: Iterable[str] = ()) -> None:
+    """The one check for query parameters a route does not take (CONTRACT section 7: 400)."""
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise BadRequest(f"Unknown query parameter(s): {', '.join(u[:100] for u in unknown)}.")
+
+
 def parse_list_query(params: Mapping[str, Any], filters: Mapping[str, Optional[type[enum.Enum]]],
                      extra: set[str] = frozenset()) -> ListQuery:
     """Query parameters of a list: equality filters, limit (1..1000), offset (>= 0), deleted."""
-    unknown = sorted(set(params) - set(filters) - {"limit", "offset", "deleted"} - set(extra))
-    if unknown:
-        raise BadRequest(f"Unknown query parameter(s): {', '.join(u[:100] for u in unknown)}.")
+    reject_unknown_params(params, {*filters, "limit", "offset", "deleted", *extra})
     for key, value in params.items():
         if not isinstance(value, str):
             raise ValidationError.one(key, "Give this parameter once.")

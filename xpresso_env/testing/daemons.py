@@ -65,7 +65,7 @@ def dockerd_missing_reason() -> Optional[str]:
     try:
         import docker  # noqa: F401
     except ImportError:
-        return "the docker SDK is missing: pip install 'xpresso-env[docker]'"
+        return "the docker SDK is missing: pip install docker (a dependency of xpresso-env)"
     return None
 
 
