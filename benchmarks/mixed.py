@@ -45,7 +45,7 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (run_in_tempdir, Seeded, backend_settings, free_port, proc_status, seed_harnesses, table,  # noqa: E402
                      write_config)
-from registry import Server, serve_command  # noqa: E402
+from registry import Result as WrkResult, Server, lua_str, serve_command  # noqa: E402
 
 from xpresso_env.config import ENV_PREFIX, ServerSettings, load_settings  # noqa: E402
 from xpresso_env.http_server import quiet_queue_warnings, waitress_options  # noqa: E402
@@ -133,30 +133,18 @@ end
 
 
 @dataclass
-class Result:
-    label: str
-    requests: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    errors: int  # connect, read, write and timeout errors
-    non2xx: int
-    by_status: dict[int, int]
-    sent: dict[str, int]
+class Result(WrkResult):
+    by_status: dict[int, int] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)
     rss_kb: list[tuple[float, int]] = field(default_factory=list)  # (seconds into the run, VmRSS kB)
 
 
-def _lua_str(s: str) -> str:
-    return json.dumps(s)  # a JSON string is a valid Lua string for these characters
-
-
 def write_lua(path: Path, token: str, seeded: Seeded, write_share: float, list_share: float) -> Path:
-    groups = ",".join(_lua_str(g) for g in seeded.groups)
-    items = ",".join("{%s,%s}" % (_lua_str(g), _lua_str(i)) for g, ids in seeded.ids.items() for i in ids)
-    path.write_text(LUA % {"token": _lua_str(token), "write_share": repr(write_share),
+    groups = ",".join(lua_str(g) for g in seeded.groups)
+    items = ",".join("{%s,%s}" % (lua_str(g), lua_str(i)) for g, ids in seeded.ids.items() for i in ids)
+    path.write_text(LUA % {"token": lua_str(token), "write_share": repr(write_share),
                            "list_share": repr(list_share), "groups": groups, "items": items,
-                           "sites": ",".join(_lua_str(s) for s in SITES), "list_path": LIST_PATH,
+                           "sites": ",".join(lua_str(s) for s in SITES), "list_path": LIST_PATH,
                            "mark": MARK})
     return path
 

@@ -91,15 +91,15 @@ class Result:
                 ratio, f"{self.errors + self.non2xx}"]
 
 
-def _lua_str(s: str) -> str:
+def lua_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid Lua string for these characters
 
 
 def write_lua(folder: Path, mode: str, token: str, seeded: Seeded) -> Path:
-    groups = ",".join(_lua_str(g) for g in seeded.groups)
-    items = ",".join("{%s,%s}" % (_lua_str(g), _lua_str(i)) for g, ids in seeded.ids.items() for i in ids)
+    groups = ",".join(lua_str(g) for g in seeded.groups)
+    items = ",".join("{%s,%s}" % (lua_str(g), lua_str(i)) for g, ids in seeded.ids.items() for i in ids)
     path = folder / f"{mode}.lua"
-    path.write_text(LUA % {"token": _lua_str(token), "mode": _lua_str(mode), "groups": groups, "items": items,
+    path.write_text(LUA % {"token": lua_str(token), "mode": lua_str(mode), "groups": groups, "items": items,
                            "list_path": LIST_PATH, "mark": MARK})
     return path
 
