@@ -137,3 +137,11 @@ def test_create_app_and_wsgi_app_build_independent_apps(settings):
     finally:
         for c in ctxs:
             c.close()
+
+
+def test_health_says_503_and_why_when_storage_does_not_answer(tmp_path):
+    w = memory_world(tmp_path)
+    assert w.client.simulate_get("/api/v2/health").status_code == 200
+    w.ctx.storage.close()  # the memory backend refuses every transaction once closed
+    r = w.client.simulate_get("/api/v2/health")
+    assert r.status_code == 503 and r.json["status"] == "storage unavailable: The memory storage is closed."

@@ -8,8 +8,8 @@ import falcon
 import pluggy
 
 from .. import __version__
-from ..errors import XpressoError
 from ..plugin import plugin_list, storage_provider
+from ..services.health import storage_problem
 from ..storage import StorageBackend
 from .common import send_json
 from .openapi import build_openapi
@@ -64,11 +64,9 @@ class Health:
             builder = self.images.builder_status()
             body.update(builder=builder.name, builder_problem=builder.problem, builder_skipped=builder.skipped)
         status = falcon.HTTP_200
-        try:
-            with self.storage.read() as tx:
-                tx.get("group", "-")
-        except XpressoError as exc:
-            body["status"] = f"storage unavailable: {exc.detail}"
+        problem = storage_problem(self.storage)
+        if problem is not None:
+            body["status"] = f"storage unavailable: {problem}"
             status = falcon.HTTP_503
         body["plugins"] = plugin_list(self.pm)
         send_json(resp, body, status)
