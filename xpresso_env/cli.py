@@ -30,7 +30,7 @@ log = logging.getLogger("xpresso_env.cli")
 
 Handler = Callable[[argparse.Namespace, Settings], Optional[int]]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-SWITCH_INTERVAL_S = 0.0005
+SWITCH_INTERVAL_S = 0.001
 STORAGE_RETRY_S = 2.0  # `serve` started while the storage is unreachable tries again this often
 # Descriptors beside the connections: storage, log files, build processes and their pipes.
 FD_HEADROOM = 256

@@ -2,9 +2,10 @@
 
 Every request is authenticated here (token, then group: CONTRACT section 7 order) inside a read
 transaction that the service opens, so the caller's rights and the data come from one snapshot.
-A cacheable read also reports the change counters it depends on (``dependency_keys``), read in
-the same transaction: the response cache keeps them beside the answer and checks them again on
-every hit.
+A cacheable read also reports the change counters it depends on (``dependency_keys``): the
+response cache keeps them beside the answer and checks them again on every hit. They are read in
+the same transaction, or taken from an earlier read when the store's change stamp shows that
+nothing was written since (SQLite).
 """
 from __future__ import annotations
 
@@ -70,35 +71,45 @@ class Reads:
         self._counters = counters  # None: the backend keeps no change counters (and no memo)
         self._clock = clock
         self._memo: dict[tuple[Optional[str], Optional[str]], _Memo] = {}
+        # Counter values known to hold at a change stamp (see ChangeCounters.change_stamp): while
+        # the store's stamp is still that one, nothing was written, so they need no query.
+        self._known: dict[Stamp, tuple[int, tuple[int, ...]]] = {}
 
     def caller(self, credentials: Credentials) -> Caller:
-        with self._storage.read() as tx:
-            return self._authenticate(credentials, tx, None)[0]
+        return self._snapshot(credentials, None, None).caller
 
     def read(self, credentials: Credentials, kind: str, produce: Produce) -> Snapshot:
         """Authenticate, then ``produce(tx, caller) -> (data, total or None)``, in one snapshot."""
-        with self._storage.read() as tx:
-            caller, values = self._authenticate(credentials, tx, kind)
-            data, total = produce(tx, caller)
-        return Snapshot(caller=caller, data=data, total=total, keys=dependency_keys(kind, caller.group),
-                        values=values)
+        return self._snapshot(credentials, kind, produce)
 
-    def _authenticate(self, credentials: Credentials, tx: Tx,
-                      kind: Optional[str]) -> tuple[Caller, tuple[int, ...]]:
+    def _snapshot(self, credentials: Credentials, kind: Optional[str], produce: Optional[Produce]) -> Snapshot:
+        stamp = self._counters.change_stamp() if self._counters is not None else None
+        with self._storage.read() as tx:
+            caller, values = self._authenticate(credentials, tx, kind, stamp)
+            data, total = produce(tx, caller) if produce is not None else (None, None)
+        keys = AUTH_KEYS if kind is None else dependency_keys(kind, caller.group)
+        if stamp is not None and self._counters is not None and self._counters.change_stamp() == stamp:
+            self._remember(keys, stamp, values)  # no write started or ended meanwhile
+        return Snapshot(caller=caller, data=data, total=total, keys=keys, values=values)
+
+    def _authenticate(self, credentials: Credentials, tx: Tx, kind: Optional[str],
+                      stamp: Optional[int]) -> tuple[Caller, tuple[int, ...]]:
         """The caller, and the counters of ``dependency_keys(kind, caller.group)`` (of AUTH_KEYS
-        without a kind), read in ``tx``. With a memo, the counters are read in one statement:
-        every statement costs a wait for the GIL when the server is busy."""
+        without a kind) as of this snapshot or of ``stamp``: values known at the stamp the store
+        still shows need no query, else they are read in one statement (every statement costs a
+        wait for the GIL when the server is busy). Counters older than the data read afterwards
+        are safe: the answer is then cached under values that no longer match, and read again."""
         if self._counters is None:
             return self._auth.authenticate(credentials.authorization, credentials.group, tx), ()
         key = (credentials.authorization, credentials.group)
         memo = self._memo.get(key)
         if memo is not None and self._clock().timestamp() < memo.caller.token_expires:
-            keys = AUTH_KEYS if kind is None else dependency_keys(kind, memo.caller.group)
-            values = self._versions(tx, keys)
+            values = self._counters_of(tx, AUTH_KEYS if kind is None else dependency_keys(kind, memo.caller.group),
+                                       stamp)
             if values[:len(AUTH_KEYS)] == memo.values:
                 return memo.caller, values
         else:
-            values = self._versions(tx, AUTH_KEYS)
+            values = self._counters_of(tx, AUTH_KEYS, stamp)
         auth_values = values[:len(AUTH_KEYS)]
         caller = self._auth.authenticate(credentials.authorization, credentials.group, tx)
         if len(self._memo) >= MEMO_SIZE:
@@ -106,7 +117,19 @@ class Reads:
         self._memo[key] = _Memo(caller, auth_values)
         if kind is None:
             return caller, auth_values
-        return caller, auth_values + self._versions(tx, ((kind, caller.group),))
+        return caller, auth_values + self._counters_of(tx, ((kind, caller.group),), stamp)
+
+    def _counters_of(self, tx: Tx, keys: Stamp, stamp: Optional[int]) -> tuple[int, ...]:
+        known = self._known.get(keys) if stamp is not None else None
+        if known is not None and known[0] == stamp:
+            return known[1]
+        return self._versions(tx, keys)
+
+    def _remember(self, keys: Stamp, stamp: int, values: tuple[int, ...]) -> None:
+        if len(self._known) >= MEMO_SIZE:
+            self._known.clear()
+        self._known[keys] = (stamp, values)
+        self._known[AUTH_KEYS] = (stamp, values[:len(AUTH_KEYS)])
 
     @staticmethod
     def _versions(tx: Tx, keys: Stamp) -> tuple[int, ...]:
