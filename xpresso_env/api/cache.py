@@ -106,15 +106,12 @@ class CachedReads:
         entry = self.hit(environ)
         if entry is not None:
             return entry
-        counters = self._counters
-        stamp = counters.change_stamp() if counters is not None else None
         snap = self._reads.read(credentials_of(environ), kind, produce)
-        if stamp is not None and counters is not None and counters.change_stamp() != stamp:
-            stamp = None  # a write started or ended meanwhile: the counters alone vouch for it
+        # snap.stamp is None when a write started or ended during the read: the counters alone vouch
         entry = Entry(keys=snap.keys, values=snap.values, body=json.dumps(snap.data).encode(),
                       total=None if snap.total is None else str(snap.total), user=snap.caller.user.name,
-                      group=snap.caller.group, token_expires=snap.caller.token_expires, seq=stamp)
-        if counters is not None:
+                      group=snap.caller.group, token_expires=snap.caller.token_expires, seq=snap.stamp)
+        if self._counters is not None:
             path, query, authorization, group = request_key(environ)
             # The request authenticated: its token and group are shared by many entries, so keep
             # one copy of each (never for unauthenticated input, which could grow the table).

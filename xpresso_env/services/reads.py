@@ -37,6 +37,7 @@ class Snapshot:
     total: Optional[int]  # the unpaged count, for lists
     keys: Stamp  # the counters the answer depends on ...
     values: tuple[int, ...]  # ... and their values in the snapshot (empty without counters)
+    stamp: Optional[int] = None  # the store's change stamp, when it did not move during the read
 
 
 # What an authentication depends on: users (roles, deletion), revocations, groups.
@@ -90,7 +91,9 @@ class Reads:
         keys = AUTH_KEYS if kind is None else dependency_keys(kind, caller.group)
         if stamp is not None and self._counters is not None and self._counters.change_stamp() == stamp:
             self._remember(keys, stamp, values)  # no write started or ended meanwhile
-        return Snapshot(caller=caller, data=data, total=total, keys=keys, values=values)
+        else:
+            stamp = None
+        return Snapshot(caller=caller, data=data, total=total, keys=keys, values=values, stamp=stamp)
 
     def _authenticate(self, credentials: Credentials, tx: Tx, kind: Optional[str],
                       stamp: Optional[int]) -> tuple[Caller, tuple[int, ...]]:
