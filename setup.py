@@ -36,7 +36,6 @@ setup(
             "schemathesis>=4.0",  # brings hypothesis and jsonschema-rs, which the tests use too
             "psycopg[binary]>=3.1",
             "psycopg_pool>=3.2",
-            "docker>=7.0",
         ],
     },
     entry_points={
