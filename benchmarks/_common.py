@@ -132,6 +132,24 @@ def postgres_database() -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def seed_bench_store(settings: Settings, groups: int, per_group: int, role: str) -> tuple[Seeded, str]:
+    """Initialise the store ``settings`` name, seed ``groups`` x ``per_group`` harnesses and make a
+    user ``bench`` holding ``role`` in every group; returns the seeding and bench's token."""
+    from xpresso_env.app import build_context
+
+    ctx = build_context(settings, images=False, check_schema=False)
+    try:
+        ctx.storage.init()
+        seeded = seed_harnesses(ctx.storage, groups, per_group)
+        ctx.auth.add_user("bench", roles={g: role for g in seeded.groups})
+        token = ctx.auth.issue_token("bench").display
+    finally:
+        ctx.close()
+    print(f"  seeded through the storage API in {seeded.transactions} write transactions: "
+          f"{seeded.seconds:.2f} s; user `bench` is {role} in all {groups} groups", flush=True)
+    return seeded, token
+
+
 def run_in_tempdir(prefix: str, keep: bool, run: Callable[[Path, list], int]) -> int:
     """``run(tmp, servers)`` in a fresh temporary folder; afterwards every server it appended to
     ``servers`` is stopped and the folder removed (kept with ``keep``, saying where)."""

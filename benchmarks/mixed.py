@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (run_in_tempdir, Seeded, backend_settings, free_port, proc_status, seed_harnesses, table,  # noqa: E402
+from _common import (run_in_tempdir, seed_bench_store, Seeded, backend_settings, free_port, proc_status, table,  # noqa: E402
                      write_config)
 from registry import Result as WrkResult, Server, lua_str, serve_command  # noqa: E402
 
@@ -324,23 +324,12 @@ def _rss_verdict(samples: list[tuple[float, int]], duration: int) -> tuple[bool,
 
 
 def _run(args, tmp: Path, servers: list) -> int:
-    from xpresso_env.app import build_context
-
     total = args.groups * args.per_group
     print(f"seeding {total:,} harnesses as {args.groups} groups of {args.per_group} into SQLite at {tmp} ...",
           flush=True)
     settings = backend_settings(tmp, "sqlite", host="127.0.0.1", port=free_port(), threads=args.threads,
                                 access_log=args.access_log == "on")
-    ctx = build_context(settings, images=False, check_schema=False)
-    try:
-        ctx.storage.init()
-        seeded = seed_harnesses(ctx.storage, args.groups, args.per_group)
-        ctx.auth.add_user("bench", roles={g: "privilege_member" for g in seeded.groups})
-        token = ctx.auth.issue_token("bench").display
-    finally:
-        ctx.close()
-    print(f"  seeded through the storage API in {seeded.transactions} write transactions: "
-          f"{seeded.seconds:.2f} s; user `bench` is privilege_member in all {args.groups} groups", flush=True)
+    seeded, token = seed_bench_store(settings, args.groups, args.per_group, "privilege_member")
 
     script = write_lua(tmp / "mixed.lua", token, seeded, args.write_share, args.list_share)
     config = write_config(tmp / "config.yaml", settings)

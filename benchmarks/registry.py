@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (run_in_tempdir, Seeded, backend_settings, free_port, proc_status, seed_harnesses, table,  # noqa: E402
+from _common import (run_in_tempdir, seed_bench_store, Seeded, backend_settings, free_port, proc_status, table,  # noqa: E402
                      wait_for_port, write_config)
 
 LIST_PATH = "/api/v2/harnesses"
@@ -322,22 +322,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _run(args, tmp: Path, servers: list) -> int:
-    from xpresso_env.app import build_context
-
     total = args.groups * args.per_group
     print(f"seeding {total:,} harnesses over {args.groups} groups into SQLite at {tmp} ...", flush=True)
     settings = backend_settings(tmp, "sqlite", host="127.0.0.1", port=free_port(), threads=args.threads,
                                 access_log=False)
-    ctx = build_context(settings, images=False, check_schema=False)
-    try:
-        ctx.storage.init()
-        seeded = seed_harnesses(ctx.storage, args.groups, args.per_group)
-        ctx.auth.add_user("bench", roles={g: "member" for g in seeded.groups})
-        token = ctx.auth.issue_token("bench").display
-    finally:
-        ctx.close()
-    print(f"  seeded through the storage API in {seeded.transactions} write transactions: "
-          f"{seeded.seconds:.2f} s; user `bench` is a member of all {args.groups} groups", flush=True)
+    seeded, token = seed_bench_store(settings, args.groups, args.per_group, "member")
 
     scripts = {m: write_lua(tmp, m, token, seeded) for m in ("list", "item")}
     results: list[Result] = []
