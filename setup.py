@@ -16,8 +16,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=["xpresso_env", "xpresso_env.api", "xpresso_env.services", "xpresso_env.testing",
-              "xpresso_env_plugins"],
+              "xpresso_env.client", "xpresso_env_plugins"],
     package_dir={"xpresso_env_plugins": "plugins"},
+    # The web page (api/ui.py) and its vendored Swagger UI ship inside the package: no CDN.
+    package_data={"xpresso_env": ["ui/*.html", "ui/*.js", "ui/*.css", "ui/*.svg", "ui/swagger-ui/*"]},
     install_requires=[
         "falcon>=3.1",
         "waitress>=2.1",
@@ -25,6 +27,14 @@ setup(
         "PyYAML>=6.0",
         "PyJWT>=2.8",
         "docker>=7.0",  # the Docker builder: `pip install .` must build with Docker, not fall back to Buildah
+        # The `xpresso` client (xpresso_env/client): requests for HTTP (streamed, resumable log
+        # follows; sessions; clear connection errors), rich for tables sized to the terminal and
+        # the live progress line of a followed build.
+        "requests>=2.28",
+        "rich>=13.0",
+        # GET /metrics: the Prometheus exposition (text and OpenMetrics) and a registry per app
+        # context (CONTRACT section 10); choose_encoder needs 0.20 or later.
+        "prometheus_client>=0.20",
     ],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1", "psycopg_pool>=3.2"],
@@ -36,10 +46,14 @@ setup(
             "schemathesis>=4.0",  # brings hypothesis and jsonschema-rs, which the tests use too
             "psycopg[binary]>=3.1",
             "psycopg_pool>=3.2",
+            # tests/ui drive the web page in a real browser: Debian's /usr/bin/chromium (apt
+            # package `chromium`, see .ci/run); Playwright's own browser download is not used.
+            "playwright>=1.40",
         ],
     },
     entry_points={
-        "console_scripts": ["xpresso-env = xpresso_env.cli:main"],
+        "console_scripts": ["xpresso-env = xpresso_env.cli:main",
+                            "xpresso = xpresso_env.client.main:main"],  # the HTTP client (README)
         # Third-party plugins register here; the built-ins are listed in xpresso_env/plugin.py.
         "xpresso_env": [],
     },

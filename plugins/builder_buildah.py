@@ -17,6 +17,18 @@ Images are tagged under their fully qualified Docker name (``docker.io/library/<
 for a bare name), so the saved tar carries exactly the tag ``docker load`` shows as
 ``<name>:<tag>``; a bare name would be stored by buildah as ``localhost/<name>`` and the tar
 would carry both names.
+
+A clean store: the image is built under a unique temporary tag and saved BY ITS ID to
+``docker-archive:<tmp>:<name>:<tag>`` (the archive names it, whatever the store's tags say), so
+two groups building the same ``name:tag`` at once never save each other's image. Only a build
+that fully succeeded takes the tag ``<name>:<tag>``; the image it replaces is removed when no
+other name keeps it. A failed build leaves nothing (no ``--layers``: no intermediate images; a
+failed step's working container is removed by buildah); a stopped one is cleaned up as above.
+
+Registry push: ``buildah push --authfile F --digestfile D <image id> docker://<host>/<ns>/<name>:<tag>``
+with an authfile written for the push alone (mode 0600 in a private folder, removed after; the
+password is never on a command line), ``--tls-verify=false`` for ``registry.insecure``. A cancel
+stops the push like any other step.
 """
 from __future__ import annotations
 
@@ -30,10 +42,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from xpresso_env.builders import (BuildCancelled, BuildFailed, BuilderInfo, BuildRequest, BuildResult,
-                                  BuildTimedOut, discard, dockerfile_path, publish, temp_path_for)
+                                  BuildTimedOut, check_registry, discard, dockerfile_path, publish, stale_temp_tag,
+                                  temp_path_for, temp_ref)
 from xpresso_env.errors import ServiceUnavailable
 from xpresso_env.hookspecs import hookimpl
 from xpresso_env.services import procrun
+from xpresso_env.services.registry_push import PushTarget, authfile, push_url
 
 STOP_GRACE_S = 30.0  # how long a stop waits for buildah to fail its step and clean up
 QUICK_TIMEOUT_S = 120.0  # inspect, rmi, --version
@@ -65,8 +79,9 @@ class BuildahBuilder:
 
     def __init__(self, storage_driver: str = "vfs", isolation: str = "chroot", root: Optional[str] = None,
                  runroot: Optional[str] = None, executable: str = "buildah",
-                 stop_grace_s: float = STOP_GRACE_S):
+                 stop_grace_s: float = STOP_GRACE_S, network: Optional[str] = None):
         self.storage_driver, self.isolation = storage_driver, isolation
+        self.network = network
         self.stop_grace_s = stop_grace_s
         self.root, self.runroot = root, runroot
         self.executable = executable
@@ -122,13 +137,18 @@ class BuildahBuilder:
                                    on_start=request.started)
             return procrun.run(cmd, request.log, request.cancel, remaining, cwd=cwd, on_start=request.started)
 
+        temp = normalize_ref(temp_ref(request.image_ref))
+        network = ["--network", self.network] if self.network else []
+        image_id: Optional[str] = None
+        pushed: Optional[str] = None
+        done = False
         before = self._containers()
         with tempfile.TemporaryDirectory(prefix="xpresso-buildah-") as scratch:
             iidfile = Path(scratch, "iid")
             try:
                 try:
-                    res = step(["build", "--isolation", self.isolation, "--format", "docker",
-                                "--iidfile", str(iidfile), "-f", str(dockerfile), "-t", ref,
+                    res = step(["build", "--isolation", self.isolation, *network, "--format", "docker",
+                                "--iidfile", str(iidfile), "-f", str(dockerfile), "-t", temp,
                                 "--", str(request.context_dir)], gentle=True)
                 except BuildFailed:
                     self._after_stop(before, iidfile, request.log)
@@ -138,21 +158,85 @@ class BuildahBuilder:
                 image_id = _read_image_id(iidfile)
                 request.log(f"saving {request.image_ref} to {request.output_tar}")
                 # Relative archive path: the transport splits on ':', which the folder may hold.
-                # Pushed by id, so a concurrent build retagging the name cannot swap the image.
+                # Pushed by id under the final name: the temporary tag never reaches the tar.
                 res = step(["push", "--quiet", image_id, f"docker-archive:{tmp.name}:{ref}"],
                            cwd=tmp.parent)
                 if res.returncode != 0:
                     raise BuildFailed(_reason(res, "buildah push"))
+                if request.push is not None:
+                    check_registry(request, deadline)
+                    pushed = self._push(request, request.push, image_id, Path(scratch), step)
                 if request.cancel.is_set():
                     raise BuildCancelled("cancelled")
                 virtual = self._virtual_size(image_id)
                 size = publish(tmp, request.output_tar)
+                done = True
             except BaseException:
                 discard(tmp)
                 raise
+            finally:
+                self._tidy(request, temp, ref, image_id if done else None)
         request.log(f"saved {request.output_tar} ({size} bytes), image {image_id}")
-        return BuildResult(image_id=image_id, size=size, virtual_size=virtual,
-                           meta={"storage_driver": self.storage_driver, "isolation": self.isolation})
+        meta = {"storage_driver": self.storage_driver, "isolation": self.isolation}
+        if self.network:
+            meta["network"] = self.network
+        return BuildResult(image_id=image_id, size=size, virtual_size=virtual, meta=meta, push_url=pushed)
+
+    def _push(self, request: BuildRequest, target: PushTarget, image_id: str, scratch: Path, step) -> str:
+        request.log(f"pushing {request.image_ref} to {target.ref}")
+        digestfile = scratch / "digest"
+        with authfile(target) as auth:
+            args = ["push", "--quiet", "--retry", "0", "--digestfile", str(digestfile)]
+            if auth is not None:
+                args += ["--authfile", str(auth)]
+            if target.insecure:
+                args.append("--tls-verify=false")
+            res = step([*args, image_id, f"docker://{target.ref}"])
+        if res.returncode != 0:
+            raise BuildFailed(_push_reason(res))
+        try:
+            digest = digestfile.read_text().strip()
+        except OSError:
+            digest = ""
+        if not _DIGEST.fullmatch(digest):
+            raise BuildFailed(f"push failed: buildah reported no digest for {target.ref}")
+        url = push_url(target, digest)
+        request.log(f"pushed {url}")
+        return url
+
+    def _tidy(self, request: BuildRequest, temp: str, ref: str, kept: Optional[str]) -> None:
+        """A successful build (``kept``) takes ``ref`` and drops the image it replaces if no
+        other name keeps it; every build drops its temporary tag (the image with it, when that
+        was its only name)."""
+        try:
+            if kept is not None:
+                previous = self._image_id(ref)
+                res = self._quick("tag", kept, ref)
+                if res.returncode != 0:
+                    request.log(f"warning: buildah tag {ref} failed: {res.last_line()}")
+                elif previous and previous != kept and not self._names(previous):
+                    self._quick("rmi", "--", previous)
+            self._quick("rmi", "--", temp)
+        except BuildFailed as exc:
+            request.log(f"warning: cleaning the buildah store: {exc}")
+
+    def _image_id(self, ref: str) -> Optional[str]:
+        res = self._quick("inspect", "--type", "image", "--format", "{{.FromImageID}}", "--", ref)
+        found = _IMAGE_ID.fullmatch(res.stdout[0].strip()) if res.returncode == 0 and res.stdout else None
+        return f"sha256:{found.group(1)}" if found else None
+
+    def _names(self, image_id: str) -> Optional[list[str]]:
+        """The names of an image (None: it could not be looked up, so treat it as named)."""
+        res = self._quick("images", "--json", "--all", "--no-trunc")
+        if res.returncode != 0:
+            return None
+        try:
+            for item in json.loads("\n".join(res.stdout)) or []:
+                if str(item.get("id", "")).removeprefix("sha256:") == image_id.removeprefix("sha256:"):
+                    return list(item.get("names") or [])
+        except (ValueError, AttributeError):
+            return None
+        return []
 
     def _containers(self) -> Optional[set[str]]:
         """Ids of the store's working containers (None when they cannot be listed)."""
@@ -193,6 +277,21 @@ class BuildahBuilder:
         except (ValueError, TypeError, AttributeError):
             return 0
 
+    def remove_stale(self, older_than_s: float) -> list[str]:
+        try:
+            res = self._quick("images", "--json", "--no-trunc")
+        except BuildFailed as exc:
+            raise ServiceUnavailable(f"cannot run buildah: {exc}") from None
+        try:
+            names = [n for item in (json.loads("\n".join(res.stdout)) or []) for n in (item.get("names") or [])]
+        except (ValueError, AttributeError):
+            return []
+        removed = []
+        for name in names:
+            if stale_temp_tag(name, older_than_s) and self._quick("rmi", "--", name).returncode == 0:
+                removed.append(name)
+        return removed
+
     def remove_image(self, image_ref: str) -> None:
         try:
             res = self._quick("rmi", "--force", "--", normalize_ref(image_ref), capture=False)
@@ -210,6 +309,19 @@ def _reason(res: procrun.RunResult, what: str) -> str:
     return line.removeprefix("Error: ") if line else f"{what} failed with exit status {res.returncode}"
 
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _push_reason(res: procrun.RunResult) -> str:
+    text = " ".join(res.tail).lower()
+    line = _reason(res, "buildah push")
+    if "unauthorized" in text or "authentication required" in text or " 401" in text:
+        return f"push refused: 401 {line}"
+    if "denied" in text or " 403" in text:
+        return f"push refused: 403 {line}"
+    return f"push failed: {line}"
+
+
 def _read_image_id(iidfile: Path) -> str:
     try:
         text = iidfile.read_text().strip()
@@ -223,7 +335,7 @@ def _read_image_id(iidfile: Path) -> str:
 
 def _factory(settings) -> BuildahBuilder:
     b = settings.builder.buildah
-    return BuildahBuilder(storage_driver=b.storage_driver, isolation=b.isolation,
+    return BuildahBuilder(storage_driver=b.storage_driver, isolation=b.isolation, network=b.network,
                           root=str(settings.resolve(b.root)) if b.root else None,
                           runroot=str(settings.resolve(b.runroot)) if b.runroot else None)
 

@@ -7,20 +7,36 @@ a ``RUN sleep 30`` build stops within a second and no container is left). A watc
 the closing, by shutting down the response's socket, because the reading thread is blocked in a
 read while a quiet step runs. Saving the image (``GET /images/{name}/get``) is stopped the same
 way. The SDK builds without BuildKit (it never asks for builder version 2), which is what makes
-this hold. While the build context is still being uploaded the request cannot be interrupted;
-the abort then happens as soon as the daemon answers.
+this hold. The build context is streamed (:class:`_ContextStream`): a stop while it is still
+being uploaded ends the upload at the next chunk.
+
+A clean store: the image is built under a unique temporary tag (``<name>:xpresso-build-<time>-<hex>``)
+and saved by that tag, the tar's ``manifest.json``/``repositories`` then naming ``<name>:<tag>``
+(rewritten in place: they are the archive's last members), so two groups building the same
+``name:tag`` at once never save each other's image. Only a build that fully succeeded (tar
+written, push done) takes the tag ``<name>:<tag>`` in the daemon; the image it replaces there is
+removed when nothing else uses it. A failed or cancelled build removes its temporary tag and
+every intermediate image its own steps created (cache hits and base images are not touched);
+``forcerm`` removes the step containers. Registry push: the docker SDK's push of a temporary
+``<host>/<namespace>/<name>:<tag>`` tag with ``auth_config`` (the credentials travel in the
+request header, never in a log), cancelled like the build by closing the stream.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
+import tarfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from xpresso_env.builders import (BuildCancelled, BuildFailed, BuilderInfo, BuildRequest, BuildResult,
-                                  BuildTimedOut, discard, dockerfile_path, publish, temp_path_for)
+                                  BuildTimedOut, check_registry, discard, dockerfile_path, publish, stale_temp_tag,
+                                  temp_path_for, temp_ref)
+from xpresso_env.services.registry_push import PushTarget, is_loopback, push_url
 from xpresso_env.errors import ConfigError, Conflict, ServiceUnavailable
 from xpresso_env.hookspecs import hookimpl
 
@@ -31,6 +47,7 @@ API_TIMEOUT_S = 300.0
 WATCH_POLL_S = 0.05
 SAVE_CHUNK = 1 << 20
 WRITEBACK_STEP = 8 << 20  # bytes of tar written between two writeback kicks
+TIDY_WAIT_S = 15.0  # how long a stopped build's leftovers are waited for (its step container's removal)
 
 
 def _import_docker():
@@ -131,13 +148,127 @@ class _Lines:
             self.buf = ""
 
 
+class _Steps:
+    """Follows the classic builder's output to learn which intermediate images THIS build made
+    (a cache hit or a FROM names an image that is not ours to remove)."""
+
+    _STEP = re.compile(r"Step \d+/\d+ : (\w+)")
+    _ID = re.compile(r" ---> ([0-9a-f]{12,64})$")
+
+    def __init__(self, log):
+        self.log = log
+        self.ours: list[str] = []
+        self._foreign = True
+
+    def __call__(self, line: str) -> None:
+        self.log(line)
+        step = self._STEP.match(line)
+        if step:
+            self._foreign = step.group(1).upper() == "FROM"
+        elif line.startswith(" ---> Using cache"):
+            self._foreign = True
+        else:
+            found = self._ID.match(line)
+            if found and not self._foreign:
+                self.ours.append(found.group(1))
+
+
+class _PipeWriter:
+    """The write end of a pipe as the file ``tarfile`` writes to (it asks where it is)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.written = fd, 0
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.written
+
+    def seek(self, *args: Any) -> int:  # docker's create_archive rewinds its temporary file at the end
+        return self.written
+
+    def flush(self) -> None:
+        pass
+
+
+class _ContextStream:
+    """The build context as a stream: the tar (the docker SDK's own, honouring .dockerignore) is
+    written by a thread into a pipe while the request uploads it, instead of the SDK writing it
+    whole to a temporary file first and uploading it after (figures: benchmarks/README.md,
+    builds). A cancel or the deadline stops the upload between two chunks."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, docker_module, context_dir: Path, dockerfile: str, abort: "_Abort"):
+        from docker.api.build import process_dockerfile
+
+        self._docker, self._root, self._abort = docker_module, str(context_dir), abort
+        self._spec = process_dockerfile(dockerfile, self._root)  # (name in the context, content or None)
+        self.dockerfile = self._spec[0]
+        self._error: Optional[BaseException] = None
+
+    def _excludes(self) -> Optional[list[str]]:
+        ignore = os.path.join(self._root, ".dockerignore")
+        if not os.path.exists(ignore):
+            return None
+        with open(ignore) as fh:  # read as the SDK reads it
+            return [line.strip() for line in fh.read().splitlines() if line.strip() and not line.strip().startswith("#")]
+
+    def _write(self, fd: int) -> None:
+        try:
+            self._docker.utils.build.tar(self._root, exclude=self._excludes(), dockerfile=self._spec,
+                                         fileobj=_PipeWriter(fd))
+        except BaseException as exc:  # BrokenPipe after a stop, or an unreadable file
+            self._error = exc
+        finally:
+            os.close(fd)
+
+    def chunks(self) -> Iterator[bytes]:
+        r, w = os.pipe()
+        try:  # a 1 MiB pipe: fewer, larger chunks on the wire (Linux; the default is 64 KiB)
+            import fcntl
+
+            fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), self.CHUNK)
+        except (ImportError, OSError):
+            pass
+        writer = threading.Thread(target=self._write, args=(w,), name="docker-build-context", daemon=True)
+        writer.start()
+        try:
+            with os.fdopen(r, "rb", buffering=0) as pipe:
+                while True:
+                    self._abort.check()
+                    chunk = pipe.read(self.CHUNK)
+                    if not chunk:
+                        break
+                    yield chunk
+        finally:
+            writer.join()
+        self.check()
+
+    def check(self) -> None:
+        if self._error is not None and not isinstance(self._error, BrokenPipeError):
+            raise BuildFailed(f"cannot send the build context: {self._error}")
+
+
 class DockerBuilder:
     name = "docker"
 
-    def __init__(self, base_url: Optional[str] = None, environ: Optional[Mapping[str, str]] = None):
+    def __init__(self, base_url: Optional[str] = None, environ: Optional[Mapping[str, str]] = None,
+                 network_mode: Optional[str] = None):
         self._docker = _import_docker()
         self.base_url = base_url
+        self.network_mode = network_mode
         self.environ = dict(os.environ if environ is None else environ)
+        # The daemon pushes by tag: two builds pushing the same registry reference at once (a
+        # namespace without {group}) take turns, so each pushes its own image.
+        self._push_locks: dict[str, threading.Lock] = {}
+        self._push_locks_guard = threading.Lock()
 
     # -- connection
 
@@ -179,16 +310,35 @@ class DockerBuilder:
         except Exception as exc:
             raise BuildFailed(f"docker daemon not reachable at {self.where()}: {_short(exc)}") from None
         tmp = temp_path_for(request.output_tar)
+        temp = temp_ref(request.image_ref)
+        steps = _Steps(request.log)
+        phases: dict[str, float] = {}  # where the builder's time goes (benchmarks/builds.py)
+        last = [time.monotonic()]
+
+        def mark(phase: str) -> None:
+            now = time.monotonic()
+            phases[phase] = round(now - last[0], 3)
+            last[0] = now
+
+        built_id: Optional[str] = None
+        pushed: Optional[str] = None
+        done = False
         try:
             with _Abort(request.cancel, deadline) as abort:
                 api.hooks["response"].append(abort.hook)
                 try:
-                    built_id = self._run_build(api, request, abort)
+                    built_id = self._run_build(api, request, abort, temp, steps)
+                    mark("build_s")
                     request.log(f"saving {request.image_ref} to {request.output_tar}")
-                    self._save(api, request, tmp, abort)
+                    self._save(api, request, temp, tmp, abort)
+                    mark("save_s")
                     abort.check()
                     # By id: the sizes of the image built here, whatever the tag names by now.
                     info = api.inspect_image(built_id)
+                    if request.push is not None:
+                        check_registry(request, deadline)
+                        pushed = self._push(api, request, request.push, built_id, abort)
+                        mark("push_s")
                 except BuildFailed:
                     raise
                 except Exception as exc:  # requests/urllib3/docker errors, or a socket we shut down
@@ -196,27 +346,39 @@ class DockerBuilder:
                     if isinstance(exc, errors.APIError):
                         raise BuildFailed(f"docker: {_short(exc)}") from None
                     raise BuildFailed(f"docker daemon connection failed: {_short(exc)}") from None
-            saved = _archive_image_id(tmp)
-            if saved != built_id:
-                # Another build moved the tag between our build and our save.
-                raise BuildFailed(f"{request.image_ref} was retagged while it was being saved "
-                                  f"(built {built_id}, saved {saved})")
+            saved = _rename_in_archive(tmp, temp, request.image_ref)
+            mark("rename_s")
+            if saved != built_id:  # cannot happen with a tag of our own; never publish a stranger's image
+                raise BuildFailed(f"the saved tar holds {saved}, not the image built ({built_id})")
+            if request.cancel.is_set():
+                raise BuildCancelled("cancelled")
             size = publish(tmp, request.output_tar)
+            mark("publish_s")
+            done = True
         except BaseException:
             discard(tmp)
             raise
         finally:
+            # A successful build's connection is sound: the tidying reuses it (saves a round trip).
+            self._tidy(request, temp, built_id if done else None, steps.ours if not done else [],
+                       api if done else None)
             api.close()
+            mark("tidy_s")
         virtual = int(info.get("VirtualSize") or info.get("Size") or 0)
         request.log(f"saved {request.output_tar} ({size} bytes), image {built_id}")
-        return BuildResult(image_id=built_id, size=size, virtual_size=virtual,
-                           meta={"docker_api_version": api.api_version})
+        meta: dict[str, Any] = {"docker_api_version": api.api_version, "builder_timings": phases}
+        if self.network_mode:
+            meta["network_mode"] = self.network_mode
+        return BuildResult(image_id=built_id, size=size, virtual_size=virtual, meta=meta, push_url=pushed)
 
-    def _run_build(self, api, request: BuildRequest, abort: _Abort) -> str:
-        lines = _Lines(request.log)
+    def _run_build(self, api, request: BuildRequest, abort: _Abort, temp: str, steps: _Steps) -> str:
+        lines = _Lines(steps)
         built_id: Optional[str] = None
-        stream = api.build(path=str(request.context_dir), dockerfile=request.dockerfile,
-                           tag=request.image_ref, rm=True, forcerm=True, decode=True, timeout=None)
+        kwargs: dict[str, Any] = {"network_mode": self.network_mode} if self.network_mode else {}
+        context = _ContextStream(self._docker, request.context_dir, request.dockerfile, abort)
+        stream = api.build(fileobj=context.chunks(), custom_context=True, dockerfile=context.dockerfile,
+                           tag=temp, rm=True, forcerm=True, decode=True, timeout=None, **kwargs)
+        context.check()
         try:
             for item in stream:
                 abort.check()
@@ -240,9 +402,9 @@ class DockerBuilder:
             raise BuildFailed("the docker build ended without an image (daemon connection lost?)")
         return built_id
 
-    def _save(self, api, request: BuildRequest, tmp: Path, abort: _Abort) -> None:
+    def _save(self, api, request: BuildRequest, ref: str, tmp: Path, abort: _Abort) -> None:
         request.output_tar.parent.mkdir(parents=True, exist_ok=True)
-        chunks: Iterator[bytes] = api.get_image(request.image_ref, chunk_size=SAVE_CHUNK)
+        chunks: Iterator[bytes] = api.get_image(ref, chunk_size=SAVE_CHUNK)
         with open(tmp, "wb") as out:
             written = flushed = 0
             for chunk in chunks:
@@ -254,7 +416,138 @@ class DockerBuilder:
                     flushed = written
         abort.check()
 
+    # -- push
+
+    def _push(self, api, request: BuildRequest, target: PushTarget, built_id: str, abort: _Abort) -> str:
+        """Push the built image as ``target.ref`` (a tag made for the push and removed after)."""
+        request.log(f"pushing {request.image_ref} to {target.ref}")
+        with self._push_locks_guard:
+            lock = self._push_locks.setdefault(target.ref, threading.Lock())
+        while not lock.acquire(timeout=WATCH_POLL_S * 4):
+            abort.check()
+        try:
+            return self._push_locked(api, request, target, built_id, abort)
+        finally:
+            lock.release()
+
+    def _push_locked(self, api, request: BuildRequest, target: PushTarget, built_id: str, abort: _Abort) -> str:
+        api.tag(built_id, target.repository, target.tag, force=True)
+        digest: Optional[str] = None
+        try:
+            stream = api.push(target.repository, target.tag, stream=True, decode=True, auth_config=target.auth)
+            try:
+                for item in stream:
+                    abort.check()
+                    if "error" in item:
+                        raise BuildFailed(self._push_error(" ".join(str(item["error"]).split()), target))
+                    aux = item.get("aux")
+                    if isinstance(aux, dict) and aux.get("Digest"):
+                        digest = str(aux["Digest"])
+                    elif "status" in item and not item.get("progressDetail"):
+                        request.log(" ".join(filter(None, (item.get("id"), str(item["status"])))))
+            finally:
+                stream.close()
+            abort.check()
+        finally:
+            try:  # the push tag only: the image keeps its other tags
+                api.remove_image(target.ref, noprune=True)
+            except Exception:  # noqa: BLE001 — a leftover tag is logged, never the build's failure
+                if not abort.reason:
+                    request.log(f"warning: could not remove the push tag {target.ref}")
+        if not digest or not digest.startswith("sha256:"):
+            raise BuildFailed(f"push failed: the docker daemon reported no digest for {target.ref}")
+        url = push_url(target, digest)
+        request.log(f"pushed {url}")
+        return url
+
+    def _push_error(self, message: str, target: PushTarget) -> str:
+        low = message.lower()
+        if low.startswith("unauthorized") or "authentication required" in low:
+            return f"push refused: 401 {message}"
+        if low.startswith("denied") or "requested access to the resource is denied" in low:
+            return f"push refused: 403 {message}"
+        if "http response to https client" in low and not is_loopback(target.registry):
+            return (f"push failed: {message} (the docker daemon talks HTTPS to {target.registry}: add it to "
+                    f"\"insecure-registries\" in its daemon.json)")
+        return f"push failed: {message}"
+
+    # -- the image store
+
+    def _tidy(self, request: BuildRequest, temp: str, kept: Optional[str], ours: list[str], api=None) -> None:
+        """After the build (on a fresh connection unless ``api`` is given: a stopped build's was
+        shut down): a successful build (``kept``) takes ``name:tag``; every build drops its
+        temporary tag; a failed one drops its own layers. The image a successful build replaced
+        is removed in the background, if nothing else uses it: the build need not wait for it."""
+        errors = self._docker.errors
+        own = api is None
+        if own:
+            try:
+                api = self._api(API_TIMEOUT_S)
+            except Exception:
+                request.log(f"warning: docker daemon not reachable: {temp} and its layers are left")
+                return
+        try:
+            if kept is not None:
+                name, tag = request.image_ref.rsplit(":", 1)
+                previous = _image_id(api, errors, request.image_ref)
+                api.tag(kept, name, tag, force=True)
+                if previous and previous != kept:
+                    threading.Thread(target=self._remove_replaced, args=(previous,), daemon=True,
+                                     name="docker-remove-replaced").start()
+            try:
+                api.remove_image(temp, noprune=kept is not None)
+            except errors.NotFound:
+                pass
+            # A stopped build's step container may still be on its way out (the daemon kills
+            # and removes it after the request closed): retry the images it holds a while.
+            pending, until = list(reversed(ours)), time.monotonic() + TIDY_WAIT_S
+            while pending:
+                pending = [image for image in pending if _remove_if_unused(api, errors, image) == "busy"]
+                if not pending or time.monotonic() > until:
+                    break
+                time.sleep(0.2)
+            if ours:
+                request.log("removed the intermediate images of the unfinished build" if not pending else
+                            f"warning: intermediate images still in use, left: {', '.join(i[:12] for i in pending)}")
+        except Exception as exc:  # noqa: BLE001 — a leftover is logged, never the build's failure
+            request.log(f"warning: cleaning the docker image store: {_short(exc)}")
+        finally:
+            if own:
+                api.close()
+
+    def _remove_replaced(self, image_id: str) -> None:
+        try:
+            api = self._api(API_TIMEOUT_S)
+        except Exception:
+            return
+        try:
+            _remove_if_unused(api, self._docker.errors, image_id)
+        except Exception:  # noqa: BLE001 — a background tidy-up: a leftover, never an error
+            pass
+        finally:
+            api.close()
+
     # -- removal
+
+    def remove_stale(self, older_than_s: float) -> list[str]:
+        errors = self._docker.errors
+        removed: list[str] = []
+        try:
+            api = self._api(API_TIMEOUT_S)
+        except Exception as exc:
+            raise ServiceUnavailable(f"docker daemon not reachable at {self.where()}: {_short(exc)}") from None
+        try:
+            for image in api.images():
+                for ref in image.get("RepoTags") or []:
+                    if stale_temp_tag(ref, older_than_s):
+                        try:
+                            api.remove_image(ref, noprune=False)
+                            removed.append(ref)
+                        except errors.APIError:
+                            pass
+        finally:
+            api.close()
+        return removed
 
     def remove_image(self, image_ref: str) -> None:
         errors = self._docker.errors
@@ -276,6 +569,29 @@ class DockerBuilder:
             api.close()
 
 
+def _image_id(api, errors, ref: str) -> Optional[str]:
+    try:
+        return str(api.inspect_image(ref)["Id"])
+    except errors.NotFound:
+        return None
+
+
+def _remove_if_unused(api, errors, image_id: str) -> str:
+    """Remove an untagged image (and its untagged parents) unless a tag, a child image or a
+    container still uses it. Returns ``removed``, ``kept`` (tagged, or has children) or
+    ``busy`` (a container uses it: the daemon may be removing that container right now)."""
+    try:
+        if api.inspect_image(image_id).get("RepoTags"):
+            return "kept"
+        api.remove_image(image_id, force=False, noprune=False)
+        return "removed"
+    except errors.NotFound:
+        return "removed"
+    except errors.APIError as exc:
+        text = str(getattr(exc, "explanation", "") or exc).lower()
+        return "busy" if exc.status_code == 409 and "container" in text else "kept"
+
+
 def _start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing a range of the tar to disk now, without waiting: the fsync that publishes
     it then finds little left to write (figures: benchmarks/README.md, builds). Linux starts
@@ -288,26 +604,65 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
             pass
 
 
-def _archive_image_id(path: Path) -> Optional[str]:
-    """The image id (config digest) recorded in a docker-archive tar's manifest.json."""
-    import json
-    import tarfile
+_RENAMED = ("manifest.json", "repositories", "index.json")  # the members that name the image
 
+
+def _rename_in_archive(path: Path, temp: str, final: str) -> Optional[str]:
+    """Make the docker-archive at ``path``, saved as ``temp`` (``name:<temporary tag>``), name
+    ``final`` (``name:tag``) instead; returns the image id its manifest records.
+
+    The members that carry the name are small and, as ``docker save`` writes them, the last
+    ones: they are rewritten in place (truncate, append); otherwise the archive is copied."""
+    old_tag, new_tag = temp.rsplit(":", 1)[1], final.rsplit(":", 1)[1]
+    with tarfile.open(path, "r:") as tar:
+        members = sorted(tar.getmembers(), key=lambda m: m.offset)
+        texts = {m.name: tar.extractfile(m).read() for m in members if m.name in _RENAMED and m.isfile()}
+        fmt = tar.format
+    if "manifest.json" not in texts:
+        raise BuildFailed("the saved image archive has no manifest.json")
+    new = {name: data.replace(old_tag.encode(), new_tag.encode()) for name, data in texts.items()}
+    first = next(i for i, m in enumerate(members) if m.name in new)
+    if all(m.name in new for m in members[first:]):
+        with open(path, "r+b") as fh:
+            fh.truncate(members[first].offset)
+            fh.seek(members[first].offset)
+            with tarfile.open(fileobj=fh, mode="w", format=fmt) as out:
+                for m in members[first:]:
+                    _add_bytes(out, m, new[m.name])
+    else:  # another layout: copy every member, the renamed ones changed
+        copy = path.with_name(path.name + ".rename")
+        try:
+            with tarfile.open(path, "r:") as tar, tarfile.open(copy, "w", format=fmt) as out:
+                for m in tar:
+                    if m.name in new:
+                        _add_bytes(out, m, new[m.name])
+                    else:
+                        out.addfile(m, tar.extractfile(m) if m.isfile() else None)
+            os.replace(copy, path)
+        finally:
+            discard(copy)
     try:
-        with tarfile.open(path, "r:") as tar:
-            member = tar.extractfile("manifest.json")
-            manifest = json.load(member) if member else None
-    except (tarfile.TarError, KeyError, ValueError, OSError):
+        manifest = json.loads(new["manifest.json"])
+    except ValueError:
         return None
-    if not manifest or len(manifest) != 1:
+    if not isinstance(manifest, list) or len(manifest) != 1 or manifest[0].get("RepoTags") != [final]:
         return None
     config = str(manifest[0].get("Config", ""))
     config = config.rsplit("/", 1)[-1].removesuffix(".json")
     return config if config.startswith("sha256:") else f"sha256:{config}"
 
 
+def _add_bytes(out: tarfile.TarFile, like: tarfile.TarInfo, data: bytes) -> None:
+    import io
+
+    info = tarfile.TarInfo(like.name)
+    info.mode, info.mtime, info.uid, info.gid, info.size = like.mode, like.mtime, like.uid, like.gid, len(data)
+    out.addfile(info, io.BytesIO(data))
+
+
 def _factory(settings) -> DockerBuilder:
-    return DockerBuilder(base_url=settings.builder.docker.base_url)
+    d = settings.builder.docker
+    return DockerBuilder(base_url=d.base_url, network_mode=d.network_mode)
 
 
 @hookimpl

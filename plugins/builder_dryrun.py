@@ -3,6 +3,9 @@
 The checkout, merge and discovery around it run for real; only the image build is skipped, and
 the result says so (``meta.dry_run``, an ``image_id`` that is not ``sha256:``, a log line). It is
 never chosen by ``auto``: only by name.
+
+With ``registry.url`` set, a dry-run build pushes nothing (there is no image): it says so in the
+log and in ``meta.push`` and reports no ``push_url``; the build still succeeds.
 """
 from __future__ import annotations
 
@@ -60,10 +63,17 @@ class DryRunBuilder:
             raise
         image_id = ID_PREFIX + digest.hexdigest()
         request.log(f"dry-run: wrote {request.output_tar} ({files} files, {size} bytes); no image was built")
-        return BuildResult(image_id=image_id, size=size, virtual_size=size, meta={"dry_run": True})
+        meta: dict = {"dry_run": True}
+        if request.push is not None:
+            request.log(f"dry-run: NOT pushing to {request.push.ref} (there is no image); push_url stays null")
+            meta["push"] = f"skipped (dry-run): {request.push.ref}"
+        return BuildResult(image_id=image_id, size=size, virtual_size=size, meta=meta)
 
     def remove_image(self, image_ref: str) -> None:
         return None  # there is no image
+
+    def remove_stale(self, older_than_s: float) -> list[str]:
+        return []  # it never tags anything
 
 
 @hookimpl

@@ -268,6 +268,20 @@ class PostgresTx:
                 (kind, group, name)).fetchone()
         return None if row is None else self._doc(row)
 
+    def purge(self, kind: str, id: str) -> bool:
+        with _translated():
+            row = self._conn.execute(
+                """WITH gone AS (DELETE FROM xpresso_docs WHERE kind = %s AND id = %s RETURNING grp),
+                        vis AS (DELETE FROM xpresso_visibility WHERE kind = %s AND id = %s RETURNING grp)
+                   SELECT (SELECT grp FROM gone), (SELECT count(*) FROM gone), ARRAY(SELECT grp FROM vis)""",
+                (kind, id, kind, id)).fetchone()
+        group, count, visible = row
+        if not count:
+            return False
+        self.counters.updated(Doc(kind=kind, id=id, group=group, name=None, deleted=True, created="", body={}),
+                              group, visible or [])
+        return True
+
 
 class CircuitBreaker:
     """Fail fast while the database is down. Closed: every attempt goes ahead. ``failed()`` opens

@@ -216,6 +216,19 @@ class SQLiteTx:
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
         return self._one("kind = ? AND grp = ? AND name = ? AND deleted = 0", (kind, group, name))
 
+    @_translating
+    def purge(self, kind: str, id: str) -> bool:
+        self.changed = True
+        row = self._conn.execute("DELETE FROM docs WHERE kind = ? AND id = ? RETURNING grp", (kind, id)).fetchone()
+        if row is None:
+            return False
+        gone = [g for (g,) in self._conn.execute(
+            "DELETE FROM visibility WHERE kind = ? AND id = ? RETURNING grp", (kind, id)).fetchall()]
+        self._known.pop((kind, id), None)
+        self.counters.updated(Doc(kind=kind, id=id, group=row[0], name=None, deleted=True, created="", body={}),
+                              row[0], gone)
+        return True
+
 
 class _PerThread(threading.local):
     conn: Optional[sqlite3.Connection] = None

@@ -118,6 +118,9 @@ class _Table:
                 if t.names.get((old.group, old.name)) == id_:  # type: ignore[arg-type]
                     del t.names[(old.group, old.name)]  # type: ignore[arg-type]
                 t.texts.pop(id_, None)
+            if doc is None:  # purged
+                t.by_id.pop(id_, None)
+                continue
             t.by_id[id_] = doc
             group_docs(doc.group)[id_] = doc
             for g in doc.visible:
@@ -264,11 +267,11 @@ class YamlTx:
             for id_ in table.visible_in.get(group, ()):
                 found[id_] = table.by_id[id_]
             for id_, doc in changed.items():
-                if doc.group == group or group in doc.visible:
+                if doc is not None and (doc.group == group or group in doc.visible):
                     found[id_] = doc
                 else:
                     found.pop(id_, None)
-        docs = [d for d in found.values() if include_deleted or not d.deleted]
+        docs = [d for d in found.values() if d is not None and (include_deleted or not d.deleted)]  # None: purged
         docs.sort(key=lambda d: (d.created, d.id))
         return [_copy(d) for d in docs]
 
@@ -285,6 +288,17 @@ class YamlTx:
             raise NotFound()
         self._check_name(doc)
         self._put(doc)
+
+    def purge(self, kind: str, id: str) -> bool:
+        if not self._writable:
+            raise StorageError("cannot change documents in a read transaction")
+        old = self._current(kind, id)
+        if old is None:
+            return False
+        if old.name is not None and self._names.get((kind, old.group, old.name)) == id:
+            del self._names[(kind, old.group, old.name)]
+        self.changes.setdefault(kind, {})[id] = None  # type: ignore[assignment]  # applied as a removal
+        return True
 
     def _checked(self, doc: Doc) -> Doc:
         if not self._writable:

@@ -33,6 +33,8 @@ def make_settings(tmp: Path, backend: str = "sqlite", dsn: Optional[str] = None,
         "XPRESSO_ENV_STORAGE_BACKEND": backend,
         "XPRESSO_ENV_AUTH_SECRET": SECRET,
         "XPRESSO_ENV_SERVER_ACCESS_LOG": "false",
+        # No background probes of the records tests make up (tests/probes turns them on).
+        "XPRESSO_ENV_PROBES_ENABLED": "false",
     }
     if backend == "sqlite":
         env["XPRESSO_ENV_STORAGE_PATH"] = str(tmp / "xpresso.sqlite3")

@@ -16,26 +16,43 @@ import falcon
 import pluggy
 
 from .api import errors as api_errors
+from .api import history as api_history
 from .api import images as api_images
+from .api import me as api_me
 from .api import meta as api_meta
+from .api import metrics as api_metrics
+from .api import probe_state as api_probe_state
 from .api import registry as api_registry
-from .api.access_log import ACCESS_LOGGER, AccessLog, AccessLogMiddleware
+from .api import ui as api_ui
+from .api import webhooks as api_webhooks
+from .api.access_log import ACCESS_LOGGER, AccessLog
 from .api.cache import CacheFrontend, CachedReads, ResponseCache
 from .api.common import JsonBody
+from .api.edge import Edge
 from .builders import Builder
 from .config import Settings, load_settings
 from .events import Events
+from .metrics_prometheus import PrometheusMetrics
 from .plugin import builders, make_plugin_manager, pick_storage
+from .probers import choose_probers, prober_infos
 from .services.auth import AuthService, load_secret
+from .services.build_log import BuildLogStore
 from .services.build_queue import DEFAULT_MAX_ATTEMPTS, BuildQueue
 from .services.builder_slot import BuilderSlot
+from .services.history import HistoryService
 from .services.image_files import ImagePaths
 from .services.images import ImageService
+from .services.journal import Journal
+from .services.probes import ProbeService
 from .services.reads import Reads
-from .services.retention import Retention
 from .services.registry import RegistryService
+from .services.registry_push import PushTargets
+from .services.retention import Retention
+from .services.webhook_delivery import DeliveryService
+from .services.webhooks import WebhookService
 from .storage import StorageBackend, change_counters, check_ready
 from .timeutil import Clock, utcnow
+
 
 @dataclass
 class AppContext:
@@ -52,8 +69,14 @@ class AppContext:
     cached: CachedReads
     body: JsonBody
     registry: RegistryService
+    metrics: PrometheusMetrics  # this context's own CollectorRegistry (GET /metrics)
+    journal: Optional[Journal] = None  # writes history rows and webhook outbox entries
+    history: Optional[HistoryService] = None  # history reads and its retention sweep
+    webhooks: Optional[WebhookService] = None  # webhook subscriptions and deliveries list
+    deliveries: Optional[DeliveryService] = None  # the webhook delivery loop (started by start())
     images: Optional[ImageService] = None  # None when built without image builds
     access_log: Optional[AccessLog] = None  # None when server.access_log is off
+    probes: Optional[ProbeService] = None  # operational state probes (runs when probes.enabled)
     started: bool = field(default=False)
 
     def start(self) -> None:
@@ -65,11 +88,29 @@ class AppContext:
             self.access_log.start()
         if self.images is not None:
             self.images.start()
+        if self.probes is not None and self.settings.probes.enabled:
+            # hears of edits made through this process (listed by /api/v2/plugins under this name)
+            name = "xpresso_env.probes"
+            self.pm.register(self.probes.hooks, name=name if self.pm.get_plugin(name) is None
+                             else f"{name}:{self.probes.owner}")
+            self.probes.start()
+        if self.deliveries is not None:
+            self.deliveries.start()
+        if self.history is not None:
+            self.history.start()
         self.pm.hook.xpresso_startup(ctx=self)
 
     def close(self) -> None:
+        if self.probes is not None:
+            self.probes.stop()
+            if self.pm.is_registered(self.probes.hooks):
+                self.pm.unregister(self.probes.hooks)
         if self.images is not None:
             self.images.stop()
+        if self.deliveries is not None:
+            self.deliveries.stop()
+        if self.history is not None:
+            self.history.stop()
         if self.started:
             self.pm.hook.xpresso_shutdown(ctx=self)
         if self.access_log is not None:
@@ -90,23 +131,35 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
     if check_schema:
         check_ready(storage)
     counters = change_counters(storage)
-    events = Events(pm.hook)
+    # Shared-state gauges are read from storage at scrape time; lease times on the build queue's clock.
+    metrics = PrometheusMetrics(storage, lease_clock=image_options.get("lease_clock", utcnow))
+    events = Events(pm.hook, metrics)
     auth = AuthService(storage, load_secret(settings), clock, settings.auth.token_days)
     reads = Reads(storage, auth, counters, clock)
-    cached = CachedReads(reads, ResponseCache(settings.server.response_cache_bytes), counters, clock)
-    registry = RegistryService(storage, clock, events=events, new_id=new_id)
-    image_service = (build_image_service(settings, pm, storage, events, clock, new_id, **image_options)
+    cached = CachedReads(reads, ResponseCache(settings.server.response_cache_bytes), counters, clock, metrics)
+    deliveries = DeliveryService(storage, settings.events, clock, metrics)
+    # history and webhook outbox, in each change's transaction
+    journal = Journal(clock, new_id, wake=deliveries.wake)
+    webhooks = WebhookService(storage, clock, settings.events, new_id, wake=deliveries.wake)
+    history = HistoryService(storage, clock, settings.history.retention_days, settings.history.sweep_interval_s)
+    registry = RegistryService(storage, clock, events=events, new_id=new_id, journal=journal)
+    probes = ProbeService(storage, settings.probes, choose_probers(prober_infos(pm), settings), journal, events,
+                          metrics, clock=clock)
+    image_service = (build_image_service(settings, pm, storage, events, clock, new_id, journal=journal,
+                                         **image_options)
                      if images else None)
     access_log = AccessLog(logging.getLogger(ACCESS_LOGGER)) if settings.server.access_log else None
     return AppContext(settings=settings, pm=pm, storage=storage, clock=clock, events=events, auth=auth,
                       reads=reads, cached=cached, body=JsonBody(settings.server.max_body_bytes),
-                      registry=registry, images=image_service, access_log=access_log)
+                      registry=registry, metrics=metrics, images=image_service, access_log=access_log, journal=journal,
+                      history=history, webhooks=webhooks, deliveries=deliveries, probes=probes)
 
 
 def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: StorageBackend, events: Events,
                         clock: Clock, new_id: Callable[[], uuid.UUID], builder: Optional[Builder] = None,
                         lease_clock: Clock = utcnow, poll_s: float = 1.0, max_attempts: Optional[int] = None,
-                        cancel_wait_s: float = 30.0, follow_poll_s: float = 0.2) -> ImageService:
+                        cancel_wait_s: float = 30.0, follow_poll_s: float = 0.2,
+                        journal: Optional[Journal] = None) -> ImageService:
     """The image builds' part of the graph, bottom-up: paths, builder slot, queue, retention, service.
 
     :param builder: a Builder to use instead of the one ``builder.backend`` chooses (tests).
@@ -116,39 +169,56 @@ def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: S
     """
     paths = ImagePaths.from_settings(settings)
     slot = BuilderSlot(builders(pm), settings, builder)
+    # Build logs live in storage, readable by every process; logs_root only holds older logs.
+    logs = BuildLogStore(storage, paths.logs_root, clock)
     queue = BuildQueue(storage, settings.builds, settings.polaris, settings.images, paths, slot, events, clock,
-                       lease_clock, poll_s=poll_s, max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS)
+                       lease_clock, poll_s=poll_s, max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS, logs=logs,
+                       push=PushTargets(settings.registry, settings.resolve(settings.registry.password_file)),
+                       journal=journal)
     retention = Retention(storage, paths, settings.images, settings.builds, slot, events, clock)
+    # builds.enabled false: the service answers the API but starts neither workers nor the sweep.
     return ImageService(storage, settings.images, settings.polaris, paths, slot, queue, retention, events, clock,
-                        new_id, cancel_wait_s=cancel_wait_s, follow_poll_s=follow_poll_s)
+                        new_id, cancel_wait_s=cancel_wait_s, follow_poll_s=follow_poll_s, builds=settings.builds,
+                        logs=logs)
 
 
 def create_app(ctx: AppContext) -> falcon.App:
     """The falcon app: every resource receives its collaborators by name."""
-    app = falcon.App()
+    app = falcon.App(middleware=[api_metrics.RouteTemplate()])  # names the route for the metrics
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     app.req_options.keep_blank_qs_values = True
     api_errors.install(app)
     api_registry.add_routes(app, ctx.cached, ctx.reads, ctx.body, ctx.registry)
+    if ctx.history is not None:
+        api_history.add_routes(app, ctx.reads, ctx.history)
+    if ctx.probes is not None:
+        api_probe_state.add_routes(app, ctx.reads, ctx.probes.probers)
+    if ctx.webhooks is not None:
+        api_webhooks.add_routes(app, ctx.reads, ctx.body, ctx.webhooks)
+    api_me.add_routes(app, ctx.auth)
     storage_info = api_meta.storage_report(ctx.storage, ctx.cached.enabled, ctx.settings.server.response_cache_bytes)
-    app.add_route("/api/v2/openapi.json", api_meta.OpenAPIDocument(include_images=ctx.images is not None))
+    app.add_route("/api/v2/openapi.json", api_meta.OpenAPIDocument(include_images=ctx.images is not None,
+                                                                   include_metrics=ctx.settings.server.metrics))
+    if ctx.settings.server.metrics:
+        app.add_route(api_metrics.PATH, api_metrics.MetricsResource(ctx.metrics))
     app.add_route("/api/v2/plugins", api_meta.Plugins(ctx.pm, storage_info))
-    app.add_route("/api/v2/health", api_meta.Health(ctx.pm, ctx.storage, storage_info, ctx.images))
+    app.add_route("/api/v2/health", api_meta.Health(ctx.pm, ctx.storage, storage_info, ctx.images, ctx.probes))
     if ctx.images is not None:
         api_images.add_routes(app, ctx.reads, ctx.body, ctx.images, ctx.settings.server.threads)
+    if ctx.settings.server.ui:
+        api_ui.add_routes(app)  # the web page: / and /ui/<shipped file>, not API routes
     ctx.pm.hook.xpresso_add_routes(app=app, ctx=ctx)
     return app
 
 
 def create_wsgi_app(ctx: AppContext) -> Callable:
-    """What a server runs: the access log around the response cache's frontend around falcon."""
+    """What a server runs: the edge (request id, HTTP metrics, access log) around the response
+    cache's frontend around falcon."""
     app: Callable = create_app(ctx)
     if ctx.cached.enabled:
         app = CacheFrontend(app, ctx.cached)
-    if ctx.access_log is not None:
-        app = AccessLogMiddleware(app, ctx.access_log)
-    return app
+    return Edge(app, ctx.metrics, ctx.access_log)
 
 
 def make_app() -> Callable:

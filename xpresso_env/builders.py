@@ -4,6 +4,8 @@ choice of a builder by ``builder.backend``."""
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, runtime_checkable
@@ -11,13 +13,14 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, ru
 from .errors import ConfigError
 from .fsutil import discard, temp_beside
 from .fsutil import publish as fsutil_publish
+from .services.registry_push import PushTarget, preflight
 
 if TYPE_CHECKING:
     from .config import Settings
 
 __all__ = ["BuildRequest", "BuildResult", "Builder", "BuilderInfo", "BuilderChoice", "BuildFailed",
            "BuildCancelled", "BuildTimedOut", "PARTIAL_SUFFIX", "temp_path_for", "publish", "discard",
-           "select_builder", "dockerfile_path"]
+           "select_builder", "dockerfile_path", "PushTarget", "check_registry", "temp_ref", "stale_temp_tag", "TEMP_TAG_PREFIX"]
 
 
 def _no_group(pid: int) -> None:
@@ -37,6 +40,9 @@ class BuildRequest:
     # on_start=request.started) does it): a server that takes the build over after a crash of
     # this one ends those groups before it builds again.
     started: Callable[[int], None] = _no_group
+    # With registry.url set: where the image goes. The builder pushes it after the tar is
+    # written and BEFORE publishing the tar, so a refused push leaves the old tar in place.
+    push: Optional[PushTarget] = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class BuildResult:
     size: int  # bytes of the tar at output_tar
     virtual_size: int
     meta: dict[str, Any] = field(default_factory=dict)
+    # The pinned reference the registry reported (``host/ns/name:tag@sha256:...``); None: not pushed.
+    push_url: Optional[str] = None
 
 
 @runtime_checkable
@@ -55,10 +63,18 @@ class Builder(Protocol):
         """None when the builder can build now, else a one-line reason (daemon unreachable...)."""
 
     def build(self, request: BuildRequest) -> BuildResult:
-        """Build and save the image; raise BuildFailed / BuildCancelled / BuildTimedOut."""
+        """Build and save the image (and push it when ``request.push`` is set, before the tar is
+        published); raise BuildFailed / BuildCancelled / BuildTimedOut. The image is built under
+        a temporary tag (:func:`temp_ref`) and tagged ``image_ref`` at the end; a failed or
+        cancelled build leaves no image, intermediate layer or working container behind."""
 
     def remove_image(self, image_ref: str) -> None:
         """Remove the builder's copy of the image; a missing image is not an error."""
+
+    def remove_stale(self, older_than_s: float) -> list[str]:
+        """Remove the temporary tags (and the images only they kept) that builds killed with
+        their server left, made more than ``older_than_s`` ago; returns them. The retention
+        sweep calls it (optional for third-party builders: a builder without it is skipped)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,50 @@ class BuildTimedOut(BuildFailed):
 
 
 # --------------------------------------------------------------------------- helpers for builders
+
+# Builds run under a unique temporary tag, re-tagged ``name:tag`` at the end: two groups building
+# the same name:tag at once never see each other's image.
+TEMP_TAG_PREFIX = "xpresso-build-"
+
+
+def temp_ref(image_ref: str, now: Optional[float] = None) -> str:
+    """``<name>:xpresso-build-<unix time, hex>-<16 hex>``: a tag nobody else uses, which says
+    when it was made (:func:`stale_temp_tag` finds those a killed build left)."""
+    name = image_ref.rsplit(":", 1)[0]
+    stamp = int(time.time() if now is None else now)
+    return f"{name}:{TEMP_TAG_PREFIX}{stamp:x}-{uuid.uuid4().hex[:16]}"
+
+
+def stale_temp_tag(ref: str, older_than_s: float, now: Optional[float] = None) -> bool:
+    """True for a temporary tag (:func:`temp_ref`) made more than ``older_than_s`` ago: no live
+    build still uses it (a build ends within ``builds.timeout_s``)."""
+    tag = ref.rsplit(":", 1)[-1] if ":" in ref.rsplit("/", 1)[-1] else ""
+    if not tag.startswith(TEMP_TAG_PREFIX):
+        return False
+    stamp, _, rest = tag[len(TEMP_TAG_PREFIX):].partition("-")
+    try:
+        made = int(stamp, 16)
+    except ValueError:
+        return False
+    return bool(rest) and (time.time() if now is None else now) - made > older_than_s
+
+
+def check_registry(request: BuildRequest, deadline: float) -> None:
+    """The pre-flight check of ``request.push``'s registry (credentials, reachability), made
+    before anything is pushed; raises the build's exceptions with a one-line reason."""
+    if request.push is None:
+        return
+    request.log(f"registry {request.push.registry}: checking access"
+                + (f" as {request.push.username}" if request.push.username else " (anonymous)"))
+    reason = preflight(request.push, request.cancel, deadline)
+    if reason == "cancelled":
+        raise BuildCancelled("cancelled")
+    if reason == "timed out":
+        raise BuildTimedOut("timed out")
+    if reason is not None:
+        request.log(reason)
+        raise BuildFailed(reason)
+
 
 # The suffix of a tar being written; the retention sweep removes the ones a killed build left.
 PARTIAL_SUFFIX = ".tar.part"

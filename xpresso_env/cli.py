@@ -19,6 +19,7 @@ from . import __version__
 from .config import DEBUG_ENV, LOG_LEVEL_ENV, ServerSettings, Settings, load_settings
 from .errors import ConfigError, StorageUnavailable, XpressoError
 from .http_server import quiet_queue_warnings, waitress_options
+from .logfmt import configure_logging
 from .redact import redact
 from .timeutil import format_time
 
@@ -125,6 +126,43 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         ctx.close()
     return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Claim and run builds, and the retention sweep, without serving HTTP (CONTRACT section 11).
+    Builds whatever ``builds.enabled`` says: that key keeps `serve` processes out of building."""
+    import dataclasses
+    import threading
+
+    from .app import build_context
+
+    builds = dataclasses.replace(settings.builds, enabled=True,
+                                 max_concurrent=args.concurrency or settings.builds.max_concurrent)
+    # Probes are the `serve` processes' work (CONTRACT §8): a build host may not see the harnesses' paths.
+    settings = dataclasses.replace(settings, builds=builds, probes=dataclasses.replace(settings.probes, enabled=False))
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    ctx = build_context(settings, check_schema=False)
+    try:
+        # SIGTERM (and Ctrl-C) end it cleanly: running builds are handed back to the queue.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        _wait_for_storage(ctx.storage, redact(settings.storage.dsn or ""))
+        ctx.start()
+        log.info("xpresso-env worker: %d build thread(s) on storage %s, no HTTP", builds.max_concurrent,
+                 settings.storage.backend)
+        threading.Event().wait()  # until a signal ends the process
+    finally:
+        ctx.close()
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _listen(app: Callable, s: ServerSettings):
@@ -298,9 +336,20 @@ def cmd_images_sweep(args: argparse.Namespace, settings: Settings) -> int:
         verb = ("would remove" if args.dry_run else "removed") if item.removed else "kept"
         removed += item.removed
         img = item.image
-        print(f"{verb} {img.group}/{img.name}:{img.tag} {img.id} {img.nfs_path}: {item.reason}")
+        builder_image = f"; builder image {item.builder_image}" if item.builder_image else ""
+        print(f"{verb} {img.group}/{img.name}:{img.tag} {img.id} {img.nfs_path}: {item.reason}{builder_image}")
     summary = "would remove" if args.dry_run else "removed"
     print(f"{summary} {removed} image(s); {len(items) - removed} pinned image(s) past retention kept")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace, settings: Settings) -> int:
+    """Probe the selected records now (results are written as a probe round's are) and print
+    `group kind name: ONLINE (detail)` / `OFFLINE: reason` / `UNKNOWN: why not probed`."""
+    with opened(settings, images=False) as ctx:
+        assert ctx.probes is not None
+        for outcome in ctx.probes.probe_now(args.kind, args.group, args.name):
+            print(outcome.line())
     return 0
 
 
@@ -330,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N",
                    help=f"requests handled at once (server.threads, default {d.threads})")
     p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("worker", help="run builds and the retention sweep, without serving HTTP",
+                       description="Claim and run image builds from the shared queue, and run the retention "
+                                   "sweep, without serving HTTP. Any number of workers and servers may share one "
+                                   "storage; `builds.enabled: false` keeps `serve` processes from building.")
+    p.add_argument("--concurrency", type=_positive, metavar="N",
+                   help="builds run at once (default: builds.max_concurrent)")
+    p.set_defaults(handler=cmd_worker)
 
     group = sub.add_parser("group", help="manage groups").add_subparsers(dest="action", metavar="ACTION", required=True)
     p = group.add_parser("add", help="create a group")
@@ -386,6 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
                                         "except pinned ones")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed, and why")
     p.set_defaults(handler=cmd_images_sweep)
+
+    p = sub.add_parser("probe", help="probe harnesses and engines now; one line per record with its state")
+    p.add_argument("--kind", choices=("harnesses", "engines"), help="only this kind of record")
+    p.add_argument("--group", metavar="G", help="only this group's records")
+    p.add_argument("name", nargs="?", metavar="NAME", help="only the records with this name")
+    p.set_defaults(handler=cmd_probe)
     return parser
 
 
@@ -407,10 +470,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if level not in LOG_LEVELS:
         return _fail(f"environment variable {LOG_LEVEL_ENV}: unknown log level {level!r}; "
                      f"use one of {', '.join(LOG_LEVELS)}")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(level)  # text until the settings say otherwise: their own errors are logged too
     quiet_queue_warnings()
     try:
         settings = load_settings(args.config, overrides=_serve_overrides(args))
+        configure_logging(level, settings.server.log_format)
         return args.handler(args, settings) or 0
     except XpressoError as exc:
         return _fail(exc.detail)

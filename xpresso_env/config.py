@@ -41,6 +41,7 @@ class StorageSettings:
 @dataclass(frozen=True)
 class DockerBuilderSettings:
     base_url: Optional[str] = None  # None: DOCKER_HOST or the default socket
+    network_mode: Optional[str] = None  # RUN steps' network: bridge | host | none | a network; None: the daemon's default
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,18 @@ class BuildahBuilderSettings:
     isolation: str = "chroot"
     root: Optional[str] = None  # buildah --root (None: buildah's default)
     runroot: Optional[str] = None
+    network: Optional[str] = None  # buildah build --network (none needs isolation oci); None: buildah's default
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Push every successful build to a registry (CONTRACT section 11); url None: no push."""
+
+    url: Optional[str] = None  # http(s)://host[:port], nothing more
+    username: Optional[str] = None
+    password_file: Optional[str] = None  # read at each push; never logged
+    insecure: bool = False  # allow plain HTTP (loopback, lab network)
+    namespace: str = "{group}"  # <host>/<namespace>/<name>:<tag>; lower-cased
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,8 @@ class BuildsSettings:
     max_concurrent: int = 2
     timeout_s: float = 3600.0
     lease_s: float = 60.0  # a build whose worker stops renewing its claim this long is taken over
+    enabled: bool = True  # false: `serve` runs no builds nor the retention sweep (`xpresso-env worker` does)
+    max_queued_per_group: int = 20  # building images of one group beyond which a submit gets 429
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,10 @@ class ServerSettings:
     # How often idle connections are looked for: a connection lives at most
     # channel_timeout_s + cleanup_interval_s without activity.
     cleanup_interval_s: float = 10.0
+    metrics: bool = True  # GET /metrics (Prometheus, no token); false: 404
+    log_format: str = "text"  # text | json (one object per line: logfmt.py)
+    # The web page at / and /ui/ (api/ui.py); false serves the API only.
+    ui: bool = True
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,40 @@ class AuthSettings:
     secret_file: str = "var/jwt-secret"
     secret: Optional[str] = None  # given directly instead of secret_file
     token_days: int = 30
+
+
+@dataclass(frozen=True)
+class EventsSettings:
+    """Webhook deliveries (CONTRACT section 9)."""
+
+    timeout_s: float = 10.0  # a receiver must answer 2xx within this long; a hang costs one slot this long
+    retry_base_s: float = 5.0  # first retry after this long, then doubling
+    max_attempts: int = 8  # then the delivery is `failed`
+    allow_private: bool = True  # false: loopback, link-local and private addresses are refused
+    concurrency: int = 4  # deliveries in flight at once per server process (the slots)
+    poll_s: float = 0.5  # how often the outbox is looked at for work written by other processes
+    lease_s: float = 30.0  # a claimed delivery whose process died is taken over after timeout_s + this
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    retention_days: int = 90  # history rows (and finished deliveries) older than this are removed
+    sweep_interval_s: float = 3600.0  # how often a server runs that sweep
+
+
+@dataclass(frozen=True)
+class ProbesSettings:
+    """Operational state probes (CONTRACT section 8; services/probes.py)."""
+
+    enabled: bool = True  # false: this process probes nothing (states stay as stored)
+    interval_s: float = 30.0  # each live, not DISABLED record is probed once per interval (by one process)
+    timeout_s: float = 5.0  # one probe, all included (connect, redirects, body; file checks)
+    concurrency: int = 16  # probes running at once in one process
+    fail_after: int = 3  # consecutive failures that turn ONLINE into OFFLINE
+    ok_after: int = 2  # consecutive successes that turn OFFLINE into ONLINE
+    lease_s: float = 30.0  # a claimed probe whose process died is taken over after this long
+    sync_s: float = 0.5  # how often to look for records added or edited by other processes (change counters)
+    max_body_bytes: int = 1048576  # a Jenkins answer larger than this is a failed probe
 
 
 @dataclass(frozen=True)
@@ -116,6 +169,10 @@ class Settings:
     builds: BuildsSettings = field(default_factory=BuildsSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
+    probes: ProbesSettings = field(default_factory=ProbesSettings)
     # Folder that relative paths are resolved against (the config file's folder, else cwd).
     base_dir: str = field(default=".", compare=False)
     source: Optional[str] = field(default=None, compare=False)  # the config file used, if any
@@ -276,10 +333,20 @@ def _check_values(s: Settings) -> None:
     positive = {
         "storage.pool_max": s.storage.pool_max, "images.retention_days": s.images.retention_days + 1,
         "builds.max_concurrent": s.builds.max_concurrent, "builds.timeout_s": s.builds.timeout_s,
+        "builds.max_queued_per_group": s.builds.max_queued_per_group,
         "server.port": s.server.port, "server.threads": s.server.threads,
         "server.max_body_bytes": s.server.max_body_bytes, "auth.token_days": s.auth.token_days,
         "server.connection_limit": s.server.connection_limit, "server.channel_timeout_s": s.server.channel_timeout_s,
         "server.cleanup_interval_s": s.server.cleanup_interval_s,
+        "events.timeout_s": s.events.timeout_s, "events.retry_base_s": s.events.retry_base_s,
+        "events.max_attempts": s.events.max_attempts, "events.concurrency": s.events.concurrency,
+        "events.poll_s": s.events.poll_s, "events.lease_s": s.events.lease_s,
+        "history.retention_days": s.history.retention_days,
+        "history.sweep_interval_s": s.history.sweep_interval_s,
+        "probes.interval_s": s.probes.interval_s, "probes.timeout_s": s.probes.timeout_s,
+        "probes.concurrency": s.probes.concurrency, "probes.fail_after": s.probes.fail_after,
+        "probes.ok_after": s.probes.ok_after, "probes.lease_s": s.probes.lease_s, "probes.sync_s": s.probes.sync_s,
+        "probes.max_body_bytes": s.probes.max_body_bytes,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -288,6 +355,22 @@ def _check_values(s: Settings) -> None:
         raise ConfigError(f"{where}: server.response_cache_bytes: must be 0 (off) or positive")
     if s.server.port > 65535:
         raise ConfigError(f"{where}: server.port: must be at most 65535")
+    if s.server.log_format not in ("text", "json"):
+        raise ConfigError(f"{where}: server.log_format: must be text or json, got {s.server.log_format!r}")
+    _check_registry_and_network(s, where)
+
+
+def _check_registry_and_network(s: Settings, where: str) -> None:
+    from .services.registry_push import check_settings  # the URL and namespace rules live there
+
+    try:
+        check_settings(s.registry, where)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    b = s.builder.buildah
+    if b.network not in (None, "host") and b.isolation == "chroot":
+        raise ConfigError(f"{where}: builder.buildah.network: {b.network!r} needs builder.buildah.isolation: oci "
+                          f"(chroot isolation always shares the host's network)")
 
 
 def settings_as_dict(s: Settings) -> dict[str, Any]:

@@ -90,6 +90,25 @@ class TooManyRequests(XpressoError):
     default_detail = "Too many requests of this kind at once, try again later."
 
 
+class QueueFull(TooManyRequests):
+    """A group has ``builds.max_queued_per_group`` builds waiting or running (429 with
+    Retry-After ``retry_after_s``)."""
+
+    def __init__(self, detail: str | None = None, *, retry_after_s: int = 30):
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class Unprocessable(XpressoError):
+    """Well-formed, but refused for what it means (422)."""
+
+    default_detail = "Unprocessable request."
+
+
+class IdempotencyKeyReused(Unprocessable):
+    """The same Idempotency-Key came with another request body within 24 hours."""
+
+
 class ServiceUnavailable(XpressoError):
     """A collaborator (database, Docker daemon) cannot be reached right now."""
 

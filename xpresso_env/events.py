@@ -10,12 +10,24 @@ from typing import Any
 
 import pluggy
 
+from .metrics import NULL_METRICS, MetricsSink
+
 log = logging.getLogger("xpresso_env.events")
 
 
+def build_seconds(image: Any) -> float:
+    """How long a finished build ran: the build's own timing when it ran (``meta.timings.total_s``),
+    else (cancelled or failed before any attempt ran) from submission to its end."""
+    total = ((image.meta or {}).get("timings") or {}).get("total_s")
+    if isinstance(total, (int, float)):
+        return float(total)
+    return max(0.0, (image.date_updated - image.date_created).total_seconds())
+
+
 class Events:
-    def __init__(self, hook: pluggy.HookRelay):
+    def __init__(self, hook: pluggy.HookRelay, metrics: MetricsSink = NULL_METRICS):
         self._hook = hook
+        self._metrics = metrics  # build_finished: every place a build ends already announces it here
 
     def record_saved(self, kind: str, record: Any, created: bool) -> None:
         self._fire(self._hook.xpresso_record_saved, kind=kind, record=record, created=created)
@@ -24,6 +36,10 @@ class Events:
         self._fire(self._hook.xpresso_record_deleted, kind=kind, record=record)
 
     def build_finished(self, image: Any) -> None:
+        try:
+            self._metrics.build_finished(str(image.status), build_seconds(image))
+        except Exception:  # metrics must not break the build that reported them
+            log.exception("build metrics failed")
         self._fire(self._hook.xpresso_build_finished, image=image)
 
     @staticmethod

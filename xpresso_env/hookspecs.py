@@ -25,6 +25,16 @@ def xpresso_builders():
 
 
 @hookspec
+def xpresso_probers():
+    """Announce operational-state probers (CONTRACT section 8).
+
+    :returns: a list of :class:`xpresso_env.probers.ProberInfo`, each naming the record kind
+        (``harness`` | ``engine``) and the types it probes; a record whose type no prober
+        claims is not probed (it stays UNKNOWN).
+    """
+
+
+@hookspec
 def xpresso_startup(ctx):
     """Called once the application context is built, before serving.
 

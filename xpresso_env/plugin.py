@@ -21,6 +21,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "xpresso_env_plugins.builder_docker",
     "xpresso_env_plugins.builder_buildah",
     "xpresso_env_plugins.builder_dryrun",
+    "xpresso_env_plugins.prober_jenkins",
+    "xpresso_env_plugins.prober_pyats",
 )
 
 ENTRY_POINT_GROUP = "xpresso_env"

@@ -8,7 +8,8 @@ The documents interface (every storage plugin implements all of it)
 ---------------------------------------------------------------------
 ``StorageBackend``: the attributes ``name`` and ``schema_version``, and the methods ``init``,
 ``current_version``, ``read``, ``write`` and ``close``. ``read()`` and ``write()`` give a ``Tx``
-with the methods ``get``, ``insert``, ``update``, ``query`` and ``find_name``. A plugin announces
+with the methods ``get``, ``insert``, ``update``, ``query``, ``find_name`` and ``purge`` (the one hard
+delete: swept history, finished webhook outbox entries). A plugin announces
 its backend with a ``StorageBackendInfo`` from the ``xpresso_storage_backends`` hook;
 ``xpresso_env.testing.memory_storage`` is the smallest such plugin. The contract:
 
@@ -90,6 +91,10 @@ class Tx(Protocol):
 
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
         """The live document of that kind and group with that name, or None."""
+
+    def purge(self, kind: str, id: str) -> bool:
+        """Remove a document for good (not a soft delete): swept history, finished outbox entries.
+        True if it was there. Bumps the change counters as an update does."""
 
 
 @runtime_checkable

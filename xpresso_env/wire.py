@@ -171,6 +171,12 @@ GIT_REF = TextGrammar(
     description="a branch, tag or other ref name git accepts, or a 7-40 digit commit id; no revision "
                 "expressions (~, ^, @{, .., :)")
 MAX_GROUPS = 100  # further groups an image may be shared with
+# X-Request-Id (CONTRACT section 10): a client's own id is echoed when it is 1-128 of these
+# characters (no space, comma, quote or control: safe in a header, a log line and a JSON field);
+# anything else is replaced by a new id (api/request_id.py), never refused.
+REQUEST_ID = TextGrammar("[A-Za-z0-9._~:/+=@-]+", 128, "Not a safe request id.", min_length=1,
+                         description="the client's X-Request-Id if it was 1-128 characters of "
+                                     "A-Z a-z 0-9 . _ ~ : / + = @ -, else a new id (32 hex digits)")
 
 # --------------------------------------------------------------------------- record shapes
 
@@ -256,3 +262,34 @@ IMAGE = Shape.of({
 })
 # What a client learns about a build's worker; the rest (boot id, pid namespace) serves take-over.
 WORKER_KEYS = ("worker_id", "host", "pid", "claimed_at")
+
+# --------------------------------------------------------------------------- history and webhooks
+# (CONTRACT sections 8 and 9; services/journal.py writes them, services/webhooks.py validates)
+
+EVENT_NAMES: tuple[str, ...] = (
+    "harness.created", "harness.updated", "harness.deleted", "harness.state",
+    "engine.created", "engine.updated", "engine.deleted", "engine.state",
+    "image.submitted", "image.finished",
+)
+EVENT_PATTERNS: tuple[str, ...] = ("*", "harness.*", "engine.*", "image.*") + EVENT_NAMES
+MAX_WEBHOOK_EVENTS = 32  # patterns in one webhook: more can only be repeats
+WEBHOOK_SECRET = TextGrammar(f"{_TEXT_CHAR}*", 1024, "Control characters are not allowed.", min_length=16,
+                             description="the HMAC-SHA256 key (write-only; at least 16 characters)")
+WEBHOOK_URL = HTTP_URL
+HISTORY_ENTRY = Shape.of({
+    "at": TIME, "event": {"type": "string", "enum": ["created", "updated", "deleted", "state"]},
+    "by": {"type": ["string", "null"], "description": "the user; null for the service's own probes"},
+    "changes": {"type": "object", "additionalProperties": {"type": "array", "minItems": 2, "maxItems": 2},
+                "description": "field -> [old, new]; credentials as \"***\""},
+    "reason": {"type": ["string", "null"], "description": "the probe's reason (state events), else null"},
+})
+WEBHOOK = Shape.of({
+    "id": UUID, "url": STRING, "events": {"type": "array", "items": {"type": "string", "enum": list(EVENT_PATTERNS)}},
+    "active": BOOLEAN, "created_by": STRING, "date_created": TIME, "date_modified": TIME,
+})
+DELIVERY = Shape.of({
+    "id": UUID, "event": {"type": "string", "enum": list(EVENT_NAMES)},
+    "status": {"type": "string", "enum": ["pending", "delivered", "failed"]}, "attempts": INTEGER,
+    "last_status_code": {"type": ["integer", "null"]}, "last_error": {"type": ["string", "null"]},
+    "date_created": TIME, "date_delivered": nullable(TIME),
+})

@@ -53,9 +53,11 @@ def test_every_request_is_logged_once_cache_hits_included_by_the_writer_thread(t
         wait_for(handler, 5)
         assert len(handler.lines) == 5, handler.lines
         assert handler.lines[0].startswith("POST /api/v2/harnesses 201 ") and "user=priv group=g1" in handler.lines[0]
-        assert handler.lines[1].startswith("GET /api/v2/harnesses 200 ") and handler.lines[1].endswith("user=mem group=g1")
-        assert handler.lines[2] == handler.lines[2].split("ms ")[0] + "ms user=mem group=g1"
-        assert handler.lines[3].startswith("GET /api/v2/harnesses 403 ") and handler.lines[3].endswith("user=- group=-")
+        assert handler.lines[1].startswith("GET /api/v2/harnesses 200 ") and " user=mem group=g1 " in handler.lines[1]
+        assert handler.lines[2].split("ms ")[1].startswith("user=mem group=g1 request_id=")
+        assert handler.lines[3].startswith("GET /api/v2/harnesses 403 ") and " user=- group=- " in handler.lines[3]
+        ids = [line.rsplit(" request_id=", 1)[1] for line in handler.lines]
+        assert len(set(ids)) == 5 and all(len(i) == 32 for i in ids)  # a new id each (none was sent)
         assert handler.lines[4].startswith("GET /api/v2/openapi.json 200 ")
         assert handler.threads == {"xpresso-access-log"}  # never a request thread
     finally:

@@ -6,9 +6,12 @@ import re
 import falcon.inspect
 from openapi_spec_validator import validate
 
+from xpresso_env.api import ui as api_ui
 from xpresso_env.app import create_app
 
 IGNORED = {"OPTIONS", "HEAD"}
+# Routes that are not part of the API: the web page and its shipped files (api/ui.py).
+NOT_API = set(api_ui.ROUTES)
 
 
 def _norm(path: str) -> str:
@@ -19,7 +22,7 @@ def _mounted(app) -> set[tuple[str, str]]:
     out = set()
     for route in falcon.inspect.inspect_routes(app):
         for method in route.methods:
-            if not method.internal and method.method not in IGNORED:
+            if not method.internal and method.method not in IGNORED and route.path not in NOT_API:
                 out.add((_norm(route.path), method.method.lower()))
     return out
 

@@ -7,6 +7,7 @@ import yaml
 from tests.conftest import make_settings, seed
 from xpresso_env.app import build_context
 from xpresso_env.services.fixtures import load_fixtures
+from xpresso_env.services.build_log import BuildLogStore
 from xpresso_env.services.image_files import ImagePaths
 from xpresso_env.services.transfer import KINDS, export_file, import_file
 
@@ -26,7 +27,12 @@ def test_round_trip_through_every_backend(tmp_path):
     from xpresso_env.testing.postgres import temp_database
 
     source = _ctx(make_settings(tmp_path / "a", "sqlite"))
-    seed(source)
+    tokens = seed(source)
+    with source.storage.read() as tx:  # a webhook, and a change with its history row and pending delivery
+        caller = source.auth.authenticate(tokens["admin"], "g1", tx)
+    source.webhooks.create(caller, lambda: {"url": "http://127.0.0.1:9/hook", "events": ["*"], "secret": "s" * 16})
+    from xpresso_env.services.registry import HARNESS
+    source.registry.create(caller, HARNESS, lambda: {"name": "journalled", "path": "/p"})
     load_fixtures(source.storage, {"groups": ["myGroup"], "harnesses": [
         {"group": "myGroup", "id": "94f03015-5f0d-4c2e-a6e6-49ca71442a36", "name": "TestHarness",
          "path": "/p", "date_created": "2019-05-30T17:22:12.733397Z", "operational_state": "ONLINE",
@@ -61,7 +67,9 @@ def test_round_trip_through_every_backend(tmp_path):
             paths = ImagePaths.from_settings(settings)
             assert import_file(nxt.storage, file, paths).logs == 1
             assert _everything(nxt) == expected, f"hop {i} to {settings.storage.backend}"
-            assert paths.log_path(image_id).read_text(encoding="utf-8") == log_text  # the build log moved too
+            # The build log moved too, into the new storage (chunk documents), not into logs_root.
+            assert BuildLogStore(nxt.storage, paths.logs_root).read_from(image_id) == log_text.encode("utf-8")
+            assert not paths.log_path(image_id).exists()
             if current is not source:
                 current.close()
             current = nxt

@@ -1,10 +1,12 @@
-"""The access log: one line per request (method, path, status, ms, user, group), written off the
-request threads.
+"""The access log: one line per request (method, path, status, ms, user, group, request id),
+written off the request threads.
 
 A request thread only appends a tuple to a queue; a writer thread turns the queued tuples into
 log records every ``interval_s`` and hands them to the ``xpresso_env.access`` logger, so the
 logging handlers' lock and their write calls never hold a request up. Values a client chose
-(path, group) are escaped, so a ``%0A`` in a path cannot forge a second line.
+(path, group) are escaped, so a ``%0A`` in a path cannot forge a second line. Each record also
+carries the values as fields (``logfmt.FIELDS``) for the JSON log format, which escapes by itself.
+The request passes through ``api/edge.py``, which calls ``record``.
 """
 from __future__ import annotations
 
@@ -12,12 +14,12 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Callable, Optional
 
-from .request import GROUP_KEY, USER_KEY
+from ..logfmt import FIELDS
 
 ACCESS_LOGGER = "xpresso_env.access"
-FORMAT = "%s %s %s %.1fms user=%s group=%s"
+FORMAT = "%s %s %s %.1fms user=%s group=%s request_id=%s"
 
 # C0 controls, DEL and the C1 range written as \xNN; a backslash doubled so escapes stay unambiguous.
 _ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
@@ -38,8 +40,9 @@ class AccessLog:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
-    def record(self, method: str, path: str, status: str, ms: float, user: str, group: str) -> None:
-        self._queue.append((self._wall_clock(), method, path, status, ms, user, group))
+    def record(self, method: str, path: str, status: str, ms: float, user: str, group: str,
+               request_id: str = "-") -> None:
+        self._queue.append((self._wall_clock(), method, path, status, ms, user, group, request_id))
         if self._thread is None:  # not started (a tool or a test without a writer): write now
             self.flush()
 
@@ -61,10 +64,13 @@ class AccessLog:
             self._queue.clear()
             return
         while self._queue:
-            at, method, path, status, ms, user, group = self._queue.popleft()
+            at, method, path, status, ms, user, group, request_id = self._queue.popleft()
+            fields = {"method": method, "path": path, "status": int(status) if status.isdigit() else status,
+                      "ms": round(ms, 1), "user": user, "group": group, "request_id": request_id}
             record = self._logger.makeRecord(self._logger.name, logging.INFO, __file__, 0, FORMAT,
-                                             (escape(method), escape(path), status, ms, escape(user), escape(group)),
-                                             None)
+                                             (escape(method), escape(path), status, ms, escape(user), escape(group),
+                                              escape(request_id)),
+                                             None, extra={FIELDS: fields})
             record.created = at
             record.msecs = (at - int(at)) * 1000
             self._logger.handle(record)
@@ -76,24 +82,3 @@ class AccessLog:
             except Exception:  # a broken handler must not end the writer
                 logging.getLogger("xpresso_env").exception("access log writer failed")
 
-
-class AccessLogMiddleware:
-    """WSGI around everything the server answers, cache hits included."""
-
-    def __init__(self, app: Callable, access_log: AccessLog):
-        self._app = app
-        self._log = access_log
-
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        started = time.perf_counter()
-        seen: list[str] = []
-
-        def record_status(status: str, headers: list, exc_info: Any = None) -> Callable:
-            seen.append(status)
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
-
-        result = self._app(environ, record_status)
-        self._log.record(environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", ""),
-                         seen[-1][:3] if seen else "-", (time.perf_counter() - started) * 1000,
-                         environ.get(USER_KEY, "-"), environ.get(GROUP_KEY, "-"))
-        return result

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..errors import XpressoError
+from ..metrics import NULL_METRICS, MetricsSink
 from ..services.reads import Produce, Reads, Stamp
 from ..storage import ChangeCounters
 from ..timeutil import Clock
-from .request import Key, credentials_of, note_caller, request_key
+from .request import ROUTE_KEY, Key, credentials_of, note_caller, request_key
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Entry:
     group: str
     token_expires: float  # unix time
     seq: Optional[int] = None  # the storage's change stamp it is known valid at, if any
+    route: Optional[str] = None  # the route template it answered (the metrics' label of a hit)
 
 
 class ResponseCache:
@@ -78,11 +80,13 @@ class CachedReads:
     on changed, else read through ``Reads`` and remembered. Used by the WSGI frontend (hits only)
     and by the falcon resources (everything)."""
 
-    def __init__(self, reads: Reads, cache: ResponseCache, counters: Optional[ChangeCounters], clock: Clock):
+    def __init__(self, reads: Reads, cache: ResponseCache, counters: Optional[ChangeCounters], clock: Clock,
+                 metrics: MetricsSink = NULL_METRICS):
         self._reads = reads
         self._counters = counters if cache.enabled else None  # no counters: nothing is cached
         self.cache = cache
         self._clock = clock
+        self.metrics = metrics  # hit | miss | bypass, counted once per read-path answer
 
     @property
     def enabled(self) -> bool:
@@ -105,12 +109,15 @@ class CachedReads:
         """The answer to a GET of ``kind``: a fresh cached one, or ``produce`` read afresh."""
         entry = self.hit(environ)
         if entry is not None:
+            self.metrics.cache_request("hit")
             return entry
+        self.metrics.cache_request("miss" if self._counters is not None else "bypass")
         snap = self._reads.read(credentials_of(environ), kind, produce)
         # snap.stamp is None when a write started or ended during the read: the counters alone vouch
         entry = Entry(keys=snap.keys, values=snap.values, body=json.dumps(snap.data).encode(),
                       total=None if snap.total is None else str(snap.total), user=snap.caller.user.name,
-                      group=snap.caller.group, token_expires=snap.caller.token_expires, seq=snap.stamp)
+                      group=snap.caller.group, token_expires=snap.caller.token_expires, seq=snap.stamp,
+                      route=environ.get(ROUTE_KEY))
         if self._counters is not None:
             path, query, authorization, group = request_key(environ)
             # The request authenticated: its token and group are shared by many entries, so keep
@@ -155,6 +162,8 @@ class CacheFrontend:
                     headers.append(("X-Total-Count", entry.total))
                 start_response("200 OK", headers)
                 note_caller(environ, entry.user, entry.group)
+                environ[ROUTE_KEY] = entry.route
+                self.cached.metrics.cache_request("hit")
                 return [entry.body]
         return self._app(environ, start_response)
 

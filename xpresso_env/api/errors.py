@@ -19,6 +19,8 @@ STATUS_BY_ERROR: tuple[tuple[type[e.XpressoError], str], ...] = (
     (e.Conflict, falcon.HTTP_409),
     (e.PayloadTooLarge, falcon.HTTP_413),
     (e.UnsupportedMediaType, falcon.HTTP_415),
+    (e.Unprocessable, falcon.HTTP_422),  # an Idempotency-Key reused with another body
+    (e.QueueFull, falcon.HTTP_429),  # builds.max_queued_per_group; Retry-After from the error
     (e.TooManyRequests, falcon.HTTP_429),
     (e.ServiceUnavailable, falcon.HTTP_503),
     (e.StorageError, falcon.HTTP_503),
@@ -55,7 +57,7 @@ def handle_domain_error(req: falcon.Request, resp: falcon.Response, error: e.Xpr
         log.warning("403 %s %s: %s", req.method, escape(req.path), escape(error.why))
     if status in (falcon.HTTP_503, falcon.HTTP_429):
         log.warning("%s %s: %s", req.method, escape(req.path), error.detail)
-        resp.set_header("Retry-After", "5")
+        resp.set_header("Retry-After", str(getattr(error, "retry_after_s", 5)))
     _send(resp, status, body_for(error))
 
 

@@ -15,6 +15,7 @@ import falcon
 
 from ..errors import TooManyRequests, ValidationError
 from ..models import Image
+from ..services import idempotency
 from ..services.auth import Caller
 from ..services.images import ImageService
 from ..services.reads import Produce, Reads, Snapshot
@@ -51,8 +52,10 @@ class PolarisBuild:
         self.images = images
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        image = self.images.submit(who(req, self.reads), _content(req, self.body))
-        send_json(resp, image_v2(image), falcon.HTTP_200)  # 200, as XPRESSO answers
+        caller = who(req, self.reads)
+        key = idempotency.check_key(req.get_header(idempotency.HEADER))
+        image = self.images.submit(caller, _content(req, self.body), idempotency_key=key)
+        send_json(resp, image_v2(image), falcon.HTTP_200)  # 200, as XPRESSO answers (a replay too)
 
 
 class Item:

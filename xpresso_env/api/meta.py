@@ -16,11 +16,12 @@ from .openapi import build_openapi
 
 if TYPE_CHECKING:
     from ..services.images import ImageService
+    from ..services.probes import ProbeService
 
 
 class OpenAPIDocument:
-    def __init__(self, include_images: bool):
-        self.text = json.dumps(build_openapi(include_images=include_images))
+    def __init__(self, include_images: bool, include_metrics: bool = True):
+        self.text = json.dumps(build_openapi(include_images=include_images, include_metrics=include_metrics))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
@@ -50,11 +51,12 @@ class Plugins:
 
 class Health:
     def __init__(self, pm: pluggy.PluginManager, storage: StorageBackend, storage_info: dict[str, Any],
-                 images: Optional["ImageService"]):
+                 images: Optional["ImageService"], probes: Optional["ProbeService"] = None):
         self.pm = pm
         self.storage = storage
         self.storage_info = storage_info
         self.images = images
+        self.probes = probes
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = {"status": "ok", "version": __version__, "storage": self.storage.name,
@@ -63,6 +65,9 @@ class Health:
         if self.images is not None:
             builder = self.images.builder_status()
             body.update(builder=builder.name, builder_problem=builder.problem, builder_skipped=builder.skipped)
+        if self.probes is not None:  # the probes part: {enabled, running, problem, records, in_flight}
+            body["probes"] = self.probes.status()
+            body["probes_problem"] = body["probes"]["problem"]
         status = falcon.HTTP_200
         problem = storage_problem(self.storage)
         if problem is not None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from .. import __version__, wire
+from ..models import ALL_PERMISSIONS, Role
 from ..services.auth import NAME_RE
 from ..services.images import ADD, DELETE, PATCH_VALIDATORS, SUBMIT_REQUIRED, SUBMIT_VALIDATORS
 from ..services.images import FILTERS as IMAGE_FILTERS
+from ..services.idempotency import KEY_RE as IDEMPOTENCY_KEY_RE
 from ..services.registry import ENGINE, HARNESS, KindSpec
 from ..services.validation import Rule
 
@@ -68,13 +70,27 @@ SCHEMAS: dict[str, Any] = {
     "Health": _obj({"status": {"type": "string"}, "version": {"type": "string"},
                     "storage": {"type": "string"}, "builder": {"type": ["string", "null"]},
                     "builder_problem": {"type": ["string", "null"]},
+                    "probes": {"type": "object", "description": "enabled, running, problem, records, in_flight"},
+                    "probes_problem": {"type": ["string", "null"], "description": "why probing is not working"},
                     "plugins": {"type": "array", "items": _ref("Plugin")}},
                    ["status", "version", "storage"], extra=True),
 }
 
 
-def _err(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+def _err(description: str, headers: dict | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                               "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_RE.pattern},
+                   "description": "1 to 64 visible ASCII characters (a UUID, say). The same key and body from "
+                                  "the same group within 24 h answers the first request's image (200) instead "
+                                  "of building again; the same key with another body is a 422."}
 
 
 def _json(description: str, schema: dict[str, Any], headers: dict | None = None) -> dict[str, Any]:
@@ -174,9 +190,14 @@ def _image_paths() -> dict[str, Any]:
         "/api/v2/images/polaris_build": {"post": _op(
             "Build a Polaris image in the background", {"200": _json("the image, status building", _ref("Image")),
                                                         "409": _err("the same name:tag is building"), **BODY_ERRORS,
+                                                        "422": _err("this Idempotency-Key came with another body "
+                                                                    "within 24 h"),
+                                                        "429": _err("the group has builds.max_queued_per_group "
+                                                                    "builds building: retry later",
+                                                                    headers=RETRY_AFTER),
                                                         "503": _err("no builder available, or polaris.repo is "
                                                                     "not configured")},
-            ADD, requestBody=_request("PolarisBuild"))},
+            ADD, parameters=[IDEMPOTENCY_KEY], requestBody=_request("PolarisBuild"))},
         "/api/v2/images/{uuid}": {
             "parameters": uuid_param,
             "get": _op("Retrieve an image", {"200": _json("the image", _ref("Image")), "404": _err("not found")}),
@@ -206,11 +227,126 @@ def _image_paths() -> dict[str, Any]:
     }
 
 
-def build_openapi(include_images: bool = True) -> dict[str, Any]:
+def _me_paths() -> dict[str, Any]:
+    """GET /api/v2/me (api/me.py): the one route where the Group header is optional. It is stated
+    in the description, not as a parameter: a route whose only input is an optional header has no
+    schema-invalid request to generate (tests/api/test_schemathesis.py's negative run)."""
+    roles = {"type": ["string", "null"], "enum": [r.value for r in Role] + [None],
+             "description": "the role; null: a system administrator who is not a member"}
+    me = _obj({"user": {"type": "string"}, "superuser": {"type": "boolean"},
+               "groups": {"type": "object", "additionalProperties": roles},
+               "group": {"type": ["string", "null"], "description": "the request's group, or null"},
+               "permissions": {"type": "array", "items": {"type": "string", "enum": sorted(ALL_PERMISSIONS)},
+                               "description": "held in `group` (empty without one)"}},
+              ["user", "superuser", "groups", "group", "permissions"])
+    return {"/api/v2/me": {"get": {
+        "summary": "Who the token belongs to: groups, roles, and permissions in the request's group",
+        "description": "Any valid token. The `Group` header (or `X-Group`) is optional here: without it "
+                       "(and unless the user has exactly one group) `group` is null and `permissions` empty; "
+                       "a group the caller may not use is a 403 as everywhere.",
+        "security": [{"jwt": []}],
+        "responses": {"200": _json("the caller", me), **AUTH_ERRORS}}}}
+
+
+def _metrics_paths() -> dict[str, Any]:
+    """GET /metrics (api/metrics.py): outside /api, no token, Prometheus' text format."""
+    text = {"schema": {"type": "string"}}
+    return {"/metrics": {"get": {
+        "summary": "Prometheus metrics (off with server.metrics: false)", "security": [],
+        "description": "The Prometheus text exposition format (OpenMetrics when the Accept header asks for it).",
+        "responses": {"200": {"description": "the metrics",
+                              "content": {"text/plain": text, "application/openmetrics-text": text}}}}}}
+
+
+# Not `required`: the edge (create_wsgi_app) adds it, and the bare falcon app is tested too.
+REQUEST_ID_HEADER = {"description": "sent on every answer: the request's X-Request-Id if it was safe, else a new id",
+                     "schema": wire.REQUEST_ID.schema()}
+
+
+def _with_request_id(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every documented answer with the X-Request-Id header (CONTRACT section 10)."""
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        out[path] = {method: ({**op, "responses": {code: {**answer, "headers": {**answer.get("headers", {}),
+                                                                              "X-Request-Id": REQUEST_ID_HEADER}}
+                                                   for code, answer in op["responses"].items()}}
+                              if isinstance(op, dict) and "responses" in op else op)
+                     for method, op in item.items()}
+    return out
+
+
+def _state_paths() -> dict[str, Any]:
+    """GET /api/v2/{harnesses,engines}/{id}/state (api/probe_state.py)."""
+    from .probe_state import SCHEMA as STATE_SCHEMA
+
+    return {f"/api/v2/{plural}/{{id}}/state": {
+        "parameters": [_path_param("id")],
+        "get": _op(f"The {label}'s operational state: since when, why, and its last probe",
+                   {"200": _json("the state", STATE_SCHEMA), "404": _err("not found")}),
+    } for plural, label in (("harnesses", "harness"), ("engines", "engine"))}
+
+
+def _history_and_webhook_paths() -> dict[str, Any]:
+    """History (api/history.py) and webhooks (api/webhooks.py): CONTRACT sections 8 and 9."""
+    from ..services.webhooks import FIELDS as WEBHOOK_FIELDS, PERMISSION, REQUIRED as WEBHOOK_REQUIRED
+
+    SCHEMAS.setdefault("HistoryEntry", wire.HISTORY_ENTRY.schema())
+    SCHEMAS.setdefault("Webhook", wire.WEBHOOK.schema())
+    SCHEMAS.setdefault("Delivery", wire.DELIVERY.schema())
+    for name, required in (("WebhookCreate", WEBHOOK_REQUIRED), ("WebhookPatch", frozenset())):
+        body = _body(WEBHOOK_FIELDS, required)
+        body["properties"]["secret"]["writeOnly"] = True
+        SCHEMAS.setdefault(name, body)
+    paging = PAGING[:2]
+    paths: dict[str, Any] = {f"/api/v2/{plural}/{{id}}/history": {
+        "parameters": [_path_param("id")],
+        "get": _op(f"The {label}'s history, oldest first: created, updated, deleted and state events",
+                   {"200": _json("the history", {"type": "array", "items": _ref("HistoryEntry")}, TOTAL),
+                    "404": _err("not found (or another group's)")}, parameters=paging),
+    } for plural, label in (("harnesses", "harness"), ("engines", "engine"))}
+    hook_404 = {"404": _err("no such webhook in the group")}
+    paths["/api/v2/webhooks"] = {
+        "get": _op("List the group's webhooks",
+                   {"200": _json("the webhooks", {"type": "array", "items": _ref("Webhook")}, TOTAL)}, PERMISSION,
+                   parameters=paging),
+        "post": _op("Subscribe a URL to events", {"201": _json("created", _ref("Webhook")), **BODY_ERRORS},
+                    PERMISSION, requestBody=_request("WebhookCreate")),
+    }
+    paths["/api/v2/webhooks/{id}"] = {
+        "parameters": [_path_param("id")],
+        "get": _op("Retrieve a webhook", {"200": _json("the webhook", _ref("Webhook")), **hook_404}, PERMISSION),
+        "patch": _op("Change a webhook", {"200": _json("changed", _ref("Webhook")), **hook_404, **BODY_ERRORS},
+                     PERMISSION, requestBody=_request("WebhookPatch")),
+        "delete": _op("Delete a webhook (its pending deliveries fail)", {"204": {"description": "deleted"},
+                                                                         **hook_404}, PERMISSION),
+    }
+    status = {"name": "status", "in": "query", "required": False, "description": "equality filter",
+              "schema": {"type": "string", "enum": ["pending", "delivered", "failed"]}}
+    paths["/api/v2/webhooks/{id}/deliveries"] = {
+        "parameters": [_path_param("id")],
+        "get": _op("The webhook's deliveries, newest first",
+                   {"200": _json("the deliveries", {"type": "array", "items": _ref("Delivery")}, TOTAL), **hook_404},
+                   PERMISSION, parameters=[*paging, status]),
+    }
+    paths["/api/v2/webhooks/{id}/deliveries/{delivery_id}/redeliver"] = {
+        "parameters": [_path_param("id"), _path_param("delivery_id")],
+        "post": _op("Queue a delivery again (same id, same body)",
+                    {"202": _json("the delivery, pending", _ref("Delivery")),
+                     "404": _err("no such webhook or delivery")}, PERMISSION),
+    }
+    return paths
+
+
+def build_openapi(include_images: bool = True, include_metrics: bool = True) -> dict[str, Any]:
     paths: dict[str, Any] = {}
+    paths.update(_history_and_webhook_paths())
+    paths.update(_state_paths())
+    if include_metrics:
+        paths.update(_metrics_paths())
     paths.update(_registry_paths("harnesses", "Harness", HARNESS))
     paths.update(_registry_paths("engines", "Engine", ENGINE))
     paths.update(_lookup_paths())
+    paths.update(_me_paths())
     if include_images:
         paths.update(_image_paths())
     paths["/api/v2/openapi.json"] = {"get": {"summary": "This document", "security": [],
@@ -227,7 +363,7 @@ def build_openapi(include_images: bool = True) -> dict[str, Any]:
                  "description": "XPRESSO Environment REST APIs: test harnesses, execution engines, Polaris image "
                                 "builds. Every string a client sends must be valid Unicode: a lone UTF-16 "
                                 "surrogate (such as \\ud800) is a 400 field error."},
-        "paths": paths,
+        "paths": _with_request_id(paths),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"jwt": {"type": "apiKey", "in": "header", "name": "Authorization",

@@ -11,6 +11,10 @@ Key = tuple[str, str, Optional[str], Optional[str]]
 
 USER_KEY = "xpresso.user"
 GROUP_KEY = "xpresso.group"
+# The matched route's template (set by falcon's RouteTemplate middleware, or by the cache's
+# frontend from the entry it answers with): the metrics' route label, never the raw path.
+ROUTE_KEY = "xpresso.route"
+REQUEST_ID_KEY = "xpresso.request_id"  # the X-Request-Id the answer carries (api/request_id.py)
 
 
 def group_of(environ: dict) -> Optional[str]:

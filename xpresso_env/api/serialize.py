@@ -73,7 +73,7 @@ _IMAGE_VALUES: dict[str, Callable[[Image], Any]] = {
     "image_id": lambda i: i.image_id,
     "jobs": lambda i: i.jobs,
     "manifests": lambda i: i.manifests,
-    "push_url": lambda i: None,
+    "push_url": lambda i: (i.meta or {}).get("push_url"),  # set by a build pushed to registry.url
     "pin_version": lambda i: i.pin_version,
     "is_nfs_storage": lambda i: i.is_nfs_storage,
     "nfs_path": lambda i: i.nfs_path,

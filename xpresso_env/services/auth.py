@@ -21,7 +21,7 @@ from ..codec import from_doc, to_doc
 from ..config import Settings
 from ..errors import (AlreadyExists, BadRequest, ConfigError, InvalidToken, NotAuthenticated, NotFound,
                       PermissionDenied, TokenExpired, ValidationError)
-from ..models import Group, Revocation, Role, TokenRecord, User, role_permissions
+from ..models import ALL_PERMISSIONS, Group, Revocation, Role, TokenRecord, User, role_permissions
 from ..storage import StorageBackend, Tx
 from ..timeutil import Clock
 
@@ -44,6 +44,17 @@ class Caller:
             return True
         role = self.user.role_in(self.group)
         return role is not None and permission in role_permissions(role)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What GET /api/v2/me answers (AuthService.whoami)."""
+
+    user: str
+    superuser: bool
+    groups: dict[str, Optional[str]]  # group name -> role (None: a superuser who is not a member)
+    group: Optional[str]  # the request's group, if it named one (or has exactly one)
+    permissions: list[str]  # held in ``group``
 
 
 @dataclass(frozen=True)
@@ -193,13 +204,33 @@ class AuthService:
     # -- requests -------------------------------------------------------------------------
     def authenticate(self, authorization: Optional[str], group_header: Optional[str], tx: Tx) -> Caller:
         """Check the token, then the group (CONTRACT section 7 order), inside ``tx``."""
+        user, claims = self._token_user(authorization, tx)
+        return Caller(user=user, group=self._pick_group(user, group_header, tx), token_expires=float(claims["exp"]))
+
+    def _token_user(self, authorization: Optional[str], tx: Tx) -> tuple[User, dict]:
         claims = self._decode(split_authorization(authorization))
         if tx.get(Revocation.KIND, claims["jti"]) is not None:
             raise InvalidToken()
         user = self._user(tx, claims["sub"])
         if user is None:
             raise InvalidToken()
-        return Caller(user=user, group=self._pick_group(user, group_header, tx), token_expires=float(claims["exp"]))
+        return user, claims
+
+    def whoami(self, authorization: Optional[str], group_header: Optional[str]) -> "Identity":
+        """GET /api/v2/me: the token's user, their groups and what they may do in the request's
+        group. Unlike ``authenticate`` the group is optional: with no header (and not exactly one
+        group to fall back to) it is None and no permission is listed. A named group is checked
+        as everywhere else (403). A superuser's groups are every group; the role is None in the
+        ones they are not a member of (they act there as system administrator)."""
+        with self._storage.read() as tx:
+            user, _ = self._token_user(authorization, tx)
+            group: Optional[str] = None
+            if group_header or (not user.superuser and len(user.roles) == 1):
+                group = self._pick_group(user, group_header, tx)
+            names = [g.id for g in tx.query(Group.KIND)] if user.superuser else list(user.roles)
+        groups = {name: (None if user.role_in(name) is None else str(user.role_in(name))) for name in sorted(names)}
+        permissions = [] if group is None else sorted(p for p in ALL_PERMISSIONS if Caller(user, group).can(p))
+        return Identity(user=user.name, superuser=user.superuser, groups=groups, group=group, permissions=permissions)
 
     def _pick_group(self, user: User, header: Optional[str], tx: Tx) -> str:
         if header is None or header == "":

@@ -50,9 +50,11 @@ from ..redact import redact
 from ..storage import StorageBackend
 from ..timeutil import Clock, format_time
 from . import procrun, workspace
-from .build_log import BuildLog, append_line
+from .build_log import BuildLog, BuildLogStore
 from .builder_slot import BuilderSlot
 from .image_files import ImagePaths, attempt_folders, remove_tar, remove_tree
+from .journal import Journal
+from .registry_push import PushError, PushTargets
 
 log = logging.getLogger("xpresso_env.images")
 
@@ -130,6 +132,7 @@ class RunningBuild:
     done: threading.Event = field(default_factory=threading.Event)
     reason: Optional[str] = None  # why cancel was set: cancel | shutdown | lost | timeout
     groups: list[dict[str, Any]] = field(default_factory=list)  # process groups it started: pgid, start
+    log: Optional[BuildLog] = None  # its log while it runs (flushed when a step starts a process)
 
     def stop(self, reason: str) -> None:
         if self.reason is None:
@@ -159,8 +162,15 @@ class BuildQueue:
 
     def __init__(self, storage: StorageBackend, builds: BuildsSettings, polaris: PolarisSettings,
                  images: ImagesSettings, paths: ImagePaths, builders: BuilderSlot, events: Events,
-                 clock: Clock, lease_clock: Clock, poll_s: float = 1.0, max_attempts: int = DEFAULT_MAX_ATTEMPTS):
+                 clock: Clock, lease_clock: Clock, poll_s: float = 1.0, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                 logs: Optional[BuildLogStore] = None, push: Optional[PushTargets] = None,
+                 journal: Optional[Journal] = None):
         self.storage = storage
+        # image.submitted / image.finished webhook events, in the transaction of the change.
+        self.journal = journal or Journal(clock)
+        self.push = push  # registry.*: where a successful build is pushed (None or url null: nowhere)
+        # Build logs live in storage (build_log.py), so every process reads and follows them.
+        self.logs = logs or BuildLogStore(storage, paths.logs_root, clock)
         self.builds = builds
         self.polaris = polaris
         self.images = images
@@ -274,6 +284,7 @@ class BuildQueue:
                     finished = replace(image, status=ImageStatus.FAILED, claimed_by=None, lease_until=None,
                                        meta={**(image.meta or {}), "error": error}, date_updated=self.clock())
                     tx.update(to_doc(finished))
+                    self.journal.image(tx, "finished", finished)
                 else:
                     worker_meta = {"worker_id": worker, **self.identity, "claimed_at": format_time(now)}
                     claimed = replace(image, claimed_by=worker, lease_until=now + self.lease,
@@ -318,6 +329,10 @@ class BuildQueue:
     def _started(self, run: RunningBuild, pid: int) -> None:
         """Record a process group the build just started in its claim, with the groups it
         started before that still run (see :meth:`_end_previous`)."""
+        if run.log is not None:
+            # The buffered log lines (the command just started among them) are stored before the
+            # claim names its process: a worker killed now leaves a log that says what it ran.
+            run.log.flush()
         start = procrun.start_time(pid)
         if start is None:
             return  # already gone
@@ -336,8 +351,8 @@ class BuildQueue:
 
     def _log(self, image: Image, text: str) -> None:
         try:
-            append_line(self.paths.log_path(image.id), self.clock, text)
-        except OSError:
+            self.logs.line(str(image.id), image.group, text)
+        except XpressoError:
             log.exception("cannot write the build log of %s", image.id)
 
     # -- the worker ---------------------------------------------------------------------------
@@ -373,7 +388,8 @@ class BuildQueue:
         t0 = time.monotonic()
         ws = self.paths.workspace(image.id, image.attempts)
         try:
-            with BuildLog(self.paths.log_path(image.id), self.clock) as blog:
+            with self.logs.writer(str(image.id), image.group) as blog:
+                run.log = blog
                 blog(f"attempt {image.attempts} of {self.max_attempts}: worker {worker} "
                      f"(host {self.identity['host']}, pid {self.identity['pid']})")
                 outcome = self._build(image, run, blog, ws, t0)
@@ -401,6 +417,8 @@ class BuildQueue:
         if outcome.status == ImageStatus.SUCCESSFUL:
             r = outcome.result
             text = f"successful: {image.name}:{image.tag} image_id {r.image_id}, tar {image.nfs_path} ({r.size} bytes)"
+            if r.push_url:
+                text += f", pushed {r.push_url}"
             if outcome.meta.get("dry_run"):
                 text += "; dry-run: no image was built, the tar holds the build context"
             return text
@@ -447,13 +465,21 @@ class BuildQueue:
             if not self.paths.in_nfs_root(out):
                 raise BuildFailed("nfs_path lies outside images.nfs_root")
             out.parent.mkdir(parents=True, exist_ok=True)
-            blog(f"building {image.name}:{image.tag} from {dockerfile} with {builder.name}")
+            # Known before building: a namespace this group cannot use fails the build at once.
+            try:
+                target = self.push.target(image.group, image.name, image.tag) if self.push else None
+            except PushError as exc:
+                raise BuildFailed(str(exc)) from None
+            blog(f"building {image.name}:{image.tag} from {dockerfile} with {builder.name}"
+                 + (f"; then pushing to {target.ref}" if target else ""))
             b0 = time.monotonic()
             result = builder.build(BuildRequest(context_dir=ws, dockerfile=dockerfile,
                                                 image_ref=f"{image.name}:{image.tag}", output_tar=out,
                                                 log=blog, cancel=run.cancel, timeout_s=self._remaining(run),
-                                                started=started))
+                                                started=started, push=target))
             timings["build_s"] = round(time.monotonic() - b0, 3)
+            if result.push_url:  # the record's push_url (api/serialize.py reads it from meta)
+                meta["push_url"] = result.push_url
             if run.cancel.is_set():
                 # Cancelled right as the builder finished: what it published is not wanted.
                 raise BuildCancelled("cancelled")
@@ -525,6 +551,7 @@ class BuildQueue:
                 final = replace(current, status=outcome.status, meta=meta, date_updated=now,
                                 claimed_by=None, lease_until=None)
             tx.update(to_doc(final))
+            self.journal.image(tx, "finished", final)
         if final is not None:
             announce_finished(self.events, final)
 

@@ -93,6 +93,16 @@ class BuilderSlot:
             return None, exc.detail
         return name, self.problem()
 
+    def remove_stale(self, older_than_s: float) -> list[str]:
+        """The builder's temporary tags left by builds killed with their server, removed (see
+        ``Builder.remove_stale``); a builder without that method, or none available: nothing."""
+        try:
+            remove = getattr(self.get(), "remove_stale", None)
+            return list(remove(older_than_s)) if remove is not None else []
+        except Exception as exc:
+            log.warning("could not look for temporary images left by killed builds: %s", exc)
+            return []
+
     def remove_image(self, name: str, tag: str) -> None:
         """Remove the builder's ``name:tag`` after its record is deleted; a failure leaves a
         leftover in the builder's store, which is logged, never an error of the request."""

@@ -15,14 +15,15 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 from .. import wire
 from ..codec import from_doc, to_doc
-from ..config import ImagesSettings, PolarisSettings
-from ..errors import Conflict, NotFound, PermissionDenied, ServiceUnavailable, ValidationError
+from ..config import BuildsSettings, ImagesSettings, PolarisSettings
+from ..errors import Conflict, NotFound, PermissionDenied, QueueFull, ServiceUnavailable, ValidationError
 from ..events import Events
 from ..models import Group, Image, ImageStatus
 from ..storage import StorageBackend, Tx, filter_docs
 from ..timeutil import Clock, format_time
-from . import build_log
+from . import idempotency
 from .auth import NAME_RE, AuthService, Caller
+from .build_log import BuildLogStore
 from .build_queue import BuildQueue, announce_finished
 from .builder_slot import BuilderSlot
 from .image_files import ImagePaths, remove_tar
@@ -117,8 +118,12 @@ class ImageService:
     def __init__(self, storage: StorageBackend, images: ImagesSettings, polaris: PolarisSettings,
                  paths: ImagePaths, builders: BuilderSlot, queue: BuildQueue, retention: Retention,
                  events: Events, clock: Clock, new_id: Callable[[], uuid.UUID], cancel_wait_s: float = 30.0,
-                 follow_poll_s: float = 0.2):
+                 follow_poll_s: float = 0.2, builds: Optional[BuildsSettings] = None,
+                 logs: Optional[BuildLogStore] = None):
         self.storage = storage
+        self.builds = builds or BuildsSettings()
+        # Where build logs live (storage), shared with the queue: every process reads them.
+        self.logs = logs or queue.logs
         self.images = images
         self.polaris = polaris
         self.paths = paths
@@ -136,8 +141,8 @@ class ImageService:
     def start(self) -> None:
         """Start the workers and the retention sweeper. A builder named in the configuration that
         cannot be set up is a start-up error; ``auto`` finding none is a warning (submits get 503)."""
-        if self._started:
-            return
+        if self._started or not self.builds.enabled:
+            return  # builds.enabled false: `xpresso-env worker` processes build and sweep
         try:
             self.builders.get()
         except ServiceUnavailable as exc:
@@ -156,6 +161,8 @@ class ImageService:
         self.queue.stop()
 
     def builder_status(self) -> BuilderStatus:
+        if not self.builds.enabled:
+            return BuilderStatus(None, None, {})  # this process does not build: workers do
         name, problem = self.builders.status()
         if problem is None and not self.polaris.repo:
             problem = "polaris.repo is not configured"
@@ -189,15 +196,20 @@ class ImageService:
         return image
 
     # -- submit ---------------------------------------------------------------------------
-    def submit(self, caller: Caller, body: Callable[[], Any]) -> Image:
-        """``body`` reads the request's content, after the permission check."""
+    def submit(self, caller: Caller, body: Callable[[], Any], idempotency_key: Optional[str] = None) -> Image:
+        """``body`` reads the request's content, after the permission check. With
+        ``idempotency_key`` (checked by ``idempotency.check_key``), a repeat of an earlier submit
+        of the group answers that submit's image (see ``idempotency.py``)."""
         AuthService.require(caller, ADD)
-        values = validate_body(body(), SUBMIT_VALIDATORS, set(SUBMIT_REQUIRED),
+        raw = body()
+        values = validate_body(raw, SUBMIT_VALIDATORS, set(SUBMIT_REQUIRED),
                                set(WIRE_KEYS - SUBMIT_FIELDS) | {"id"}, partial=False)
-        problem = self.builders.problem()
+        # A server that does not build (builds.enabled false) needs no builder of its own: the
+        # workers have theirs, and a build without one fails there, saying why.
+        problem = self.builders.problem() if self.builds.enabled else None
         if problem is not None:
             raise ServiceUnavailable(f"Image builds are unavailable: {problem}.")
-        if not self.polaris.repo:
+        if not self.polaris.repo and self.builds.enabled:
             raise ServiceUnavailable("Image builds are unavailable: polaris.repo is not configured "
                                      "(set it to the Polaris git repository, a local path or a git URL).")
         name, tag = values["name"], values["tag"]
@@ -207,19 +219,36 @@ class ImageService:
                       base_ref=values.get("base_ref"), submitter=caller.user.name, nfs_path=str(nfs_path),
                       retention_day=self.images.retention_days, date_created=now, date_updated=now,
                       groups=tuple(g for g in values.get("groups", []) if g != caller.group))
-        image = replace(image, log_path=str(self.paths.log_path(image.id)))
+        body_sha256 = idempotency.fingerprint(raw) if idempotency_key is not None else ""
         with self.storage.write() as tx:
             # The group row lock serialises submits per group (PostgreSQL), so two requests for the
-            # same name:tag cannot both pass the "already building" check.
+            # same name:tag (or with the same Idempotency-Key) cannot both pass the checks below.
             tx.get(Group.KIND, caller.group, lock=True)
+            if idempotency_key is not None:
+                earlier = idempotency.recall(tx, caller.group, idempotency_key, body_sha256, now)
+                if earlier is not None:
+                    doc = tx.get(Image.KIND, earlier.image_id)
+                    if doc is not None:
+                        return from_doc(doc)  # the first request's image, as it is now
             self._check_groups(tx, caller, values.get("groups", []))
+            building = 0
             for doc in tx.query(Image.KIND, caller.group, include_deleted=False):
                 b = doc.body
-                if (doc.group == caller.group and b.get("name") == name and b.get("tag") == tag
-                        and b.get("status") == ImageStatus.BUILDING.value):
+                if doc.group != caller.group or b.get("status") != ImageStatus.BUILDING.value:
+                    continue
+                building += 1
+                if b.get("name") == name and b.get("tag") == tag:
                     raise Conflict(f"{name}:{tag} is already building in group {caller.group} (image {doc.id}).")
+            limit = self.builds.max_queued_per_group
+            if building >= limit:
+                raise QueueFull(f"Group {caller.group} already has {building} builds queued or running "
+                                f"(builds.max_queued_per_group is {limit}): try again when some have ended.")
             tx.insert(to_doc(image))
-        build_log.append_line(self.paths.log_path(image.id), self.clock,
+            self.queue.journal.image(tx, "submitted", image)  # webhook outbox, same transaction
+            if idempotency_key is not None:
+                idempotency.remember(tx, caller.group, idempotency_key, body_sha256, str(image.id), now)
+            # The log's first line commits with the image: no worker can write before it.
+            self.logs.line_in(tx, str(image.id), image.group,
                               f"queued: {name}:{tag} submitted by {caller.user.name} in group {caller.group}; "
                               f"git_ref {image.git_ref}" + (f", base_ref {image.base_ref}" if image.base_ref else "")
                               + f"; tar {image.nfs_path}")
@@ -263,6 +292,7 @@ class ImageService:
                 raise Conflict(f"This build has already ended ({image.status.value}).")
             image = self._cancelled(image, f"cancelled by {caller.user.name}")
             tx.update(to_doc(image))
+            self.queue.journal.image(tx, "finished", image)
         self._after_cancel(image, f"cancelled by {caller.user.name}")
         return image
 
@@ -272,7 +302,7 @@ class ImageService:
         return replace(image, status=ImageStatus.CANCELLED, meta=meta, lease_until=None, date_updated=now)
 
     def _after_cancel(self, image: Image, why: str) -> None:
-        build_log.append_line(self.paths.log_path(image.id), self.clock, why)
+        self.logs.line(str(image.id), image.group, why)
         self.queue.stop_local(str(image.id), "cancel", self._cancel_wait_s)
         announce_finished(self.events, image)
 
@@ -296,6 +326,8 @@ class ImageService:
                 removable_ref = builder_image_unused(tx, image)
             image = replace(image, is_deleted=True, date_updated=self.clock())
             tx.update(to_doc(image))
+            if was_building:  # the build ends here, cancelled
+                self.queue.journal.image(tx, "finished", image)
         if was_building:
             self._after_cancel(image, f"deleted by {caller.user.name} while building: cancelled")
         if removable_ref:
@@ -306,7 +338,7 @@ class ImageService:
     def read_log(self, caller: Caller, image_id: str, offset: int = 0) -> bytes:
         with self.storage.read() as tx:
             image = self._visible(tx, caller, image_id)
-        return build_log.read_from(self.paths.log_path(image.id), offset)
+        return self.logs.read_from(str(image.id), offset)
 
     def follow_log(self, caller: Caller, image_id: str, offset: int = 0) -> Iterator[bytes]:
         """The log from ``offset``, then new bytes as they come, until the build ends. The
@@ -322,7 +354,7 @@ class ImageService:
                 doc = tx.get(Image.KIND, key)
             return doc is not None and doc.body.get("status") == ImageStatus.BUILDING.value
 
-        return build_log.follow(self.paths.log_path(image.id), offset, still_running,
+        return self.logs.follow(key, offset, still_running,
                                 lambda: self.queue.stopping, poll_s=self._follow_poll_s)
 
     # -- retention ------------------------------------------------------------------------

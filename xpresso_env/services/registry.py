@@ -6,13 +6,15 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
 
 from .. import wire
-from ..codec import from_doc, to_doc
+from ..codec import from_doc, record_body, to_doc
 from ..errors import Conflict, NameConflict, NotFound
 from ..events import Events
 from ..models import (ConfigurationState, Engine, EngineType, Harness, HarnessType, OperationalState)
 from ..storage import StorageBackend, Tx, filter_docs
 from ..timeutil import Clock
 from .auth import AuthService, Caller
+from .journal import Journal
+from .probe_state import reset_changes
 from .validation import (Boolean, Choice, FieldError, ListQuery, Nullable, Rule, Text, page, parse_list_query,
                          parse_uuid, validate_body)
 
@@ -69,11 +71,13 @@ SPECS = {HARNESS.kind: HARNESS, ENGINE.kind: ENGINE}
 
 class RegistryService:
     def __init__(self, storage: StorageBackend, clock: Clock, events: Events,
-                 new_id: Callable[[], uuid.UUID] = uuid.uuid4):
+                 new_id: Callable[[], uuid.UUID] = uuid.uuid4, journal: Optional[Journal] = None):
         self._storage = storage
         self._clock = clock
         self._events = events  # fired after commit
         self._new_id = new_id
+        # History rows and webhook outbox entries, written inside each change's own transaction.
+        self._journal = journal or Journal(clock, new_id)
 
     # -- reads (in the caller's transaction, so auth and data come from one snapshot) ----------
     @staticmethod
@@ -118,6 +122,8 @@ class RegistryService:
                           date_created=now, date_modified=now, **values)
         with self._storage.write() as tx:
             self._insert(tx, spec, record)
+            self._journal.record(tx, kind=spec.kind, event="created", group=caller.group, record_id=str(record.id),
+                                 before=None, after=record_body(record), by=caller.user.name)
         self._events.record_saved(spec.kind, record, created=True)
         return record
 
@@ -139,10 +145,14 @@ class RegistryService:
             if doc.deleted:
                 raise Conflict(f"This {spec.label} has been deleted: it cannot be changed.")
             record = replace(from_doc(doc), **values, date_modified=self._clock())
+            # CONTRACT §8: a new target (or DISABLED) shows UNKNOWN until probed again.
+            record = replace(record, **reset_changes(spec.kind, doc.body, record_body(record)))
             try:
                 tx.update(to_doc(record))
             except NameConflict:
                 raise NameConflict(f"A {spec.label} named {record.name!r} already exists in this group.") from None
+            self._journal.record(tx, kind=spec.kind, event="updated", group=caller.group, record_id=key,
+                                 before=doc.body, after=record_body(record), by=caller.user.name)
         self._events.record_saved(spec.kind, record, created=False)
         return record
 
@@ -158,4 +168,6 @@ class RegistryService:
                 return  # deleting twice changes nothing
             record = replace(record, deleted=True, date_modified=self._clock())
             tx.update(to_doc(record))
+            self._journal.record(tx, kind=spec.kind, event="deleted", group=caller.group, record_id=key,
+                                 before=doc.body, after=record_body(record), by=caller.user.name)
         self._events.record_deleted(spec.kind, record)

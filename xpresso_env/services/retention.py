@@ -36,6 +36,9 @@ class SweepItem:
     image: Image
     reason: str  # why it is removed, or why it is kept (pinned)
     removed: bool  # True: removed (with dry_run: would be removed); False: kept
+    # The builder's image (name:tag) removed with the tar (dry_run: would be); None: kept, as
+    # another live image of that name:tag still uses it.
+    builder_image: Optional[str] = None
 
 
 def owns_tar(tx: Tx, image: Image) -> bool:
@@ -126,7 +129,10 @@ class Retention:
                 items.append(SweepItem(image, f"pinned (pin_version): kept; {why}", removed=False))
                 continue
             if dry_run:
-                items.append(SweepItem(image, why, removed=True))
+                with self._storage.read() as tx:
+                    unused = builder_image_unused(tx, image)
+                items.append(SweepItem(image, why, removed=True,
+                                       builder_image=f"{image.name}:{image.tag}" if unused else None))
                 continue
             item = self._remove(image, why)
             if item is not None:
@@ -156,7 +162,8 @@ class Retention:
         if remove_ref:
             self._builders.remove_image(current.name, current.tag)
         self._events.record_deleted(Image.KIND, current)
-        return SweepItem(current, f"{why}; {detail}", removed=True)
+        return SweepItem(current, f"{why}; {detail}", removed=True,
+                         builder_image=f"{current.name}:{current.tag}" if remove_ref else None)
 
     def _clean_leftovers(self) -> None:
         for path in stale_partials(self._paths, self._partial_age_s):
@@ -165,6 +172,9 @@ class Retention:
                 log.info("retention: removed the partial tar %s left by an interrupted build", path)
             except OSError:
                 pass
+        # Temporary tags (name:xpresso-build-<time>-<hex>) of builds killed with their server.
+        for ref in self._builders.remove_stale(self._partial_age_s):
+            log.info("retention: removed the builder's temporary image %s left by an interrupted build", ref)
         # The folders first, the records second: a build claimed in between is seen as running.
         # Attempt numbers only grow, so a folder below the record's attempt is an earlier one's.
         found = workspace_folders(self._paths)

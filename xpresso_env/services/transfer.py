@@ -2,9 +2,10 @@
 
 The file holds the storage documents themselves (index columns and body), so ids, timestamps,
 issued and revoked tokens, deleted records and image bookkeeping all move unchanged. Build logs
-live as files under ``images.logs_root``, not in storage: the export carries each image's log
-under ``logs`` (text, or ``!!binary`` when it is not UTF-8) and the import writes them back under
-the new configuration's ``images.logs_root``. The token secret is not in the file (see README).
+are chunk documents in storage (``build_log.py``), or files under ``images.logs_root`` for logs
+of earlier versions: the export carries each image's whole log under ``logs`` (text, or
+``!!binary`` when it is not UTF-8), not its chunks, and the import stores each log as chunks in
+the same transaction as the records. The token secret is not in the file (see README).
 """
 from __future__ import annotations
 
@@ -20,11 +21,16 @@ from ..fsutil import atomic_write
 from ..models import RECORD_TYPES, Image
 from ..storage import Doc, StorageBackend
 from ..timeutil import Clock, format_time
+from .build_log import BuildLogStore
 from .image_files import ImagePaths
+from .journal import JOURNAL_KINDS
 
 FORMAT = "xpresso-env-export"
 FORMAT_VERSION = 1
 KINDS: tuple[str, ...] = tuple(RECORD_TYPES)  # groups and users first: records refer to them
+# History, webhooks (with their secrets: the export is as sensitive as the store) and pending
+# deliveries move too, so an imported store goes on delivering what was queued.
+KINDS += JOURNAL_KINDS
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -55,13 +61,10 @@ def _doc_in(kind: str, item: Any, where: str) -> Doc:
         raise BadRequest(f"{where}: missing {exc.args[0]}") from None
 
 
-def _read_log(paths: ImagePaths, image_id: str) -> str | bytes | None:
-    try:
-        raw = paths.log_path(image_id).read_bytes()
-    except FileNotFoundError:
+def _read_log(logs: BuildLogStore, image_id: str) -> str | bytes | None:
+    if not logs.exists(image_id):
         return None
-    except OSError as exc:
-        raise BadRequest(f"cannot read the build log of image {image_id}: {exc.strerror}") from None
+    raw = logs.read_from(image_id, 0)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -72,8 +75,9 @@ def export_data(storage: StorageBackend, clock: Clock, paths: ImagePaths) -> dic
     with storage.read() as tx:  # one snapshot
         kinds = {kind: [_doc_out(d) for d in tx.query(kind)] for kind in KINDS}
     logs = {}
+    store = BuildLogStore(storage, paths.logs_root, clock)
     for item in kinds[Image.KIND]:
-        text = _read_log(paths, item["id"])
+        text = _read_log(store, item["id"])
         if text is not None:
             logs[item["id"]] = text
     return {"format": FORMAT, "version": FORMAT_VERSION, "exported_at": format_time(clock()),
@@ -116,8 +120,8 @@ def _logs_in(data: dict[str, Any], kinds: dict[str, Any]) -> dict[str, bytes]:
 
 
 def import_data(storage: StorageBackend, data: Any, paths: ImagePaths) -> TransferReport:
-    """Insert (or replace, by id) every document, in one transaction: all or nothing. Then write
-    the build logs (after the commit: a failure there names the log and leaves the records in)."""
+    """Insert (or replace, by id) every document, and each build log as chunks, in one
+    transaction: all or nothing."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BadRequest(f"not an xpresso-env export (expected format: {FORMAT})")
     if data.get("version") != FORMAT_VERSION:
@@ -142,14 +146,10 @@ def import_data(storage: StorageBackend, data: Any, paths: ImagePaths) -> Transf
                 else:
                     tx.update(doc)
             counts[kind] = len(items)
-    for image_id, raw in logs.items():
-        target = paths.log_path(image_id)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, raw)
-        except OSError as exc:
-            raise BadRequest(f"records imported, but the build log {target} could not be written: "
-                             f"{exc.strerror}") from None
+        store = BuildLogStore(storage, paths.logs_root)
+        for image_id, raw in logs.items():
+            image = tx.get(Image.KIND, image_id)
+            store.replace_log(tx, image_id, image.group if image is not None else None, raw)
     return TransferReport(counts, logs=len(logs))
 
 

@@ -65,7 +65,7 @@ class MemoryTx:
     def _all(self, kind: str) -> list[Doc]:
         merged = {**{k: d for k, d in self._docs.items() if k[0] == kind},
                   **{k: d for k, d in self.changes.items() if k[0] == kind}}
-        return list(merged.values())
+        return [d for d in merged.values() if d is not None]  # None: purged in this transaction
 
     def get(self, kind: str, id: str, *, lock: bool = False) -> Optional[Doc]:
         # A write transaction holds the store's write lock from start to commit: `lock` needs nothing more.
@@ -94,6 +94,13 @@ class MemoryTx:
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
         doc = self._live_named(kind, group, name)
         return None if doc is None else _copy(doc)
+
+    def purge(self, kind: str, id: str) -> bool:
+        self._check_writable()
+        if self._current(kind, id) is None:
+            return False
+        self.changes[(kind, id)] = None  # type: ignore[assignment]  # a tombstone, dropped at commit
+        return True
 
     def _live_named(self, kind: str, group: Optional[str], name: str) -> Optional[Doc]:
         return next((d for d in self._all(kind) if d.group == group and d.name == name and not d.deleted), None)
@@ -153,7 +160,8 @@ class MemoryStorage:
             tx = MemoryTx(store.docs, writable=True)
             yield tx  # an exception leaves here: the changes are dropped
             if tx.changes:
-                store.docs = {**store.docs, **tx.changes}
+                docs = {**store.docs, **tx.changes}
+                store.docs = {k: d for k, d in docs.items() if d is not None}  # purged documents go
 
     def close(self) -> None:
         self._closed = True

@@ -37,8 +37,10 @@ def write_config(folder: Path, settings: dict) -> Path:
 
 @contextmanager
 def serve(config: Path, port: Optional[int] = None, log_file: Optional[Path] = None,
-          env: Optional[dict] = None, threads: Optional[int] = None) -> Iterator["Server"]:
-    """Start `xpresso-env serve`, wait until it answers, stop it at the end."""
+          env: Optional[dict] = None, threads: Optional[int] = None,
+          cwd: Optional[Path] = None) -> Iterator["Server"]:
+    """Start `xpresso-env serve` (in folder ``cwd``, default the caller's), wait until it answers,
+    stop it at the end."""
     port = port or free_port()
     args = [sys.executable, "-m", "xpresso_env.cli", "--config", str(config), "serve", "--port", str(port)]
     if threads:
@@ -46,7 +48,7 @@ def serve(config: Path, port: Optional[int] = None, log_file: Optional[Path] = N
     log_file = log_file or config.parent / f"serve-{port}.log"
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                start_new_session=True)
+                                start_new_session=True, cwd=cwd)
     server = Server(proc=proc, port=port, log_file=log_file)
     try:
         server.wait_ready()

@@ -489,6 +489,40 @@ class StorageConformance:
             assert tx.find_name("harness", "alpha", "old") is None
             assert tx.find_name("harness", "alpha", "new") == to_doc(changed)
 
+    def test_purge_removes_for_good(self, backend, make_backend):
+        insert(backend, make_harness(1, name="keep"), make_harness(2, name="gone"),
+               make_image(3, groups=("beta",)))
+        with backend.write() as tx:
+            assert tx.purge("harness", str(uid(2))) is True
+            assert tx.purge("image", str(uid(3))) is True
+            assert tx.purge("harness", str(uid(9))) is False  # absent: nothing to do
+            assert tx.get("harness", str(uid(2))) is None  # the tx sees its own purge
+            assert ids(tx.query("harness", "alpha")) == [str(uid(1))]
+            assert tx.query("image", "beta") == []
+            tx.insert(to_doc(make_harness(4, name="gone")))  # the name is free again
+        for b in (backend, make_backend()):
+            with b.read() as tx:
+                assert tx.get("harness", str(uid(2))) is None
+                assert ids(tx.query("harness")) == [str(uid(1)), str(uid(4))]
+                assert tx.query("image") == [] and tx.query("image", "beta") == []
+        with backend.write() as tx:  # the same id may be inserted again after a purge
+            tx.insert(to_doc(make_harness(2, name="back")))
+        with backend.read() as tx:
+            assert from_doc(tx.get("harness", str(uid(2)))).name == "back"
+
+    def test_a_rolled_back_purge_keeps_the_document(self, backend):
+        insert(backend, make_harness(1, name="keep"))
+
+        class Boom(Exception):
+            pass
+
+        with pytest.raises(Boom):
+            with backend.write() as tx:
+                assert tx.purge("harness", str(uid(1))) is True
+                raise Boom()
+        with backend.read() as tx:
+            assert from_doc(tx.get("harness", str(uid(1)))).name == "keep"
+
     def test_same_id_in_another_kind_is_allowed(self, backend):
         insert(backend, make_harness(1, name="x"), make_engine(1, name="x"))
         with backend.read() as tx:
@@ -933,6 +967,17 @@ class ChangeCounterConformance(StorageConformance):
         before = versions(backend, [("image", "zeta")])
         increment_attempts(backend, str(uid(2)))
         assert versions(backend, [("image", "zeta")]) > before
+
+    def test_purge_bumps_its_group_and_its_visible_groups(self, backend):
+        insert(backend, make_image(1, group="alpha", groups=("beta",)), make_harness(2))
+        keys = [("image", "alpha"), ("image", "beta"), ("harness", "alpha")]
+        before = versions(backend, keys)
+        with backend.write() as tx:
+            tx.purge("image", str(uid(1)))
+        after = versions(backend, keys)
+        assert after[0] > before[0] and after[1] > before[1]
+        if not store_wide(backend):
+            assert after[2] == before[2]
 
     def test_a_rolled_back_write_bumps_nothing(self, backend):
         insert(backend, make_harness(1, name="taken"), make_image(2, groups=("beta",)))

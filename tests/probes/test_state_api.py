@@ -1,0 +1,89 @@
+"""GET /api/v2/{harnesses,engines}/{id}/state on every storage backend, /api/v2/health's probes
+part, and `xpresso-env probe` run as a real process. Engines are probed against the Jenkins
+STAND-IN on loopback (tests/probes/jenkins_standin.py: Jenkins cannot be installed here)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.probes.conftest import fake_install
+
+CREDS = {"username": "jenkins-user", "api_token": "api-token-1"}
+STATE_KEYS = {"operational_state", "since", "reason", "last_probe", "consecutive_failures",
+              "consecutive_successes"}
+
+
+def test_state_route_on_every_backend(world, jenkins, refused_url, tmp_path: Path):
+    root = fake_install(tmp_path / "inst", "24.3")
+    hid = world.post("/api/v2/harnesses", {"name": "h1", "path": str(root)}).json["id"]
+    good = world.post("/api/v2/engines", {"name": "good", "base_url": f"{jenkins.url}/jenkins", **CREDS}).json["id"]
+    bad = world.post("/api/v2/engines", {"name": "bad", "base_url": refused_url}).json["id"]
+
+    before = world.get(f"/api/v2/harnesses/{hid}/state", user="guest")  # members (any role) may read
+    assert before.status_code == 200 and set(before.json) == STATE_KEYS
+    assert before.json["operational_state"] == "UNKNOWN" and before.json["last_probe"] is None
+    assert before.json["reason"] == "not probed yet"
+
+    world.ctx.probes.run_due()
+    h = world.get(f"/api/v2/harnesses/{hid}/state").json
+    assert (h["operational_state"], h["reason"], h["consecutive_successes"]) == ("ONLINE", "pyATS 24.3", 1)
+    assert set(h["last_probe"]) == {"at", "ok", "latency_ms", "detail", "version"}
+    assert h["last_probe"]["version"] == "24.3" and h["last_probe"]["latency_ms"] >= 0
+    assert h["since"].endswith("Z")
+    assert world.get(f"/api/v2/engines/{good}/state").json["reason"] == "Jenkins 2.452.3"
+    e = world.get(f"/api/v2/engines/{bad}/state").json
+    assert (e["operational_state"], e["reason"], e["consecutive_failures"]) == ("OFFLINE", "connection refused", 1)
+    assert world.get(f"/api/v1/harnesses/{hid}").json["support_liveview"] is True
+
+    # another group's record is not found, nor is a harness id asked for as an engine
+    assert world.get(f"/api/v2/harnesses/{hid}/state", user="other", group="g2").status_code == 404
+    assert world.get(f"/api/v2/engines/{hid}/state").status_code == 404
+    assert world.get("/api/v2/engines/not-a-uuid/state").status_code in (400, 404)
+    assert world.get(f"/api/v2/engines/{good}/state?x=1").status_code == 400
+    assert world.client.simulate_get(f"/api/v2/engines/{good}/state").status_code == 401
+
+
+def test_health_has_a_probes_part(world):
+    body = world.client.simulate_get("/api/v2/health").json
+    assert body["probes"]["enabled"] is False and body["probes_problem"] is None
+
+
+def test_cli_probe_prints_one_line_per_record(tmp_path: Path, jenkins, refused_url):
+    root = fake_install(tmp_path / "inst", "24.3")
+    cfg = tmp_path / "xpresso.yaml"
+    cfg.write_text(yaml.safe_dump({"storage": {"backend": "sqlite", "path": "db.sqlite3"},
+                                   "auth": {"secret_file": "secret"}, "server": {"access_log": False}}))
+    fixtures = tmp_path / "fixtures.yaml"
+    fixtures.write_text(yaml.safe_dump({
+        "groups": ["lab", "other"],
+        "harnesses": [{"group": "lab", "name": "h1", "harness": "pyATS", "path": str(root)},
+                      {"group": "lab", "name": "off", "harness": "pyATS", "path": str(root),
+                       "configuration_state": "DISABLED"},
+                      {"group": "other", "name": "h2", "harness": "Tcl-ATS", "path": "/nonexistent"}],
+        "engines": [{"group": "lab", "name": "e1", "type": "jenkins", "base_url": f"{jenkins.url}/jenkins", **CREDS},
+                    {"group": "lab", "name": "e2", "type": "jenkins", "base_url": refused_url},
+                    {"group": "lab", "name": "c1", "type": "cloud", "base_url": "https://cloud.invalid"}],
+    }))
+
+    def run(*args: str) -> list[str]:
+        p = subprocess.run([sys.executable, "-m", "xpresso_env.cli", "--config", str(cfg), *args],
+                           capture_output=True, text=True, timeout=120, env=dict(os.environ))
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip().splitlines()
+
+    run("init")
+    run("load", str(fixtures))
+    assert run("probe") == [
+        "lab harness h1: ONLINE (pyATS 24.3)",
+        "lab harness off: UNKNOWN: DISABLED: not probed",
+        "other harness h2: OFFLINE: /nonexistent: does not exist",
+        "lab engine e1: ONLINE (Jenkins 2.452.3)",
+        "lab engine e2: OFFLINE: connection refused",
+        "lab engine c1: UNKNOWN: no prober for engines of type cloud",
+    ]
+    assert run("probe", "--kind", "engines", "--group", "lab", "e2") == ["lab engine e2: OFFLINE: connection refused"]
+    assert run("probe", "--group", "other") == ["other harness h2: OFFLINE: /nonexistent: does not exist"]

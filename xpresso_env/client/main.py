@@ -1,0 +1,388 @@
+"""`xpresso`: the command line of an xpresso-env server, over HTTP only.
+
+    xpresso login URL --token T [--group G]
+    xpresso harnesses|engines list|show|add|edit|rm|history|state ...
+    xpresso images list|show|pin|unpin|rm ...
+    xpresso build NAME:TAG --ref R [--base B] [--group-share G]... [--follow]
+    xpresso logs UUID [--follow]
+    xpresso cancel UUID
+    xpresso whoami
+
+Tables for people, ``--json`` for scripts (the API's own records). Errors: one line on stderr
+with the API's own words, exit 1; ``--debug`` adds the traceback. ``build --follow`` and
+``logs --follow`` exit 0 only when the build ends ``successful``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import traceback
+from typing import Any, Callable, Optional, Sequence
+
+from rich.prompt import Confirm
+
+from .. import __version__
+from . import render
+from .config import ClientConfig, bare_token, config_path, load_file, normal_url, resolve, save_file
+from .errors import ClientError
+from .follow import Follower, Sinks
+from .http import Api, dumps
+
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+KINDS = {"harnesses": "harness", "engines": "engine"}
+EXIT_INTERRUPTED = 130
+
+
+# --------------------------------------------------------------------------- the parser
+
+def _common() -> argparse.ArgumentParser:
+    """Options accepted before or after the command (`xpresso --json images list` or
+    `xpresso images list --json`); SUPPRESS keeps a subcommand from resetting what was given first."""
+    p = argparse.ArgumentParser(add_help=False, parents=[_flags()])
+    p.add_argument("--url", default=argparse.SUPPRESS, help="server URL (else $XPRESSO_URL, else the login file)")
+    p.add_argument("--token", default=argparse.SUPPRESS, help="token, `Jwt …` or bare (else $XPRESSO_TOKEN ...)")
+    p.add_argument("--group", default=argparse.SUPPRESS, help="group (else $XPRESSO_GROUP ...)")
+    return p
+
+
+def _flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the API's records as JSON")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show a traceback on errors")
+    return p
+
+
+def _registry_commands(sub: Any, common: argparse.ArgumentParser, kind: str) -> None:
+    label = KINDS[kind]
+    p = sub.add_parser(kind, help=f"{kind}: list, show, add, edit, rm, history, state")
+    cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = cmds.add_parser("list", parents=[common], help=f"the group's {kind}")
+    ls.add_argument("-f", "--filter", action="append", default=[], metavar="FIELD=VALUE",
+                    help="equality filter (name, site, bldg, configuration_state, operational_state, ...)")
+    ls.add_argument("--deleted", action="store_true", help="list deleted records too")
+    ls.add_argument("--limit", type=int)
+    for action, text in (("show", "one record"), ("rm", "soft-delete"), ("history", "changes and state events"),
+                         ("state", "operational state and last probe")):
+        c = cmds.add_parser(action, parents=[common], help=f"{label}: {text}")
+        c.add_argument("ref", metavar="NAME|ID")
+    add = cmds.add_parser("add", parents=[common], help=f"create a {label}")
+    add.add_argument("name", metavar="NAME")
+    edit = cmds.add_parser("edit", parents=[common], help=f"change a {label}")
+    edit.add_argument("ref", metavar="NAME|ID")
+    edit.add_argument("--name", dest="new_name", help="rename")
+    for c in (add, edit):
+        c.add_argument("--config-state", dest="configuration_state", choices=["ENABLED", "DISABLED", "MAINTENANCE"])
+        c.add_argument("--site")
+        c.add_argument("--bldg")
+        if kind == "harnesses":
+            c.add_argument("--path", required=c is add, help="absolute path of the installation")
+            c.add_argument("--harness", choices=["pyATS", "Tcl-ATS"])
+            c.add_argument("--supporting-path", dest="supporting_path")
+        else:
+            c.add_argument("--base-url", dest="base_url", required=c is add)
+            c.add_argument("--type", choices=["jenkins", "cloud"])
+            c.add_argument("--username", help="Jenkins user (write-only)")
+            c.add_argument("--api-token", dest="api_token", help="Jenkins API token (write-only)")
+        c.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="any other field (true/false/null are JSON)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="xpresso", parents=[common],
+                                     description="The command line of an xpresso-env server (HTTP only).")
+    parser.add_argument("--version", action="version", version=f"xpresso {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    login = sub.add_parser("login", parents=[_flags()], help="keep the server URL, token and group")
+    login.add_argument("server", metavar="URL")
+    login.add_argument("--token", required=True, dest="login_token", help="as `xpresso-env token create` prints it")
+    login.add_argument("--group", dest="login_group")
+
+    sub.add_parser("whoami", parents=[common], help="who the token belongs to, groups and permissions")
+    for kind in KINDS:
+        _registry_commands(sub, common, kind)
+
+    images = sub.add_parser("images", help="images: list, show, pin, unpin, rm")
+    icmds = images.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ils = icmds.add_parser("list", parents=[common], help="images visible in the group")
+    for field in ("name", "tag", "status"):
+        ils.add_argument(f"--{field}")
+    ils.add_argument("--ref", dest="git_ref")
+    ils.add_argument("--deleted", action="store_true")
+    ils.add_argument("--limit", type=int)
+    for action, text in (("show", "one image"), ("pin", "keep against retention"), ("unpin", "allow retention"),
+                         ("rm", "delete (cancels a running build)")):
+        c = icmds.add_parser(action, parents=[common], help=text)
+        c.add_argument("uuid", metavar="UUID")
+
+    build = sub.add_parser("build", parents=[common], help="build a Polaris image")
+    build.add_argument("image", metavar="NAME:TAG")
+    build.add_argument("--ref", required=True, help="git ref or commit of the Polaris repository")
+    build.add_argument("--base", help="ref merged in before building")
+    build.add_argument("--group-share", action="append", default=[], metavar="G", help="also visible in group G")
+    _follow_options(build)
+
+    logs = sub.add_parser("logs", parents=[common], help="a build's log")
+    logs.add_argument("uuid", metavar="UUID")
+    _follow_options(logs)
+
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a running build")
+    cancel.add_argument("uuid", metavar="UUID")
+    return parser
+
+
+def _follow_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--follow", action="store_true", help="stream the log until the build ends; "
+                                                         "exit 0 only when it ends successful")
+    p.add_argument("--cancel-on-interrupt", action="store_true",
+                   help="Ctrl-C while following cancels the build without asking")
+
+
+# --------------------------------------------------------------------------- running
+
+class Cli:
+    def __init__(self, args: argparse.Namespace, env: dict[str, str]):
+        self.args = args
+        self.env = env
+        self.json = bool(getattr(args, "json", False))
+        self.out = render.make_console()
+        self.err = render.make_console(stderr=True)
+        self._api: Optional[Api] = None
+        self.config = resolve({k: getattr(args, k, None) for k in ("url", "token", "group")}, env,
+                              load_file(config_path(env)))
+
+    @property
+    def api(self) -> Api:
+        if self._api is None:
+            if not self.config.url:
+                raise ClientError("no server: run `xpresso login URL --token T` or set XPRESSO_URL")
+            if not self.config.token:
+                raise ClientError("no token: run `xpresso login URL --token T` or set XPRESSO_TOKEN")
+            self._api = Api(self.config.url, self.config.token, self.config.group)
+        return self._api
+
+    def print_json(self, data: Any) -> None:
+        sys.stdout.write(dumps(data) + "\n")
+        sys.stdout.flush()
+
+    def show(self, data: Any, skip: Sequence[str] = ()) -> None:
+        if self.json:
+            self.print_json(data)
+        else:
+            render.record(self.out, data, skip)
+
+    def listing(self, kind: str, path: Sequence[str], params: dict[str, str]) -> None:
+        resp = self.api.request("GET", self.api.path(*path), params=params)
+        records = resp.json()
+        if self.json:
+            self.print_json(records)
+        else:
+            render.table(self.out, kind, records, resp.headers.get("X-Total-Count"))
+
+    # -- commands ---------------------------------------------------------------------------
+    def login(self) -> int:
+        url = normal_url(self.args.server)
+        token = bare_token(self.args.login_token)
+        group = self.args.login_group
+        me = Api(url, token, group).get("me")  # the token works (and the group, if named) before it is kept
+        path = config_path(self.env)
+        save_file(path, ClientConfig(url=url, token=token, group=group or None))
+        where = f", group {me['group']}" if me.get("group") else ""
+        self.err.print(f"Logged in to {url} as {me['user']}{where} (saved in {path})")
+        return 0
+
+    def whoami(self) -> int:
+        me = self.api.get("me")
+        if self.json:
+            self.print_json(me)
+            return 0
+        who = me["user"] + (" (system administrator)" if me.get("superuser") else "")
+        self.out.print(f"{who} at {self.config.url}")
+        for group, role in me.get("groups", {}).items():
+            mark = "*" if group == me.get("group") else " "
+            self.out.print(f" {mark} {group}: {role or 'any (system administrator)'}")
+        if me.get("group"):
+            self.out.print(f"permissions in {me['group']}: {', '.join(me['permissions']) or '(read only)'}")
+        return 0
+
+    def _record_id(self, kind: str, ref: str) -> str:
+        if UUID_RE.match(ref):
+            return ref
+        try:
+            return self.api.get("resources", kind, ref)["id"]
+        except ClientError as exc:
+            if exc.status == 404:
+                raise ClientError(f"no {KINDS[kind]} named {ref!r} in group "
+                                  f"{self.config.group or '(your only group)'}", status=404) from None
+            raise
+
+    def _fields(self, kind: str) -> dict[str, Any]:
+        a = self.args
+        names = ["configuration_state", "site", "bldg"] + (
+            ["path", "harness", "supporting_path"] if kind == "harnesses" else ["base_url", "type", "username",
+                                                                                 "api_token"])
+        body = {n: getattr(a, n) for n in names if getattr(a, n, None) is not None}
+        for item in a.set:
+            field, sep, value = item.partition("=")
+            if not sep or not field:
+                raise ClientError(f"--set wants FIELD=VALUE, got {item!r}")
+            body[field] = {"true": True, "false": False, "null": None}.get(value, value)
+        return body
+
+    def registry(self, kind: str) -> int:
+        a = self.args
+        action = a.action
+        if action == "list":
+            params = {}
+            for item in a.filter:
+                field, sep, value = item.partition("=")
+                if not sep:
+                    raise ClientError(f"--filter wants FIELD=VALUE, got {item!r}")
+                params[field] = value
+            if a.deleted:
+                params["deleted"] = "true"
+            if a.limit is not None:
+                params["limit"] = str(a.limit)
+            self.listing(kind, [kind], params)
+        elif action == "add":
+            self.show(self.api.call("POST", kind, body={"name": a.name, **self._fields(kind)}))
+        elif action == "edit":
+            body = self._fields(kind)
+            if a.new_name:
+                body["name"] = a.new_name
+            if not body:
+                raise ClientError("nothing to change: give at least one field option")
+            self.show(self.api.call("PATCH", kind, self._record_id(kind, a.ref), body=body))
+        elif action == "show":
+            self.show(self.api.get(kind, self._record_id(kind, a.ref)))
+        elif action == "rm":
+            record_id = self._record_id(kind, a.ref)
+            self.api.call("DELETE", kind, record_id)
+            if not self.json:
+                self.err.print(f"deleted {KINDS[kind]} {a.ref}")
+        elif action == "history":
+            entries = self.api.get(kind, self._record_id(kind, a.ref), "history")
+            if self.json:
+                self.print_json(entries)
+            else:
+                render.table(self.out, "history", entries)
+        elif action == "state":
+            self.show(self.api.get(kind, self._record_id(kind, a.ref), "state"))
+        return 0
+
+    def images(self) -> int:
+        a = self.args
+        if a.action == "list":
+            params = {k: getattr(a, k) for k in ("name", "tag", "status", "git_ref") if getattr(a, k)}
+            if a.deleted:
+                params["deleted"] = "true"
+            if a.limit is not None:
+                params["limit"] = str(a.limit)
+            self.listing("images", ["images"], params)
+        elif a.action == "show":
+            self.show(self.api.get("images", a.uuid), skip=("yaml_content", "credentials"))
+        elif a.action in ("pin", "unpin"):
+            self.show(self.api.call("PATCH", "images", a.uuid, body={"pin_version": a.action == "pin"}),
+                      skip=("yaml_content", "credentials"))
+        elif a.action == "rm":
+            self.api.call("DELETE", "images", a.uuid)
+            if not self.json:
+                self.err.print(f"deleted image {a.uuid}")
+        return 0
+
+    def build(self) -> int:
+        a = self.args
+        name, sep, tag = a.image.rpartition(":")
+        if not sep or not name or not tag or "/" in tag:
+            raise ClientError(f"expected NAME:TAG, got {a.image!r}")
+        body: dict[str, Any] = {"name": name, "tag": tag, "git_ref": a.ref}
+        if a.base:
+            body["base_ref"] = a.base
+        if a.group_share:
+            body["groups"] = a.group_share
+        record = self.api.call("POST", "images", "polaris_build", body=body)
+        if not a.follow:
+            if self.json:
+                self.print_json(record)
+            else:
+                self.out.print(f"building {name}:{tag} as {record['uuid']}")
+                self.err.print(f"follow it with: xpresso logs {record['uuid']} --follow", style="dim")
+            return 0
+        if not self.json:
+            self.err.print(f"building {name}:{tag} as {record['uuid']}")
+        return self.follow(record["uuid"])
+
+    def logs(self) -> int:
+        if self.args.follow:
+            return self.follow(self.args.uuid)
+        sys.stdout.buffer.write(self.api.text("images", self.args.uuid, "logs"))
+        sys.stdout.flush()
+        return 0
+
+    def follow(self, image_id: str) -> int:
+        # The log on a terminal gets the progress line; anything else gets the bytes. With --json
+        # the log goes to stderr so stdout holds only the final record.
+        tty = not self.json and sys.stdout.isatty()
+        raw = sys.stderr.buffer if self.json else (None if tty else sys.stdout.buffer)
+        follower = Follower(self.api, image_id, Sinks(console=self.out, raw=raw), tty,
+                            self.args.cancel_on_interrupt, self._ask_cancel)
+        record = follower.run()
+        status = record.get("status")
+        if self.json:
+            self.print_json(record)
+        else:
+            error = (record.get("meta") or {}).get("error")
+            line = f"{record.get('name')}:{record.get('tag')} {status}" + (f": {error}" if error else "")
+            (self.out if tty else self.err).print(render.styled(status).replace(status, line, 1) if status else line)
+        return 0 if status == "successful" else 1
+
+    def _ask_cancel(self, image_id: str) -> bool:
+        if not sys.stdin.isatty():
+            return False
+        return Confirm.ask(f"Cancel build {image_id}?", default=False, console=self.err)
+
+    def cancel(self) -> int:
+        self.show(self.api.call("POST", "images", self.args.uuid, "cancel"), skip=("yaml_content", "credentials"))
+        return 0
+
+    def run(self) -> int:
+        command = self.args.command
+        handlers: dict[str, Callable[[], int]] = {
+            "login": self.login, "whoami": self.whoami, "images": self.images, "build": self.build,
+            "logs": self.logs, "cancel": self.cancel,
+            "harnesses": lambda: self.registry("harnesses"), "engines": lambda: self.registry("engines")}
+        return handlers[command]()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return Cli(args, dict(os.environ)).run()
+    except ClientError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"xpresso: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("xpresso: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `xpresso images list | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:  # never a traceback for people; --debug shows it
+        if debug:
+            traceback.print_exc()
+        print(f"xpresso: error: {type(exc).__name__}: {' '.join(str(exc).split())} (--debug shows more)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
