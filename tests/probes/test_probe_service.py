@@ -308,8 +308,26 @@ def test_health_says_why_probing_is_down(probe_world):
         problem = wait_for(service.problem)
         assert problem == "storage: database is on fire"
         assert service.status()["problem"] == problem
+        # ...and the health answer names the part that is down and why (CONTRACT §10)
+        import falcon
+        from falcon.testing import TestClient
+
+        from xpresso_env.api.meta import Health
+
+        def health(storage):
+            app = falcon.App()
+            app.add_route("/health", Health(w.ctx.pm, storage, {"response_cache": "on"}, None, service))
+            return TestClient(app).simulate_get("/health")
+
+        res = health(w.ctx.storage)  # storage answers: 200, but probing is down
+        assert res.status_code == 200
+        assert res.json["probes_problem"] == problem and res.json["down"] == {"probes": problem}
+        res = health(DeadStore())
+        assert res.status_code == 503
+        assert res.json["down"] == {"storage": "database is on fire", "probes": problem}
     finally:
         service.stop()
+    assert w.client.simulate_get("/api/v2/health").json["down"] == {}  # the app's own service is fine
 
 
 def test_an_undecodable_folder_name_is_stored_escaped(probe_world, clock, tmp_path: Path):

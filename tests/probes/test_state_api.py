@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.probes.conftest import fake_install
@@ -38,6 +39,11 @@ def test_state_route_on_every_backend(world, jenkins, refused_url, tmp_path: Pat
     e = world.get(f"/api/v2/engines/{bad}/state").json
     assert (e["operational_state"], e["reason"], e["consecutive_failures"]) == ("OFFLINE", "connection refused", 1)
     assert world.get(f"/api/v1/harnesses/{hid}").json["support_liveview"] is True
+    # the probe's state change left its history row (by: null, the probe's reason) on this backend too
+    rows = world.get(f"/api/v2/engines/{bad}/history").json
+    assert [r["event"] for r in rows] == ["created", "state"]
+    assert rows[1] == {"at": rows[1]["at"], "event": "state", "by": None,
+                       "changes": {"operational_state": ["UNKNOWN", "OFFLINE"]}, "reason": "connection refused"}
 
     # another group's record is not found, nor is a harness id asked for as an engine
     assert world.get(f"/api/v2/harnesses/{hid}/state", user="other", group="g2").status_code == 404
@@ -45,6 +51,27 @@ def test_state_route_on_every_backend(world, jenkins, refused_url, tmp_path: Pat
     assert world.get("/api/v2/engines/not-a-uuid/state").status_code in (400, 404)
     assert world.get(f"/api/v2/engines/{good}/state?x=1").status_code == 400
     assert world.client.simulate_get(f"/api/v2/engines/{good}/state").status_code == 401
+
+
+def test_a_probed_state_change_and_its_history_row_commit_together(world, refused_url):
+    """On every backend: a journal that fails while a probe result is written rolls the state
+    change back with it (no state without its history row); the next round writes both."""
+    eid = world.post("/api/v2/engines", {"name": "bad", "base_url": refused_url}).json["id"]
+    journal = world.ctx.journal
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("journal down")
+
+    journal.record = broken  # the instance attribute shadows the method, for this context only
+    with pytest.raises(RuntimeError, match="journal down"):
+        world.ctx.probes.run_due()
+    assert world.get(f"/api/v2/engines/{eid}").json["operational_state"] == "UNKNOWN"
+    assert [r["event"] for r in world.get(f"/api/v2/engines/{eid}/history").json] == ["created"]
+    assert world.get(f"/api/v2/engines/{eid}/state").json["last_probe"] is None
+    del journal.record
+    world.ctx.probes.run_due()  # the claim is this service's own: it probes again at once
+    assert world.get(f"/api/v2/engines/{eid}").json["operational_state"] == "OFFLINE"
+    assert [r["event"] for r in world.get(f"/api/v2/engines/{eid}/history").json] == ["created", "state"]
 
 
 def test_health_has_a_probes_part(world):

@@ -73,5 +73,8 @@ class Health:
         if problem is not None:
             body["status"] = f"storage unavailable: {problem}"
             status = falcon.HTTP_503
+        # CONTRACT §10: which part is down and why, in one place ({} when all is well).
+        down = {"storage": problem, "builder": body["builder_problem"], "probes": body.get("probes_problem")}
+        body["down"] = {part: why for part, why in down.items() if why}
         body["plugins"] = plugin_list(self.pm)
         send_json(resp, body, status)

@@ -72,6 +72,9 @@ SCHEMAS: dict[str, Any] = {
                     "builder_problem": {"type": ["string", "null"]},
                     "probes": {"type": "object", "description": "enabled, running, problem, records, in_flight"},
                     "probes_problem": {"type": ["string", "null"], "description": "why probing is not working"},
+                    "down": {"type": "object", "additionalProperties": {"type": "string"},
+                             "description": "each part that is down (storage, builder, probes) and why; {} when "
+                                            "all work"},
                     "plugins": {"type": "array", "items": _ref("Plugin")}},
                    ["status", "version", "storage"], extra=True),
 }

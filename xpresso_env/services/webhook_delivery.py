@@ -109,8 +109,15 @@ def _abort(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
 def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float, allow_private: bool,
          resolver: Resolver) -> Attempt:
     """One POST; never raises for what the network or the receiver does."""
-    parts = urlsplit(url)
-    host, port = url_host_port(url)
+    # The API only stores http(s) URLs, but a webhook may also come from `import` or an older
+    # store: whatever is stored, nothing but http(s) to a named host is ever connected to.
+    try:
+        parts = urlsplit(url)
+        host, port = url_host_port(url)  # a port out of range or not a number: ValueError
+    except ValueError as exc:
+        return Attempt(None, f"refused: bad URL ({exc})")
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return Attempt(None, f"refused: {url[:100]!r} is not an http or https URL")
     try:
         addresses = check_destination(url, resolver, strict=True) if not allow_private else resolver(host, port)
     except PrivateAddress as exc:

@@ -38,14 +38,42 @@ def resolve(host: str, port: int) -> list[str]:
     return out
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address some part of the path may translate to:
+# IPv4-compatible (::/96, deprecated), SIIT IPv4-translated (::ffff:0:0:0/96) and NAT64
+# (64:ff9b::/96 well-known, 64:ff9b:1::/48 local-use). A NAT64 gateway turns 64:ff9b::a00:1 into
+# 10.0.0.1 on its own network: the embedded address is judged, not the IPv6 wrapper.
+_EMBEDS_IPV4 = tuple(ipaddress.ip_network(n) for n in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> Optional[ipaddress.IPv4Address]:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:  # 2002:AABB:CCDD::/48 carries AA.BB.CC.DD
+        return ip.sixtofour
+    if ip.teredo is not None:  # (server, client): the client is the host being reached
+        return ip.teredo[1]
+    if int(ip) > 1 and any(ip in net for net in _EMBEDS_IPV4):  # ::1 and :: are judged as they are
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def refused_address(address: str) -> bool:
     """Whether ``events.allow_private: false`` refuses this address: loopback, link-local, private
     ranges, and anything else that is not globally routable (unspecified 0.0.0.0, shared
-    100.64/10, reserved, multicast), IPv4-mapped IPv6 included."""
+    100.64/10, reserved, site-local, multicast), and IPv6 forms that carry such an IPv4 address
+    (IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64, 6to4, Teredo)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (not ip.is_global) or ip.is_multicast or ip.is_private or ip.is_loopback or ip.is_link_local
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            if refused_address(str(inner)):
+                return True
+            if ip.ipv4_mapped is not None or any(ip in net for net in _EMBEDS_IPV4):
+                return False  # what is reached is that (public) IPv4 address, e.g. through DNS64/NAT64
+        if ip.is_site_local:  # fec0::/10: deprecated, but still private where it is used
+            return True
+    return (not ip.is_global) or ip.is_multicast or ip.is_private or ip.is_loopback or ip.is_link_local \
+        or ip.is_reserved
 
 
 def url_host_port(url: str) -> tuple[str, int]:
