@@ -24,7 +24,8 @@ FINAL = ("successful", "failed", "cancelled")
 
 def polaris_repo(path: Path) -> GitRepo:
     """main: FROM scratch + COPY (dry-run and Docker build it). steps: a busybox image whose
-    RUN sleeps a little (Docker's log shows Step n/m). sleepy: a RUN that sleeps long."""
+    RUN sleeps a little (Docker's log shows Step n/m). sleepy: a RUN that sleeps long. extra:
+    main plus one file (a base ref to merge)."""
     repo = GitRepo(path)
     repo.path.mkdir()
     repo.git("init", "-q", "-b", "main")
@@ -35,6 +36,8 @@ def polaris_repo(path: Path) -> GitRepo:
                                f"RUN echo step three starts && sleep 3 && echo $RANDOM-{time.time_ns()}\n"}, "steps")
     repo.git("checkout", "-q", "-b", "sleepy", "main")
     repo.commit({"Dockerfile": f"FROM {BUSYBOX_REF}\nRUN echo sleeping now && sleep 45\n"}, "sleepy")
+    repo.git("checkout", "-q", "-b", "extra", "main")  # a base for `build --base`: merges cleanly into main
+    repo.commit({"extra.txt": "from the base ref\n"}, "extra")
     repo.git("checkout", "-q", "main")
     return repo
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from tests.client.conftest import Site
-from xpresso_env.testing.server import free_port
+from xpresso_env.testing.server import cli, free_port
 
 
 def test_login_keeps_url_token_and_group_in_a_0600_file(site: Site, home: Path):
@@ -296,3 +296,83 @@ def test_history_and_state(site: Site, home: Path):
     assert r.returncode == 0 and re.search(r"operational_state\s+(ONLINE|OFFLINE|UNKNOWN)", r.stdout), r.stdout
     r = site.xpresso("engines", "history", "no-such-engine")
     assert r.returncode == 1 and "no engine named 'no-such-engine'" in r.stderr
+
+
+def test_login_takes_the_token_as_token_create_prints_it(site: Site, home: Path):
+    """`xpresso-env token create`'s output as it is: its last line (`Jwt ...`), or both lines
+    (`--token "$(xpresso-env token create carol)"`)."""
+    output = cli(site.config, "token", "create", "carol").stdout
+    lines = output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("token for carol") and lines[1].startswith("Jwt ")
+    path = home / ".config" / "xpresso" / "config.yaml"
+    for given in (lines[-1], output):
+        path.unlink(missing_ok=True)
+        r = site.xpresso("login", site.url, "--token", given, user=None, group=None)
+        assert r.returncode == 0, r.stderr
+        assert yaml.safe_load(path.read_text())["token"] == lines[1].split()[1]
+        assert json.loads(site.xpresso("whoami", "--json", user=None, group=None).stdout)["user"] == "carol"
+    # the same forms in XPRESSO_TOKEN
+    r = site.xpresso("whoami", "--json", user=None, group=None, env={"XPRESSO_URL": site.url, "XPRESSO_TOKEN": output})
+    assert r.returncode == 0 and json.loads(r.stdout)["user"] == "carol", r.stderr
+    r = site.xpresso("login", site.url, "--token", "Basic a b", user=None, group=None)
+    assert r.returncode == 1 and r.stderr.strip() == "xpresso: error: the token should be `Jwt <token>` or the bare token"
+
+
+def test_engine_commands_list_show_edit_history_state(site: Site, home: Path):
+    r = site.xpresso("engines", "add", "cli-e2", "--base-url", "http://127.0.0.1:9/", "--site", "RTP", "--json")
+    assert r.returncode == 0, r.stderr
+    engine = json.loads(r.stdout)
+    assert engine["type"] == "jenkins"
+    r = site.xpresso("engines", "edit", engine["id"], "--name", "cli-e2b", "--bldg", "B7", "--json")
+    assert r.returncode == 0, r.stderr
+    assert (json.loads(r.stdout)["name"], json.loads(r.stdout)["bldg"]) == ("cli-e2b", "B7")
+    r = site.xpresso("engines", "list", "-f", "name=cli-e2b")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:4] == ["name", "type", "config", "state"]
+    assert lines[1].split()[:3] == ["cli-e2b", "jenkins", "ENABLED"] and engine["id"] in lines[1]
+    r = site.xpresso("engines", "show", "cli-e2b")
+    assert r.returncode == 0 and re.search(r"bldg\s+B7", r.stdout), r.stdout
+    r = site.xpresso("engines", "history", "cli-e2b", "--json")
+    assert r.returncode == 0, r.stderr
+    events = [e for e in json.loads(r.stdout) if e["event"] != "state"]
+    assert [e["event"] for e in events][:2] == ["created", "updated"]
+    assert events[1]["changes"]["name"] == ["cli-e2", "cli-e2b"]
+    r = site.xpresso("engines", "state", "cli-e2b", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["operational_state"] in ("ONLINE", "OFFLINE", "UNKNOWN")
+    r = site.xpresso("engines", "edit", "cli-e2b")
+    assert r.returncode == 1 and "nothing to change" in r.stderr
+    assert site.xpresso("engines", "rm", "cli-e2b").returncode == 0
+
+
+def test_tables_fit_the_terminal_width(site: Site, home: Path):
+    """$COLUMNS is the width rich sees: a narrow one drops columns (bldg first) and folds, never
+    wider than the terminal, the id kept whole; a wide one shows every column."""
+    r = site.xpresso("harnesses", "add", "cli-wide", "--path", "/opt/pyats/a/rather/long/installation/path",
+                     "--site", "SITE-OTT", "--bldg", "BLDG-22", "--json")
+    assert r.returncode == 0, r.stderr
+    harness_id = json.loads(r.stdout)["id"]
+    wide = site.xpresso("harnesses", "list", "-f", "name=cli-wide", env={"COLUMNS": "200"})
+    assert wide.returncode == 0, wide.stderr
+    assert wide.stdout.splitlines()[0].split() == ["name", "harness", "config", "state", "site", "bldg", "path", "id"]
+    assert "BLDG-22" in wide.stdout and harness_id in wide.stdout
+    for columns in (100, 72):
+        narrow = site.xpresso("harnesses", "list", "-f", "name=cli-wide", env={"COLUMNS": str(columns)})
+        assert narrow.returncode == 0, narrow.stderr
+        lines = narrow.stdout.splitlines()
+        assert max(len(line) for line in lines) <= columns, narrow.stdout
+        assert "bldg" not in lines[0].split() and "BLDG-22" not in narrow.stdout
+        assert harness_id in narrow.stdout  # whole, on one line
+    assert site.xpresso("harnesses", "rm", harness_id).returncode == 0
+
+
+def test_build_with_a_base_ref_merges_it(site: Site, home: Path):
+    # steps and extra both branch off main: a real 3-way merge (dry-run: checkout and merge are real)
+    r = site.xpresso("build", "cli-base:v1", "--ref", "steps", "--base", "extra", "--follow")
+    assert r.returncode == 0, r.stderr
+    image_id = re.search(r"as ([0-9a-f-]{36})", r.stderr).group(1)
+    record = site.image(image_id)
+    assert record["status"] == "successful" and record["base_ref"] == "extra"
+    assert re.search(r"merge of extra into steps: merged", r.stdout), r.stdout
+    r = site.xpresso("build", "cli-base:v2", "--ref", "main", "--base", "no-such-base", "--follow")
+    assert r.returncode == 1 and "cli-base:v2 failed" in r.stderr

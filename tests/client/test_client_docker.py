@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from rich.spinner import Spinner
 
 from tests.client.conftest import CLIENT, Site, start_site
 from tests.client.test_client import CuttableProxy
@@ -60,6 +61,10 @@ def test_follow_on_a_terminal_shows_elapsed_time_and_docker_steps(docker_site: S
         shown = _read_until(main, proc, re.compile(rb"building cli-steps:v1  \d+:\d\d  step 3/3"))
         text = shown.decode(errors="replace")
         assert re.search(r"building cli-steps:v1  \d+:\d\d  step 3/3", text), text
+        # ... led by a spinner (rich's "dots" frames)
+        frames = "".join(Spinner("dots").frames)  # the follower's spinner
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # without the terminal's colour codes
+        assert re.search(f"[{re.escape(frames)}] building cli-steps:v1", plain), text
         assert "Step 1/3 : FROM" in text  # the log's own lines, above the progress line
         rest = _read_until(main, proc, re.compile(rb"cli-steps:v1 successful"))
         assert proc.wait(60) == 0, (text + rest.decode(errors="replace"))[-2000:]

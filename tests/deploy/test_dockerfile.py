@@ -362,6 +362,12 @@ def test_container_answers_health_as_its_user_keeping_sqlite_in_the_volume(
     resp = requests.get(f"http://127.0.0.1:{port}/api/v2/harnesses",
                         headers={"Authorization": tokens[0], "Group": "ops"}, timeout=10)
     assert resp.status_code == 200, resp.text
+    # The web page and its files come from the wheel's install (package_data), the client too.
+    for path in ("/", "/ui/app.js", "/ui/swagger-ui-bundle.js"):
+        resp = requests.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+        assert resp.status_code == 200 and len(resp.content) > 100, path
+    client = first.exec_run(["xpresso", "--version"])
+    assert client.exit_code == 0 and client.output.decode().startswith("xpresso "), client.output
 
     # The container's own HEALTHCHECK command agrees.
     check = first.exec_run(docker_client.api.inspect_image(image)["Config"]["Healthcheck"]["Test"][1:])

@@ -121,6 +121,7 @@ def polaris_http(tmp_path_factory) -> Iterator[PolarisHttp]:
 class Site:
     server: Server
     tokens: dict[str, str]  # user -> "Jwt ..."
+    token_outputs: dict[str, str] = field(default_factory=dict)  # user -> all `token create` printed
     ids: dict[str, str] = field(default_factory=dict)  # harness/engine name -> id
     polaris: PolarisHttp = None  # type: ignore[assignment]
 
@@ -155,11 +156,12 @@ def site(tmp_path_factory, polaris_http: PolarisHttp) -> Iterator[Site]:
     cli(config, "init")
     for group in ("g1", "g2"):
         cli(config, "group", "add", group)
-    tokens = {}
+    tokens, outputs = {}, {}
     for user, memberships in USERS.items():
         args = [a for m in memberships for a in ("--group", m)]
         cli(config, "user", "add", user, *args)
-        tokens[user] = cli(config, "token", "create", user).stdout.strip().splitlines()[-1]
+        outputs[user] = cli(config, "token", "create", user).stdout
+        tokens[user] = outputs[user].strip().splitlines()[-1]
     fixtures = folder / "fixtures.yaml"
     fixtures.write_text(yaml.safe_dump({
         "harnesses": [
@@ -181,7 +183,7 @@ def site(tmp_path_factory, polaris_http: PolarisHttp) -> Iterator[Site]:
     # Two threads: one followed log takes the only follow slot (threads // 2), so a second
     # follower gets 429 and the page's fallback (polling with ?offset) is exercised too.
     with serve(config, env=env, threads=2) as server:
-        s = Site(server=server, tokens=tokens, polaris=polaris_http)
+        s = Site(server=server, tokens=tokens, token_outputs=outputs, polaris=polaris_http)
         # One harness made and changed through the API, so its history has events by a user.
         r = s.api("POST", "/api/v2/harnesses", json={"name": "pyats-ott", "path": "/opt/pyats", "site": "OTT",
                                                      "bldg": "B1"})

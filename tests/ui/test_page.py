@@ -121,6 +121,13 @@ def test_the_token_stays_in_the_tab_and_goes_to_this_origin_only(page: Page, sit
     page.click("#signin-form button[type=submit]")
     expect(page.locator("#message")).to_contain_text("Invalid token.")
     assert page.evaluate("sessionStorage.length") == 0
+    # everything `xpresso-env token create` printed, both lines, pasted as it is
+    output = site.token_outputs["gus"]
+    assert len(output.strip().splitlines()) == 2 and output.strip().splitlines()[0].startswith("token for gus")
+    page.fill("#token", output)
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#who-user")).to_have_text("gus")
+    assert page.evaluate("sessionStorage.getItem('xpresso.token')") == token
     page.watch.assert_clean()
 
 

@@ -33,8 +33,11 @@ def config_path(env: Mapping[str, str] = os.environ) -> Path:
 
 
 def bare_token(text: str) -> str:
-    """The JWT from ``Jwt T`` (as `xpresso-env token create` prints it), ``Bearer T`` or ``T``."""
-    parts = text.strip().split()
+    """The JWT from ``Jwt T`` (the last line `xpresso-env token create` prints), ``Bearer T`` or
+    ``T``. The command's whole output (``--token "$(xpresso-env token create alice)"``, or both
+    lines pasted) is accepted too: its last line is the token."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    parts = lines[-1].split() if lines else []
     if len(parts) == 2 and parts[0].lower() in _SCHEMES:
         return parts[1]
     if len(parts) == 1:

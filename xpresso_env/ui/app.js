@@ -123,8 +123,12 @@
 
   // ------------------------------------------------------------------ signing in
 
+  // `Jwt T`, `Bearer T` or T; the whole output of `xpresso-env token create` pasted (two lines)
+  // works too: its last line is the token.
   function normalizeToken(raw) {
-    return raw.trim().replace(/^(jwt|bearer)\s+/i, "").trim();
+    const lines = raw.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "");
+    const last = lines.length ? lines[lines.length - 1] : "";
+    return last.replace(/^(jwt|bearer)\s+/i, "").trim();
   }
 
   async function signIn(token, wantedGroup) {
