@@ -175,7 +175,7 @@ def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: S
                        lease_clock, poll_s=poll_s, max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS, logs=logs,
                        push=PushTargets(settings.registry, settings.resolve(settings.registry.password_file)),
                        journal=journal)
-    retention = Retention(storage, paths, settings.images, settings.builds, slot, events, clock)
+    retention = Retention(storage, paths, settings.images, settings.builds, slot, events, clock, logs=logs)
     # builds.enabled false: the service answers the API but starts neither workers nor the sweep.
     return ImageService(storage, settings.images, settings.polaris, paths, slot, queue, retention, events, clock,
                         new_id, cancel_wait_s=cancel_wait_s, follow_poll_s=follow_poll_s, builds=settings.builds,

@@ -84,12 +84,14 @@ def test_images_sweep_command(make_image_world, tmp_path, capsys):
     assert main(["--config", str(config), "images", "sweep", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert any(line.startswith(f"would remove g1/polaris:drop {drop['uuid']} {drop['nfs_path']}: built ")
-               and "retention 0 days" in line for line in out), out
+               and "retention 0 days" in line and line.endswith("; builder image polaris:drop")
+               for line in out), out
     assert any(line.startswith(f"kept g1/polaris:keep {keep['uuid']}") and "pinned" in line for line in out), out
     assert out[-1] == "would remove 1 image(s); 1 pinned image(s) past retention kept"
     assert Path(drop["nfs_path"]).exists()
     assert main(["--config", str(config), "images", "sweep"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("removed g1/polaris:drop") and "tar removed" in line for line in out), out
+    assert any(line.startswith("removed g1/polaris:drop") and "tar removed" in line
+               and line.endswith("; builder image polaris:drop") for line in out), out
     assert not Path(drop["nfs_path"]).exists() and Path(keep["nfs_path"]).exists()
     assert w.image(drop["uuid"])["is_deleted"] is True

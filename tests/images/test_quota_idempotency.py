@@ -140,3 +140,27 @@ def test_racing_requests_with_one_key_make_one_build(make_image_world):
         assert len(w.get("/api/v2/images").json) == 1
     finally:
         ctx2.close()
+
+
+def test_a_retry_with_its_key_is_answered_even_when_the_queue_is_full(make_image_world):
+    """The key is looked up before the quota: the retry of an accepted submit is never a 429."""
+    w = make_image_world(start=False, config={"builds": {"max_queued_per_group": 1}})
+    first = post(w, body(), key="lost-answer")
+    assert first.status_code == 200
+    assert post(w, body("v2")).status_code == 429  # the queue is full
+    again = post(w, body(), key="lost-answer")
+    assert again.status_code == 200 and again.json["uuid"] == first.json["uuid"], again.text
+    assert post(w, body("v2"), key="lost-answer").status_code == 422
+
+
+def test_a_retry_with_its_key_is_answered_while_builds_are_unavailable(make_image_world, monkeypatch):
+    """The key is looked up before the 503 of a builder gone away: the retry gets its image."""
+    w = make_image_world(start=False)
+    first = post(w, body(), key="lost-answer")
+    assert first.status_code == 200
+    monkeypatch.setattr(w.ctx.images.builders, "problem", lambda: "docker: the daemon does not answer")
+    assert post(w, body("v2")).status_code == 503
+    assert post(w, body("v2"), key="another").status_code == 503  # a new key: a new submit, refused
+    again = post(w, body(), key="lost-answer")
+    assert again.status_code == 200 and again.json["uuid"] == first.json["uuid"], again.text
+    assert len(w.get("/api/v2/images").json) == 1

@@ -25,6 +25,9 @@ the build wrote it, in every process.
 Logs written by earlier versions as files (``<images.logs_root>/<image id>.log``) are still read
 when an image has no chunk yet; the first append to such an image copies the file into chunks
 first (the file itself is left alone), so nothing is lost and offsets keep their meaning.
+
+A log lives as long as its image is live; the retention sweep purges the log of a deleted image
+once its retention has passed since the deletion (``retention.py``; :meth:`BuildLogStore.purge`).
 """
 from __future__ import annotations
 
@@ -221,7 +224,8 @@ class BuildLogStore:
 
     def replace_log(self, tx: Tx, image_id: str, group: Optional[str], raw: bytes) -> None:
         """Make the log exactly ``raw`` (export/import), in the caller's transaction. Chunks past
-        the new end (a longer log stored before) are emptied: storage keeps documents for good."""
+        the new end (a longer log stored before) are emptied; only the retention sweep purges
+        chunks (:meth:`purge`)."""
         text = raw.decode("utf-8", errors="replace")
         offset, seq = 0, 0
         for seq, piece in enumerate(_pieces(text) or [""]):
@@ -233,6 +237,15 @@ class BuildLogStore:
             if self._get(tx, image_id, seq) is None:
                 return
             tx.update(self._doc(image_id, group, seq, offset, ""))
+
+    def purge(self, tx: Tx, image_id: str) -> int:
+        """Remove the log's chunks for good, in the caller's write transaction (the retention
+        sweep, for images deleted past their retention). Chunks have no gaps, so point look-ups
+        from seq 0 find them all. Returns how many there were."""
+        seq = 0
+        while tx.purge(KIND, chunk_id(str(image_id), seq)):
+            seq += 1
+        return seq
 
     # -- reading ------------------------------------------------------------------------------
     def _read(self, tx: Tx, image_id: str, offset: int, limit: Optional[int],

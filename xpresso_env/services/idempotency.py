@@ -12,7 +12,8 @@ process on the storage:
 
 Submits of one group serialise on the group's row lock (see ``ImageService.submit``), so two
 requests with one key cannot both miss the record and start two builds. A record older than
-``KEEP`` is replaced by the next request with its key.
+``KEEP`` is replaced by the next request with its key, and purged by the retention sweep
+(``expired``).
 """
 from __future__ import annotations
 
@@ -89,3 +90,12 @@ def remember(tx: Tx, group: str, key: str, body_sha256: str, image_id: str, now:
         tx.insert(doc)
     else:
         tx.update(doc)  # an expired record of the same key
+
+
+def expired(doc: Doc, now: datetime) -> bool:
+    """True for a record that no longer answers (older than ``KEEP``, or unreadable): the
+    retention sweep purges it."""
+    try:
+        return now - parse_time(doc.body["at"]) >= KEEP
+    except (KeyError, TypeError, ValueError):
+        return True

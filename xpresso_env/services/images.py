@@ -206,12 +206,16 @@ class ImageService:
                                set(WIRE_KEYS - SUBMIT_FIELDS) | {"id"}, partial=False)
         # A server that does not build (builds.enabled false) needs no builder of its own: the
         # workers have theirs, and a build without one fails there, saying why.
+        # Raised after the Idempotency-Key look-up: the retry of an accepted submit gets its image.
         problem = self.builders.problem() if self.builds.enabled else None
+        unavailable = None
         if problem is not None:
-            raise ServiceUnavailable(f"Image builds are unavailable: {problem}.")
-        if not self.polaris.repo and self.builds.enabled:
-            raise ServiceUnavailable("Image builds are unavailable: polaris.repo is not configured "
-                                     "(set it to the Polaris git repository, a local path or a git URL).")
+            unavailable = f"Image builds are unavailable: {problem}."
+        elif not self.polaris.repo and self.builds.enabled:
+            unavailable = ("Image builds are unavailable: polaris.repo is not configured "
+                           "(set it to the Polaris git repository, a local path or a git URL).")
+        if unavailable is not None and idempotency_key is None:
+            raise ServiceUnavailable(unavailable)
         name, tag = values["name"], values["tag"]
         nfs_path = self.paths.nfs_path(caller.group, name, tag)
         now = self.clock()
@@ -230,6 +234,8 @@ class ImageService:
                     doc = tx.get(Image.KIND, earlier.image_id)
                     if doc is not None:
                         return from_doc(doc)  # the first request's image, as it is now
+            if unavailable is not None:
+                raise ServiceUnavailable(unavailable)
             self._check_groups(tx, caller, values.get("groups", []))
             building = 0
             for doc in tx.query(Image.KIND, caller.group, include_deleted=False):

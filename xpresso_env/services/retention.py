@@ -10,13 +10,26 @@ older record never removes the tar a newer build wrote.
 The sweep also removes what killed processes leave behind: partial tars older than a build can
 run, the workspaces of builds that are no longer running anywhere, and the folders of earlier
 attempts at builds that still run.
+
+And what storage would otherwise keep for good (``Tx.purge``, a hard delete):
+
+* **Build logs of deleted images.** A log (``build_log`` chunks, see ``build_log.py``) is kept as
+  long as its image is live, whatever its status: a failed build's log is what says why. Once the
+  image is deleted (``DELETE``, or this sweep removing its tar) the log stays readable for the
+  image's own retention (``retention_day`` days) counted from the deletion, so a deleted image's
+  log can still be read for a while; then the sweep purges it (with the file of an earlier
+  version under ``images.logs_root``, if any) and the record says so: ``meta.log_removed_at``.
+  From then on ``GET .../logs`` of that image answers 200 with an empty body. Never sooner than
+  ``2 x builds.lease_s`` after the deletion: a build cancelled by its deletion has stopped
+  writing by then, so no late line recreates a purged log.
+* **Idempotency-Key records** older than ``idempotency.KEEP`` (24 h): they no longer answer.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Optional
 
 from ..codec import from_doc, to_doc
@@ -24,7 +37,9 @@ from ..config import BuildsSettings, ImagesSettings
 from ..events import Events
 from ..models import Image, ImageStatus
 from ..storage import StorageBackend, Tx
-from ..timeutil import Clock, format_time
+from ..timeutil import Clock, format_time, parse_time
+from . import idempotency
+from .build_log import BuildLogStore
 from .builder_slot import BuilderSlot
 from .image_files import ImagePaths, remove_tar, remove_tree, stale_partials, workspace_folders
 
@@ -39,6 +54,26 @@ class SweepItem:
     # The builder's image (name:tag) removed with the tar (dry_run: would be); None: kept, as
     # another live image of that name:tag still uses it.
     builder_image: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What one sweep removed from storage for good."""
+
+    logs: list[str]  # ids of the deleted images whose logs were purged
+    idempotency_keys: int
+
+
+def deleted_at(image: Image) -> datetime:
+    """When the image was deleted: the sweep's own stamp, else the record's last change (the
+    DELETE; a later PATCH of a deleted record only keeps its log a little longer)."""
+    stamp = ((image.meta or {}).get("retention") or {}).get("removed_at")
+    if isinstance(stamp, str):
+        try:
+            return parse_time(stamp)
+        except ValueError:
+            pass
+    return image.date_updated
 
 
 def owns_tar(tx: Tx, image: Image) -> bool:
@@ -72,12 +107,15 @@ class Retention:
     by :meth:`sweep` (``xpresso-env images sweep``)."""
 
     def __init__(self, storage: StorageBackend, paths: ImagePaths, images: ImagesSettings, builds: BuildsSettings,
-                 builders: BuilderSlot, events: Events, clock: Clock):
+                 builders: BuilderSlot, events: Events, clock: Clock, logs: Optional[BuildLogStore] = None):
         self._storage = storage
         self._paths = paths
         self._interval_s = images.sweep_interval_s
         # A live build writes its partial tar for at most timeout_s; a dead one's is older still.
         self._partial_age_s = builds.timeout_s + 2 * builds.lease_s
+        # A build cancelled by its image's deletion stops writing its log well within this.
+        self._log_grace = timedelta(seconds=2 * builds.lease_s)
+        self._logs = logs or BuildLogStore(storage, paths.logs_root, clock)
         self._builders = builders
         self._events = events
         self._clock = clock
@@ -139,7 +177,54 @@ class Retention:
                 items.append(item)
         if not dry_run:
             self._clean_leftovers()
+            purged = self.purge(now)
+            if purged.logs or purged.idempotency_keys:
+                log.info("retention: purged the logs of %d deleted image(s) and %d expired Idempotency-Key "
+                         "record(s)", len(purged.logs), purged.idempotency_keys)
         return items
+
+    def purge(self, now: datetime) -> Purged:
+        """Remove for good the logs of images deleted more than their retention ago, and the
+        Idempotency-Key records older than 24 h (see the module docstring)."""
+        with self._storage.read() as tx:
+            due = [str(d.id) for d in tx.query(Image.KIND) if d.deleted and self._log_due(from_doc(d), now)]
+        logs = [image_id for image_id in due if self._purge_log(image_id, now)]
+        keys = 0
+        with self._storage.write() as tx:
+            for d in tx.query(idempotency.KIND):
+                if not idempotency.expired(d, now):
+                    continue
+                # Re-read under the lock: a submit may have just reused the expired key (its
+                # record replaced by a fresh one), which must stay.
+                current = tx.get(idempotency.KIND, d.id, lock=True)
+                if current is not None and idempotency.expired(current, now):
+                    keys += tx.purge(idempotency.KIND, d.id)
+        return Purged(logs, keys)
+
+    def _log_due(self, image: Image, now: datetime) -> bool:
+        if not image.is_deleted or "log_removed_at" in (image.meta or {}):
+            return False
+        return now - deleted_at(image) >= max(timedelta(days=image.retention_day), self._log_grace)
+
+    def _purge_log(self, image_id: str, now: datetime) -> bool:
+        with self._storage.write() as tx:
+            doc = tx.get(Image.KIND, image_id, lock=True)  # re-checked under the lock
+            if doc is None or not self._log_due(from_doc(doc), now):
+                return False
+            image: Image = from_doc(doc)
+            chunks = self._logs.purge(tx, image_id)
+            meta = {**(image.meta or {}), "log_removed_at": format_time(now)}
+            tx.update(to_doc(replace(image, meta=meta)))
+        legacy = self._logs.legacy_path(image_id)
+        if legacy is not None:
+            try:
+                legacy.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("retention: cannot remove the old log file %s: %s", legacy, exc)
+        log.info("retention: purged the log of deleted image %s (%d chunk(s))", image_id, chunks)
+        return True
 
     def _remove(self, image: Image, why: str) -> Optional[SweepItem]:
         remove_ref = False
