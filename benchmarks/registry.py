@@ -158,6 +158,26 @@ class Server:
         self._fh.close()
 
 
+def wait_for_first_probe_round(port: int, total: int, limit_s: float = 180.0) -> None:
+    """Wait until every harness has left UNKNOWN: the first probe round of a new server writes
+    each record's state change (and history row) once, which is start-up work, not the steady
+    state these figures are about. Read from the server's own /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    started = time.monotonic()
+    unknown = total
+    while time.monotonic() - started < limit_s:
+        _, _, body = get(port, "/metrics", {})
+        unknown = sum(int(s.value) for f in text_string_to_metric_families(body.decode())
+                      if f.name == "xpresso_operational_state" for s in f.samples
+                      if s.labels.get("kind") == "harness" and s.labels.get("state") == "UNKNOWN")
+        if unknown == 0:
+            print(f"  first probe round settled after {time.monotonic() - started:.0f} s", flush=True)
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"{unknown:,} harnesses still UNKNOWN after {limit_s:.0f} s of probing")
+
+
 def serve_command(config: Path, override: Optional[str] = None) -> list[str]:
     if override:  # e.g. another WSGI server in front of xpresso_env.app:make_app()
         import shlex
@@ -299,6 +319,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--groups", type=int, default=200)
     p.add_argument("--per-group", type=int, default=50)
     p.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first (default 2)")
+    p.add_argument("--probes", choices=("settled", "off"), default="settled",
+                   help="settled (default): probes on, as configured by default, measured once the first "
+                        "probe round has set every record's state; off: probes.enabled false")
     p.add_argument("--access-log", choices=("off", "on", "both"), default="both",
                    help="measure with the access log off (the figure), on, or both (default)")
     p.add_argument("--profile", action="store_true", help="also profile the app in-process with cProfile")
@@ -341,10 +364,13 @@ def _run(args, tmp: Path, servers: list) -> int:
         config = write_config(tmp / f"config-{'log' if access_log else 'nolog'}.yaml", s)
         env = {**os.environ, "XPRESSO_ENV_LOG_LEVEL": "INFO"}
         env.pop("XPRESSO_ENV_CONFIG", None)
+        env["XPRESSO_ENV_PROBES_ENABLED"] = "false" if args.probes == "off" else "true"
         server = Server(serve_command(config, args.serve_command), port, tmp / f"serve-{port}.log", env=env)
         servers.append(server)
         tag = "access log on" if access_log else "access log off"
         rss[f"start ({tag})"] = proc_status(server.pid)
+        if args.probes == "settled":
+            wait_for_first_probe_round(port, total)
         first = seeded.groups[0]
         status, headers, body = get(port, LIST_PATH, {"Authorization": token, "Group": first})
         if status != 200 or len(json.loads(body)) != args.per_group:

@@ -74,6 +74,7 @@ class PrometheusMetrics:
         # The hot path's children, looked up once per label set (labels() takes a lock and
         # builds a key every call). The label sets are bounded: routes, known methods, statuses.
         self._http_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._cache_children: dict[str, Counter] = {}
         if storage is not None:
             r.register(StorageGauges(storage, lease_clock))
 
@@ -88,7 +89,10 @@ class PrometheusMetrics:
         self.build_duration.labels(str(status)).observe(max(0.0, seconds))
 
     def cache_request(self, result: str) -> None:
-        self.cache_requests.labels(result).inc()
+        child = self._cache_children.get(result)
+        if child is None:  # labels() takes a lock and builds a key: once per result, not per request
+            child = self._cache_children[result] = self.cache_requests.labels(result)
+        child.inc()
 
     # -- HTTP -----------------------------------------------------------------------------------
     def request_finished(self, method: str, route: Optional[str], status: str, seconds: float) -> None:

@@ -158,3 +158,15 @@ def test_the_openapi_document_states_the_header(w):
     assert all(pattern.fullmatch(rid) for rid in GOOD_IDS)
     assert not any(pattern.fullmatch(rid) and len(rid) <= schema["maxLength"] for rid in BAD_IDS)
     assert json.dumps(doc)  # still plain JSON
+
+
+def test_new_ids_are_unique_within_a_process_and_across_generators() -> None:
+    """A random prefix per generator and a counter: no two answers share an id, and two servers
+    (two generators) never hand out the same one."""
+    from xpresso_env.api.request_id import RequestIds
+
+    one, two = RequestIds(), RequestIds()
+    ids = [one() for _ in range(1000)] + [two() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    assert all(NEW_ID.fullmatch(i) for i in ids)
+    assert one()[:16] != two()[:16]
