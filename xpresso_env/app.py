@@ -179,7 +179,7 @@ def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: S
     # builds.enabled false: the service answers the API but starts neither workers nor the sweep.
     return ImageService(storage, settings.images, settings.polaris, paths, slot, queue, retention, events, clock,
                         new_id, cancel_wait_s=cancel_wait_s, follow_poll_s=follow_poll_s, builds=settings.builds,
-                        logs=logs)
+                        logs=logs, journal=journal)
 
 
 def create_app(ctx: AppContext) -> falcon.App:

@@ -301,6 +301,10 @@ def test_delete_removes_the_tar_and_marks_is_deleted(make_image_world):
     assert w.get("/api/v2/images").json == []
     assert [i["uuid"] for i in w.get("/api/v2/images", params={"deleted": "true"}).json] == [rec["uuid"]]
     assert w.delete(f"/api/v2/images/{rec['uuid']}", user="priv").status_code == 204  # twice: no change
+    # a deleted image cannot be pinned: 409, nothing changed
+    r = w.patch(f"/api/v2/images/{rec['uuid']}", {"pin_version": True}, user="mem")
+    assert r.status_code == 409 and "deleted" in r.json["detail"]
+    assert w.image(rec["uuid"])["pin_version"] == gone["pin_version"]
     # deleting a queued build cancels it
     queued_world = w
     q = queued_world.submit({"name": "p", "tag": "2", "git_ref": "no-such-ref-but-deleted-first"}).json

@@ -27,6 +27,7 @@ from .build_log import BuildLogStore
 from .build_queue import BuildQueue, announce_finished
 from .builder_slot import BuilderSlot
 from .image_files import ImagePaths, remove_tar
+from .journal import Journal
 from .retention import Retention, SweepItem, builder_image_unused, owns_tar
 from .validation import (Boolean, FieldError, ListQuery, Nullable, Rule, Text, page, parse_list_query, parse_uuid,
                          validate_body)
@@ -119,8 +120,9 @@ class ImageService:
                  paths: ImagePaths, builders: BuilderSlot, queue: BuildQueue, retention: Retention,
                  events: Events, clock: Clock, new_id: Callable[[], uuid.UUID], cancel_wait_s: float = 30.0,
                  follow_poll_s: float = 0.2, builds: Optional[BuildsSettings] = None,
-                 logs: Optional[BuildLogStore] = None):
+                 logs: Optional[BuildLogStore] = None, journal: Optional[Journal] = None):
         self.storage = storage
+        self.journal = journal or queue.journal  # webhook outbox entries, in each change's transaction
         self.builds = builds or BuildsSettings()
         # Where build logs live (storage), shared with the queue: every process reads them.
         self.logs = logs or queue.logs
@@ -250,7 +252,7 @@ class ImageService:
                 raise QueueFull(f"Group {caller.group} already has {building} builds queued or running "
                                 f"(builds.max_queued_per_group is {limit}): try again when some have ended.")
             tx.insert(to_doc(image))
-            self.queue.journal.image(tx, "submitted", image)  # webhook outbox, same transaction
+            self.journal.image(tx, "submitted", image)  # webhook outbox, same transaction
             if idempotency_key is not None:
                 idempotency.remember(tx, caller.group, idempotency_key, body_sha256, str(image.id), now)
             # The log's first line commits with the image: no worker can write before it.
@@ -282,6 +284,8 @@ class ImageService:
                                set(WIRE_KEYS - PATCH_FIELDS) | {"id", "groups"}, partial=False)
         with self.storage.write() as tx:
             image = self._owned(tx, caller, key)
+            if image.is_deleted:
+                raise Conflict("This image has been deleted: it cannot be changed.")
             image = replace(image, pin_version=values["pin_version"], date_updated=self.clock())
             tx.update(to_doc(image))
         self.events.record_saved(Image.KIND, image, created=False)
@@ -298,7 +302,7 @@ class ImageService:
                 raise Conflict(f"This build has already ended ({image.status.value}).")
             image = self._cancelled(image, f"cancelled by {caller.user.name}")
             tx.update(to_doc(image))
-            self.queue.journal.image(tx, "finished", image)
+            self.journal.image(tx, "finished", image)
         self._after_cancel(image, f"cancelled by {caller.user.name}")
         return image
 
@@ -333,7 +337,7 @@ class ImageService:
             image = replace(image, is_deleted=True, date_updated=self.clock())
             tx.update(to_doc(image))
             if was_building:  # the build ends here, cancelled
-                self.queue.journal.image(tx, "finished", image)
+                self.journal.image(tx, "finished", image)
         if was_building:
             self._after_cancel(image, f"deleted by {caller.user.name} while building: cancelled")
         if removable_ref:
