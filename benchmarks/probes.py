@@ -18,6 +18,13 @@ probe service (probes.concurrency 16, interval 30 s), exactly what `serve` runs 
   includes this script's once-a-second reads) and CPU milliseconds per probe, and how many records
   were overdue by more than 2 s at the end (0: it keeps up).
 
+``--cpu N``: the service's own CPU cost instead, at scale: N pyATS harnesses (50 per group) at
+paths that do not exist, so each probe is a failed stat and what is measured is the service's
+bookkeeping (claims, results, schedule, re-reads). Prints the first round (every record goes
+UNKNOWN -> OFFLINE: a record write and a history row each) as wall and CPU seconds, then, after one
+interval to settle, the process's CPU % over ``--steady`` seconds with nothing else running (no
+reads by this script).
+
 Prints the figures; asserts nothing (benchmarks/README.md has the figures of a run).
 """
 from __future__ import annotations
@@ -136,6 +143,36 @@ def run_backend(tmp: Path, backend: str, args, dsn=None) -> list[str]:
     return rows
 
 
+def cpu_cost(tmp: Path, backend: str, args, dsn=None) -> None:
+    """``--cpu N``: see the module docstring."""
+    from _common import seed_bench_store
+
+    from xpresso_env.app import build_context
+
+    base = backend_settings(tmp / backend, backend, dsn)
+    settings = load_settings(None, env={}, overrides={
+        "storage": {"backend": backend, "path": base.storage.path, "dsn": base.storage.dsn},
+        "auth": {"secret": SECRET}, "server": {"access_log": False},
+        "probes": {"enabled": True, "interval_s": args.interval, "concurrency": args.concurrency}})
+    (tmp / backend).mkdir(parents=True, exist_ok=True)
+    seed_bench_store(settings, max(1, args.cpu // 50), 50, "member")
+    ctx = build_context(settings, check_schema=False, images=False)
+    try:
+        cpu0, t0 = time.process_time(), time.monotonic()
+        ctx.start()
+        while sum(1 for s in states(ctx.storage).values() if s.get("last_probe")) < args.cpu:
+            time.sleep(1.0)
+        first_wall, first_cpu = time.monotonic() - t0, time.process_time() - cpu0
+        time.sleep(args.interval)  # after a fast first round the probes bunch up: one interval to spread
+        cpu1, t1 = time.process_time(), time.monotonic()
+        time.sleep(args.steady)
+        steady = 100 * (time.process_time() - cpu1) / (time.monotonic() - t1)
+    finally:
+        ctx.close()
+    print(f"  {backend}: {args.cpu} harnesses, interval {args.interval:g} s: first round {first_wall:.1f} s wall, "
+          f"{first_cpu:.1f} s CPU; steady state {steady:.1f} % of a core over {args.steady:g} s", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-b", "--backend", action="append", choices=("sqlite", "yaml", "postgres"))
@@ -143,12 +180,21 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--steady", type=float, default=None, help="seconds of steady state (default: interval)")
     parser.add_argument("-c", "--concurrency", type=int, default=16)
+    parser.add_argument("--cpu", type=int, metavar="N", help="measure the CPU cost at N harnesses (see above)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     args.steady = args.steady or 1.5 * args.interval + 2
     backends = args.backend or ["sqlite"]
 
     def run(tmp: Path, servers: list) -> int:
+        if args.cpu:
+            for backend in backends:
+                if backend == "postgres":
+                    with postgres_database() as dsn:
+                        cpu_cost(tmp, backend, args, dsn)
+                else:
+                    cpu_cost(tmp, backend, args)
+            return 0
         rows: list[list[str]] = []
         for backend in backends:
             print(f"{backend}: {args.records} jenkins engines, interval {args.interval:g} s, "

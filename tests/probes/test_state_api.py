@@ -74,6 +74,24 @@ def test_a_probed_state_change_and_its_history_row_commit_together(world, refuse
     assert [r["event"] for r in world.get(f"/api/v2/engines/{eid}/history").json] == ["created", "state"]
 
 
+def test_the_services_own_state_changes_do_not_look_like_edits(world, refused_url):
+    """On every backend: a round that changes records' states moves the change counters the
+    scheduler watches; on a backend with a counter per (kind, group) the service accounts for its
+    own bumps, so it does not re-read every record at its next look (the cost of a first round at
+    scale), while an edit by anyone else still tells it to. A store-wide counter (yaml) cannot
+    tell them apart: there every change is an edit."""
+    probes = world.ctx.probes
+    ids = [world.post("/api/v2/engines", {"name": f"bad{i}", "base_url": refused_url}).json["id"] for i in range(3)]
+    world.post("/api/v2/engines", {"name": "other-group", "base_url": refused_url}, group="g2")
+    assert sorted(o.state for o in probes.run_due()) == ["OFFLINE"] * 4  # UNKNOWN -> OFFLINE: records written
+    assert all(world.get(f"/api/v2/engines/{i}").json["operational_state"] == "OFFLINE" for i in ids)
+    assert probes._records_changed() is probes._counters.versions_store_wide
+    world.patch(f"/api/v2/engines/{ids[0]}", {"site": "OTT"})  # an edit (not a target: no restart)
+    assert probes._records_changed() is True
+    probes.run_due()  # re-reads (nothing due, nothing written): the edit is known
+    assert probes._records_changed() is False
+
+
 def test_health_has_a_probes_part(world):
     body = world.client.simulate_get("/api/v2/health").json
     assert body["probes"]["enabled"] is False and body["probes_problem"] is None
