@@ -9,7 +9,8 @@
    Target: service / raw <= 1.05 (issue 9; issue 4 asked 1.15). Where the time goes is printed
    too: the service's phases (workspace, builder, the rest), the raw build and save, and the
    docker builder's own phases (``meta.builder_timings``: build incl. context upload, save,
-   rename in the tar, publish with fsync, tidy of the image store).
+   rename in the tar, publish with fsync, tidy of the image store), and a timeline of each
+   service build read back from its log's stamps (TIMELINE: POST committed ... client sees it).
 2. ``POST /api/v2/images/polaris_build`` latency while two builds run (builds.max_concurrent=2,
    both busy; the posted builds wait in the queue and are cancelled afterwards).
    Target: p95 < 50 ms.
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,6 +44,12 @@ from xpresso_env.testing.daemons import docker_daemon  # noqa: E402
 from xpresso_env.testing.server import cli, serve, write_config  # noqa: E402
 
 RAW_PHASES: list[dict[str, float]] = []  # docker build / docker save of each raw run
+# Where a service build's time goes: the build log's first line starting with each marker, in
+# seconds after the client's POST (the log's stamps are the server's wall clock, on this machine).
+TIMELINE = [("POST committed (queued)", "queued:"), ("claimed by a worker", "attempt "),
+            ("workspace ready", "commit "), ("context upload starts", "$ git archive"),
+            ("first build step", "Step 1/"), ("image built", "Successfully built"),
+            ("tar saved and published", "saved "), ("final log line", "successful:")]
 DOCKERFILE = "FROM scratch\nCOPY stamp.txt /stamp.txt\nCOPY data /data\n"
 
 
@@ -97,8 +105,9 @@ def remove_bench_images(docker_url: str) -> None:
         subprocess.run(["docker", "rmi", *ours], env=env, capture_output=True)
 
 
-def service_build(url: str, headers: dict, tag: str) -> tuple[float, dict]:
+def service_build(url: str, headers: dict, tag: str, poll_s: float = 0.01) -> tuple[float, dict]:
     s = requests.Session()
+    wall0 = time.time()
     t0 = time.perf_counter()
     r = s.post(f"{url}/api/v2/images/polaris_build", headers=headers, timeout=30,
                json={"name": "bench", "tag": tag, "git_ref": "main"})
@@ -110,8 +119,9 @@ def service_build(url: str, headers: dict, tag: str) -> tuple[float, dict]:
             elapsed = time.perf_counter() - t0
             if rec["status"] != "successful":
                 raise RuntimeError(f"build {image_id} {rec['status']}: {rec['meta']}")
+            rec["_posted_at"] = wall0  # for timeline(), read after the measurement
             return elapsed, rec
-        time.sleep(0.01)
+        time.sleep(poll_s)
 
 
 def latency_under_load(url: str, headers: dict, repo: Path, posts: int) -> tuple[list[float], int]:
@@ -141,6 +151,20 @@ def latency_under_load(url: str, headers: dict, repo: Path, posts: int) -> tuple
     return lat, still
 
 
+def timeline(url: str, headers: dict, rec: dict, elapsed: float) -> dict[str, float]:
+    """Seconds after the POST at which the build's log shows each TIMELINE marker."""
+    text = requests.get(f"{url}/api/v2/images/{rec['uuid']}/logs", headers=headers, timeout=30).text
+    seen: dict[str, float] = {}
+    for line in text.splitlines():
+        stamp, _, message = line.partition(" ")
+        for label, marker in TIMELINE:
+            if label not in seen and message.startswith(marker):
+                when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+                seen[label] = when.timestamp() - rec["_posted_at"]
+    seen["client sees successful"] = elapsed
+    return seen
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -151,6 +175,7 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=3, help="iterations of each build (default 3)")
     ap.add_argument("--context-mb", type=int, default=50)
     ap.add_argument("--posts", type=int, default=200, help="POSTs for the latency figure (default 200)")
+    ap.add_argument("--poll-ms", type=float, default=10, help="the client's poll interval (default 10 ms)")
     args = ap.parse_args()
     if shutil.which("docker") is None:
         print("builds.py: the docker CLI is needed for the raw baseline", file=sys.stderr)
@@ -172,7 +197,7 @@ def main() -> int:
             cli(config, "user", "add", "bench", "--group", "bench:member")
             token = cli(config, "token", "create", "bench").stdout.strip().splitlines()[-1]
             headers = {"Authorization": token, "Group": "bench"}
-            raw, svc, phases, builder_meta = [], [], [], []
+            raw, svc, phases, builder_meta, marks = [], [], [], [], []
             with serve(config) as server:
                 # one warm-up of each (page cache, daemon start-up costs), not counted
                 new_stamp(repo)
@@ -183,10 +208,12 @@ def main() -> int:
                     new_stamp(repo)
                     raw.append(raw_build(repo, docker_url, base / "raw.tar"))
                     new_stamp(repo)
-                    elapsed, rec = service_build(server.url, headers, f"run{i}")
+                    elapsed, rec = service_build(server.url, headers, f"run{i}", args.poll_ms / 1000)
                     svc.append(elapsed)
                     phases.append(rec["meta"]["timings"])
                     builder_meta.append(rec["meta"])
+                    marks.append((rec, elapsed))
+                marks = [timeline(server.url, headers, rec, elapsed) for rec, elapsed in marks]
                 tar_mb = rec["size"] / 1e6
                 lat, still = latency_under_load(server.url, headers, repo, args.posts)
             remove_bench_images(docker_url)  # a shared daemon (XPRESSO_TEST_DOCKER_HOST) keeps nothing of ours
@@ -205,8 +232,12 @@ def main() -> int:
     ws = statistics.median(p["workspace_s"] for p in phases)
     bs = statistics.median(p["build_s"] for p in phases)
     other = statistics.median(e - p["workspace_s"] - p["build_s"] for e, p in zip(svc, phases))
-    print(f"service phases (median): workspace (clone, checkout) {ws:.2f} s, builder (build + save + fsync) "
-          f"{bs:.2f} s, the rest (POST, claim, discovery, commits, 10 ms polling) {other:.2f} s")
+    print(f"service phases (median): workspace (clone, ref lookup, tree listing) {ws:.3f} s, builder (build + save + fsync) "
+          f"{bs:.3f} s, the rest (POST, claim, discovery, commits, {args.poll_ms:g} ms polling) {other:.3f} s")
+    labels = [label for label, _ in TIMELINE] + ["client sees successful"]
+    print("service timeline, s after the POST (median; from the build log's stamps): " + ", ".join(
+        f"{label} {statistics.median(m[label] for m in marks):.3f}" for label in labels
+        if all(label in m for m in marks)))
     raw_phases = RAW_PHASES[-len(raw):]
     print("raw phases (median): " + ", ".join(f"{k} {statistics.median(p[k] for p in raw_phases):.2f} s"
                                               for k in ("build_s", "save_s")))

@@ -76,6 +76,7 @@ def global_args(storage_driver: str, root: Optional[str] = None, runroot: Option
 
 class BuildahBuilder:
     name = "buildah"
+    streams_context = False  # buildah bud reads a folder: the workspace always checks out (builders.py)
 
     def __init__(self, storage_driver: str = "vfs", isolation: str = "chroot", root: Optional[str] = None,
                  runroot: Optional[str] = None, executable: str = "buildah",

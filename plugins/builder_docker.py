@@ -78,6 +78,7 @@ class _Abort:
         self.cancel, self.deadline = cancel, deadline
         self.reason: Optional[BuildFailed] = None
         self._response: Any = None
+        self._on_stop: list[Any] = []  # more to stop than the response (git archive of the context)
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="docker-build-watch", daemon=True)
@@ -98,6 +99,14 @@ class _Abort:
                 _shutdown(response)
         return response
 
+    def on_stop(self, stop) -> None:
+        """Call ``stop()`` too when the build is stopped (at once if it already was)."""
+        with self._lock:
+            self._on_stop.append(stop)
+            if self.reason is None:
+                return
+        stop()
+
     def check(self) -> None:
         if self.reason is not None:
             raise self.reason
@@ -114,6 +123,9 @@ class _Abort:
                 self.reason = reason
                 if self._response is not None:
                     _shutdown(self._response)
+                stops = list(self._on_stop)
+            for stop in stops:
+                stop()
             return
 
 
@@ -198,31 +210,47 @@ class _PipeWriter:
 
 
 class _ContextStream:
-    """The build context as a stream: the tar (the docker SDK's own, honouring .dockerignore) is
-    written by a thread into a pipe while the request uploads it, instead of the SDK writing it
-    whole to a temporary file first and uploading it after (figures: benchmarks/README.md,
-    builds). A cancel or the deadline stops the upload between two chunks."""
+    """The build context as a stream, uploaded while it is being made (figures: benchmarks/README.md,
+    builds), never written whole to a temporary file first as the docker SDK does:
+
+    * from a checked-out folder: the docker SDK's own tar (honouring .dockerignore), written by a
+      thread into a pipe the request uploads as it fills;
+    * from a git tree (``request.git_tree``, nothing checked out): ``git archive``'s tar, sent as
+      git writes it; with a .dockerignore, filtered on the way (:func:`_filter_tar`, in the
+      sending thread) to exactly the members the SDK's walk would keep (:func:`_kept_paths`).
+
+    A cancel or the deadline stops the upload between two chunks (and kills git archive)."""
 
     CHUNK = 1 << 20
+    FILTER_BUF = 1 << 16  # the .dockerignore filter's reads (_filter_tar)
 
-    def __init__(self, docker_module, context_dir: Path, dockerfile: str, abort: "_Abort"):
+    def __init__(self, docker_module, request: BuildRequest, abort: "_Abort"):
         from docker.api.build import process_dockerfile
 
-        self._docker, self._root, self._abort = docker_module, str(context_dir), abort
-        self._spec = process_dockerfile(dockerfile, self._root)  # (name in the context, content or None)
+        self._docker, self._root, self._abort = docker_module, str(request.context_dir), abort
+        self._tree = request.git_tree
+        # (name in the context, content or None); path arithmetic only for a Dockerfile inside
+        # the context, which a streamed tree's is (workspace.GitTree.unstreamable)
+        self._spec = process_dockerfile(request.dockerfile, self._root)
         self.dockerfile = self._spec[0]
         self._error: Optional[BaseException] = None
 
     def _excludes(self) -> Optional[list[str]]:
-        ignore = os.path.join(self._root, ".dockerignore")
-        if not os.path.exists(ignore):
+        if self._tree is not None:
+            text = self._tree.read_text(".dockerignore")
+        else:
+            ignore = os.path.join(self._root, ".dockerignore")
+            if not os.path.exists(ignore):
+                return None
+            with open(ignore) as fh:  # read as the SDK reads it
+                text = fh.read()
+        if text is None:
             return None
-        with open(ignore) as fh:  # read as the SDK reads it
-            return [line.strip() for line in fh.read().splitlines() if line.strip() and not line.strip().startswith("#")]
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
-    def _write(self, fd: int) -> None:
+    def _write(self, fd: int, excludes: Optional[list[str]]) -> None:
         try:
-            self._docker.utils.build.tar(self._root, exclude=self._excludes(), dockerfile=self._spec,
+            self._docker.utils.build.tar(self._root, exclude=excludes, dockerfile=self._spec,
                                          fileobj=_PipeWriter(fd))
         except BaseException as exc:  # BrokenPipe after a stop, or an unreadable file
             self._error = exc
@@ -230,6 +258,31 @@ class _ContextStream:
             os.close(fd)
 
     def chunks(self) -> Iterator[bytes]:
+        excludes = self._excludes()
+        archive = self._tree.archive() if self._tree is not None else None
+        try:
+            if archive is not None:
+                self._abort.on_stop(archive.kill)
+            if archive is not None and excludes is None:
+                # Nothing to leave out: git's tar is the context as it stands.
+                yield from self._read(archive.stdout.fileno())
+            elif archive is not None:
+                keep = _kept_paths(self._docker, self._tree.entries, excludes, self.dockerfile)
+                source = archive.stdout.fileno()
+                for chunk in _filter_tar(lambda n: os.read(source, n), keep, self.FILTER_BUF):
+                    self._abort.check()
+                    yield chunk
+            else:
+                yield from self._through_pipe(excludes)
+            if archive is not None:
+                self._abort.check()
+                archive.finish()
+        finally:
+            if archive is not None:
+                archive.close()
+        self.check()
+
+    def _through_pipe(self, excludes: Optional[list[str]]) -> Iterator[bytes]:
         r, w = os.pipe()
         try:  # a 1 MiB pipe: fewer, larger chunks on the wire (Linux; the default is 64 KiB)
             import fcntl
@@ -237,27 +290,155 @@ class _ContextStream:
             fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), self.CHUNK)
         except (ImportError, OSError):
             pass
-        writer = threading.Thread(target=self._write, args=(w,), name="docker-build-context", daemon=True)
+        writer = threading.Thread(target=self._write, args=(w, excludes), name="docker-build-context", daemon=True)
         writer.start()
         try:
             with os.fdopen(r, "rb", buffering=0) as pipe:
-                while True:
-                    self._abort.check()
-                    chunk = pipe.read(self.CHUNK)
-                    if not chunk:
-                        break
-                    yield chunk
+                yield from self._read(pipe.fileno())
         finally:
             writer.join()
-        self.check()
+
+    def _read(self, fd: int) -> Iterator[bytes]:
+        """What the pipe holds, up to CHUNK, sent at once: waiting to fill whole chunks left the
+        daemon idle meanwhile (builder-level A/B, 8 and 12 builds each: 0.80 s against 0.76 s,
+        1.00 s against 0.95 s)."""
+        while True:
+            self._abort.check()
+            chunk = os.read(fd, self.CHUNK)
+            if not chunk:
+                return
+            yield chunk
 
     def check(self) -> None:
         if self._error is not None and not isinstance(self._error, BrokenPipeError):
             raise BuildFailed(f"cannot send the build context: {self._error}")
 
 
+def _tar_name(header: bytes) -> bytes:
+    name = header[0:100].split(b"\0", 1)[0]
+    prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
+    return prefix + b"/" + name if prefix else name
+
+
+def _tar_size(header: bytes) -> int:
+    field = header[124:136]
+    if field[0] & 0x80:  # base-256, for sizes past 8 GiB
+        return int.from_bytes(field[1:], "big")
+    return int(field.strip(b"\0 ") or b"0", 8)
+
+
+def _pax_path(data: bytes) -> Optional[bytes]:
+    """The ``path`` record of a pax extended header ("<length> path=<value>\n" records)."""
+    found, pos = None, 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        key, _, value = data[space + 1:pos + length - 1].partition(b"=")
+        if key == b"path":
+            found = value
+        pos += length
+    return found
+
+
+def _filter_tar(read, keep: set[str], bufsize: int) -> Iterator[bytes]:
+    """A tar stream (ustar with pax extended headers, as ``git archive`` writes it) with only the
+    members whose path is in ``keep``, byte for byte: headers are passed on as read, never
+    re-encoded. A generator in the sending thread: no second thread and pipe, and what is ready
+    is sent before the next read waits (figures: benchmarks/README.md, builds)."""
+    buf = bytearray()  # read, not yet parsed
+    out: list[bytes] = []  # parsed and kept, not yet sent
+    pending = b""  # a pax extended header, kept or dropped with the member it describes
+    path: Optional[bytes] = None
+    while True:
+        while len(buf) < 512:
+            if out:
+                yield b"".join(out)
+                out.clear()
+            data = read(bufsize)
+            if not data:
+                raise BuildFailed("git archive: the tar stream ended early")
+            buf += data
+        header = bytes(buf[:512])
+        del buf[:512]
+        if header == bytes(512):  # the end: two zero blocks (git pads the last record further)
+            out.append(bytes(1024))
+            yield b"".join(out)
+            while read(bufsize):  # drain, so git ends well
+                pass
+            return
+        kind, size = header[156:157], _tar_size(header)
+        padded = 0 if kind in (b"1", b"2", b"3", b"4", b"5", b"6") else (size + 511) // 512 * 512  # links, folders: no data
+        if kind in (b"x", b"L", b"K"):  # describes the next member
+            while len(buf) < padded:
+                data = read(bufsize)
+                if not data:
+                    raise BuildFailed("git archive: the tar stream ended early")
+                buf += data
+            data = bytes(buf[:padded])
+            del buf[:padded]
+            if kind == b"x":
+                path = _pax_path(data[:size]) or path
+            elif kind == b"L":
+                path = data[:size].split(b"\0", 1)[0]
+            pending += header + data
+            continue
+        if kind == b"g":  # a global header: for every member
+            kept = True
+        else:
+            kept = os.fsdecode(path if path is not None else _tar_name(header)).rstrip("/") in keep
+            header = pending + header
+            pending, path = b"", None
+        if kept:
+            out.append(header)
+        n = min(padded, len(buf))  # the member's data: what was read already, then straight on
+        if kept and n:
+            out.append(bytes(buf[:n]))
+        del buf[:n]
+        padded -= n
+        while padded:
+            if out:
+                yield b"".join(out)
+                out.clear()
+            data = read(min(bufsize, padded))
+            if not data:
+                raise BuildFailed("git archive: the tar stream ended early")
+            if kept:
+                out.append(data)
+            padded -= len(data)
+
+
+def _kept_paths(docker_module, entries: Mapping[str, str], excludes: Optional[list[str]],
+                dockerfile: Optional[str]) -> set[str]:
+    """The paths of a git tree that the docker SDK's context tar would hold: its
+    ``PatternMatcher.walk`` (docker/utils/build.py) replayed over the tree's listing instead of
+    a folder, so a .dockerignore means the same with or without a checkout."""
+    build = docker_module.utils.build
+    patterns = list(excludes or [])
+    patterns.append(f"!{dockerfile or 'Dockerfile'}")  # as exclude_paths() adds it
+    matcher = build.PatternMatcher(patterns)
+    children: dict[str, list[str]] = {}
+    for path in entries:
+        parent, _, name = path.rpartition("/")
+        children.setdefault(parent, []).append(path)
+    kept: set[str] = set()
+    pending = [""]
+    while pending:
+        for fpath in children.get(pending.pop(), []):
+            match = matcher.matches(fpath)
+            if not match:
+                kept.add(fpath)
+            if entries[fpath] != "040000":  # only folders are walked into (a link is not)
+                continue
+            if match and not any(p.exclusion and p.cleaned_pattern.startswith(build.normalize_slashes(fpath))
+                                 for p in matcher.patterns):
+                continue
+            pending.append(fpath)
+    return kept
+
+
 class DockerBuilder:
     name = "docker"
+    streams_context = True  # takes request.git_tree: the workspace need not check out (builders.py)
 
     def __init__(self, base_url: Optional[str] = None, environ: Optional[Mapping[str, str]] = None,
                  network_mode: Optional[str] = None):
@@ -265,6 +446,7 @@ class DockerBuilder:
         self.base_url = base_url
         self.network_mode = network_mode
         self.environ = dict(os.environ if environ is None else environ)
+        self._version: Optional[str] = None  # the daemon's API version, once asked (_api)
         # The daemon pushes by tag: two builds pushing the same registry reference at once (a
         # namespace without {group}) take turns, so each pushes its own image.
         self._push_locks: dict[str, threading.Lock] = {}
@@ -280,13 +462,23 @@ class DockerBuilder:
             return {"base_url": self.base_url}
         return self._docker.utils.kwargs_from_env(environment=self.environ)
 
-    def _api(self, timeout: float):
-        """A new low-level client (one per build: its session carries the build's abort hook)."""
-        return self._docker.APIClient(version="auto", timeout=timeout, **self._client_kwargs())
+    def _api(self, timeout: float, negotiate: bool = False):
+        """A new low-level client (one per build: its session carries the build's abort hook).
+        The API version is asked by :meth:`available` and the first build (``auto`` costs a
+        ``GET /version``: 10-30 ms a build here), then reused; asked again after a refusal."""
+        version = "auto" if negotiate or self._version is None else self._version
+        api = self._docker.APIClient(version=version, timeout=timeout, **self._client_kwargs())
+        self._version = api.api_version
+        return api
+
+    def _version_refused(self, exc: BaseException) -> None:
+        """A refused API version (the daemon was replaced by an older one): ask again next time."""
+        if "client version" in str(getattr(exc, "explanation", None) or exc).lower():
+            self._version = None
 
     def available(self) -> Optional[str]:
         try:
-            api = self._api(PING_TIMEOUT_S)
+            api = self._api(PING_TIMEOUT_S, negotiate=True)
         except Exception as exc:  # DockerException, requests errors: the daemon does not answer
             return f"docker daemon not reachable at {self.where()}: {_short(exc)}"
         try:
@@ -301,7 +493,8 @@ class DockerBuilder:
 
     def build(self, request: BuildRequest) -> BuildResult:
         deadline = time.monotonic() + request.timeout_s
-        dockerfile_path(request)
+        if request.git_tree is None:  # a streamed tree's Dockerfile was checked in it (workspace.py)
+            dockerfile_path(request)
         errors = self._docker.errors
         if request.cancel.is_set():
             raise BuildCancelled("cancelled")
@@ -344,6 +537,7 @@ class DockerBuilder:
                 except Exception as exc:  # requests/urllib3/docker errors, or a socket we shut down
                     abort.check()  # a connection broken on purpose: say why
                     if isinstance(exc, errors.APIError):
+                        self._version_refused(exc)
                         raise BuildFailed(f"docker: {_short(exc)}") from None
                     raise BuildFailed(f"docker daemon connection failed: {_short(exc)}") from None
             saved = _rename_in_archive(tmp, temp, request.image_ref)
@@ -375,7 +569,7 @@ class DockerBuilder:
         lines = _Lines(steps)
         built_id: Optional[str] = None
         kwargs: dict[str, Any] = {"network_mode": self.network_mode} if self.network_mode else {}
-        context = _ContextStream(self._docker, request.context_dir, request.dockerfile, abort)
+        context = _ContextStream(self._docker, request, abort)
         stream = api.build(fileobj=context.chunks(), custom_context=True, dockerfile=context.dockerfile,
                            tag=temp, rm=True, forcerm=True, decode=True, timeout=None, **kwargs)
         context.check()

@@ -25,6 +25,7 @@ ID_PREFIX = "dryrun:"
 
 class DryRunBuilder:
     name = "dry-run"
+    streams_context = False  # its tar is made from the checked-out folder (builders.py)
 
     def available(self) -> Optional[str]:
         return None

@@ -43,6 +43,12 @@ class BuildRequest:
     # With registry.url set: where the image goes. The builder pushes it after the tar is
     # written and BEFORE publishing the tar, so a refused push leaves the old tar in place.
     push: Optional[PushTarget] = None
+    # Only for a builder that declares ``streams_context = True`` (the docker one): when set,
+    # nothing is checked out (context_dir holds the clone's .git only) and the context is this
+    # tree (services/workspace.GitTree: ``entries``, ``read_text(path)``, ``archive()`` a
+    # ``git archive`` tar whose process group goes through ``started`` like any git run). The
+    # Dockerfile was checked to be a regular file inside it. Other builders always get a checkout.
+    git_tree: Optional[Any] = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ class BuildResult:
 @runtime_checkable
 class Builder(Protocol):
     name: str
+    # Optional (absent means False): True when build() can take ``request.git_tree`` instead of
+    # a checked-out context_dir; the build queue then skips the checkout when it can.
+    # streams_context: bool
 
     def available(self) -> Optional[str]:
         """None when the builder can build now, else a one-line reason (daemon unreachable...)."""
