@@ -285,6 +285,8 @@ class BuildQueue:
                                        meta={**(image.meta or {}), "error": error}, date_updated=self.clock())
                     tx.update(to_doc(finished))
                     self.journal.image(tx, "finished", finished)
+                    # in the same commit: whoever sees `failed` also finds the reason in the log
+                    self.logs.line_in(tx, str(finished.id), finished.group, f"failed: {error}")
                 else:
                     worker_meta = {"worker_id": worker, **self.identity, "claimed_at": format_time(now)}
                     claimed = replace(image, claimed_by=worker, lease_until=now + self.lease,
@@ -293,7 +295,6 @@ class BuildQueue:
                     tx.update(to_doc(claimed))
             if finished is not None:
                 self._end_previous(finished, previous)
-                self._log(finished, f"failed: {finished.meta['error']}")
                 remove_tree(self.paths.workspace(finished.id), self.paths.workspace_root)
                 announce_finished(self.events, finished)
                 continue
@@ -447,20 +448,24 @@ class BuildQueue:
             blog(f"repository {redact(repo)}; git_ref {image.git_ref}"
                  + (f"; base_ref {image.base_ref} (3-way merge)" if image.base_ref else ""))
             started = functools.partial(self._started, run)
+            # A builder that streams its context gets the git tree instead of a checkout when
+            # nothing is merged (workspace.GitTree): no 50 MB written and read back.
+            stream = self.polaris.dockerfile if getattr(builder, "streams_context", False) else None
             wsr = workspace.prepare(repo, image.git_ref, image.base_ref, ws, blog, run.cancel,
-                                    self._remaining(run), on_start=started)
+                                    self._remaining(run), on_start=started, stream_dockerfile=stream)
             meta.update(wsr.as_meta())
             timings["workspace_s"] = round(time.monotonic() - t0, 3)
             blog(f"commit {wsr.commit} ({image.git_ref})"
                  + (f"; base {wsr.base_commit} ({image.base_ref}); merge: {wsr.merge}"
                     + (f" -> {wsr.merged_commit}" if wsr.merged_commit else "") if image.base_ref else ""))
-            # The build context is the tree at the resolved commit, without the repository's
-            # history: images do not carry .git, and the context is not sent twice its size.
-            remove_tree(ws / ".git", self.paths.workspace_root)
             dockerfile = self.polaris.dockerfile
-            target = (ws / dockerfile)
-            if not target.is_file() or not str(target.resolve()).startswith(str(ws.resolve()) + os.sep):
-                raise BuildFailed(f"{dockerfile} not found in the repository at {wsr.head[:12]}")
+            if wsr.tree is None:
+                # The build context is the tree at the resolved commit, without the repository's
+                # history: images do not carry .git, and the context is not sent twice its size.
+                remove_tree(ws / ".git", self.paths.workspace_root)
+                target = (ws / dockerfile)
+                if not target.is_file() or not str(target.resolve()).startswith(str(ws.resolve()) + os.sep):
+                    raise BuildFailed(f"{dockerfile} not found in the repository at {wsr.head[:12]}")
             out = Path(image.nfs_path)
             if not self.paths.in_nfs_root(out):
                 raise BuildFailed("nfs_path lies outside images.nfs_root")
@@ -476,14 +481,15 @@ class BuildQueue:
             result = builder.build(BuildRequest(context_dir=ws, dockerfile=dockerfile,
                                                 image_ref=f"{image.name}:{image.tag}", output_tar=out,
                                                 log=blog, cancel=run.cancel, timeout_s=self._remaining(run),
-                                                started=started, push=target))
+                                                started=started, push=target, git_tree=wsr.tree))
             timings["build_s"] = round(time.monotonic() - b0, 3)
             if result.push_url:  # the record's push_url (api/serialize.py reads it from meta)
                 meta["push_url"] = result.push_url
             if run.cancel.is_set():
                 # Cancelled right as the builder finished: what it published is not wanted.
                 raise BuildCancelled("cancelled")
-            jobs, manifests = workspace.discover(ws, self.images.jobs_glob, self.images.manifests_glob)
+            lister = wsr.tree.discover if wsr.tree is not None else functools.partial(workspace.discover, ws)
+            jobs, manifests = lister(self.images.jobs_glob, self.images.manifests_glob)
             blog(f"found {len(jobs)} job file(s) ({self.images.jobs_glob}) and "
                  f"{len(manifests)} manifest(s) ({self.images.manifests_glob})")
             meta.update({k: v for k, v in (result.meta or {}).items() if k not in meta})
