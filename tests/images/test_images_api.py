@@ -214,6 +214,11 @@ def test_permissions_and_order_of_checks(make_image_world):
     assert w.delete(path, user="mem").status_code == 403  # delete_docker_image: privilege_member
     assert w.patch(path, {"pin_version": True}, user="guest").status_code == 403
     assert w.post(f"{path}/cancel", user="guest").status_code == 403
+    # permission before anything else the request carries: 403, not a 400 about the query
+    assert w.delete(f"{path}?bogus=1", user="mem").status_code == 403
+    assert w.post(f"{path}/cancel?bogus=1", user="guest").status_code == 403
+    assert w.delete(f"{path}?bogus=1", user="priv").status_code == 400  # allowed: then the query
+    assert w.post(f"{path}/cancel?bogus=1", user="mem").status_code == 400
     assert w.get(path, user="guest").status_code == 200
     assert w.get(f"{path}/logs", user="guest").status_code == 200
 

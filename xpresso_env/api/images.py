@@ -76,9 +76,7 @@ class Item:
         send_json(resp, image_v2(image))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
-        caller = who(req, self.reads)
-        reject_unknown_params(req.params)
-        self.images.delete(caller, uuid)
+        self.images.delete(who(req, self.reads), uuid, lambda: reject_unknown_params(req.params))
         resp.status = falcon.HTTP_204
 
 
@@ -88,9 +86,8 @@ class Cancel:
         self.images = images
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
-        caller = who(req, self.reads)
-        reject_unknown_params(req.params)
-        send_json(resp, image_v2(self.images.cancel(caller, uuid)))
+        send_json(resp, image_v2(self.images.cancel(who(req, self.reads), uuid,
+                                                    lambda: reject_unknown_params(req.params))))
 
 
 def _read(req: falcon.Request, reads: Reads, produce: Produce) -> Snapshot:

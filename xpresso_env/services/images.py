@@ -291,10 +291,13 @@ class ImageService:
         self.events.record_saved(Image.KIND, image, created=False)
         return image
 
-    def cancel(self, caller: Caller, image_id: str) -> Image:
+    def cancel(self, caller: Caller, image_id: str, check_query: Callable[[], None] = lambda: None) -> Image:
         """Stop a build: the record says ``cancelled`` at once (so a worker in another process
-        stops on its next heartbeat); a build running here is stopped before this returns."""
+        stops on its next heartbeat); a build running here is stopped before this returns.
+        ``check_query`` refuses what the request carries besides the id, after the permission
+        check (CONTRACT section 7 order, as a body is read after it)."""
         AuthService.require(caller, ADD)
+        check_query()
         key = str(parse_uuid(image_id))
         with self.storage.write() as tx:
             image = self._owned(tx, caller, key)
@@ -316,10 +319,12 @@ class ImageService:
         self.queue.stop_local(str(image.id), "cancel", self._cancel_wait_s)
         announce_finished(self.events, image)
 
-    def delete(self, caller: Caller, image_id: str) -> None:
+    def delete(self, caller: Caller, image_id: str, check_query: Callable[[], None] = lambda: None) -> None:
         """Soft delete: a running build is cancelled first; the tar (when this image's build is
-        the one that wrote it) and the builder's image are removed."""
+        the one that wrote it) and the builder's image are removed. ``check_query`` as for
+        :meth:`cancel`."""
         AuthService.require(caller, DELETE)
+        check_query()
         key = str(parse_uuid(image_id))
         was_building = False
         removable_ref = False
