@@ -57,11 +57,44 @@ def serve(config: Path, port: Optional[int] = None, log_file: Optional[Path] = N
         server.stop()
 
 
-class Server:
-    def __init__(self, proc: subprocess.Popen, port: int, log_file: Path):
+class Process:
+    """A started `xpresso-env` subprocess in a session of its own, with its log file."""
+
+    def __init__(self, proc: subprocess.Popen, log_file: Path, stop_wait_s: float = 15.0):
         self.proc = proc
-        self.port = port
         self.log_file = log_file
+        self.stop_wait_s = stop_wait_s  # how long stop() waits after SIGTERM before SIGKILL
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL to the process group, as a crash would (build steps it started run in sessions
+        of their own and live on)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(self.stop_wait_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Server(Process):
+    def __init__(self, proc: subprocess.Popen, port: int, log_file: Path):
+        super().__init__(proc, log_file)
+        self.port = port
         self.url = f"http://127.0.0.1:{port}"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -76,22 +109,19 @@ class Server:
                 time.sleep(0.05)
         raise RuntimeError(f"xpresso-env serve did not answer within {timeout} s: {self.log()}")
 
-    def log(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+@contextmanager
+def worker(config: Path, cwd: Path, env: Optional[dict] = None, concurrency: int = 1) -> Iterator[Process]:
+    """Start `xpresso-env worker` in folder ``cwd`` (its log: ``cwd/worker.log``); stop it at the end."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    log_file = cwd / "worker.log"
+    args = [sys.executable, "-m", "xpresso_env.cli", "--config", str(config), "worker", "--concurrency",
+            str(concurrency)]
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+    process = Process(proc, log_file, stop_wait_s=20.0)  # a worker hands its builds back first
+    try:
+        yield process
+    finally:
+        process.stop()
