@@ -120,9 +120,10 @@ class AppContext:
 
 def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None, clock: Clock = utcnow,
                   new_id: Callable[[], uuid.UUID] = uuid.uuid4, check_schema: bool = True,
-                  images: bool = True, **image_options: Any) -> AppContext:
+                  images: bool = True, lease_clock: Clock = utcnow, **image_options: Any) -> AppContext:
     """Assemble the service bottom-up: plugins, storage, events, then each service with what it uses.
 
+    :param lease_clock: wall time for build leases (the build queue's, and the metrics' queue depth).
     :param image_options: passed to :func:`build_image_service` (tests inject a builder, clocks,
         poll intervals).
     """
@@ -132,7 +133,7 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
         check_ready(storage)
     counters = change_counters(storage)
     # Shared-state gauges are read from storage at scrape time; lease times on the build queue's clock.
-    metrics = PrometheusMetrics(storage, lease_clock=image_options.get("lease_clock", utcnow))
+    metrics = PrometheusMetrics(storage, lease_clock=lease_clock)
     events = Events(pm.hook, metrics)
     auth = AuthService(storage, load_secret(settings), clock, settings.auth.token_days)
     reads = Reads(storage, auth, counters, clock)
@@ -146,7 +147,7 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
     probes = ProbeService(storage, settings.probes, choose_probers(prober_infos(pm), settings), journal, events,
                           metrics, clock=clock)
     image_service = (build_image_service(settings, pm, storage, events, clock, new_id, journal=journal,
-                                         **image_options)
+                                         lease_clock=lease_clock, **image_options)
                      if images else None)
     access_log = AccessLog(logging.getLogger(ACCESS_LOGGER)) if settings.server.access_log else None
     return AppContext(settings=settings, pm=pm, storage=storage, clock=clock, events=events, auth=auth,
@@ -171,6 +172,7 @@ def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: S
     slot = BuilderSlot(builders(pm), settings, builder)
     # Build logs live in storage, readable by every process; logs_root only holds older logs.
     logs = BuildLogStore(storage, paths.logs_root, clock)
+    journal = journal or Journal(clock, new_id)  # one for the queue and the service
     queue = BuildQueue(storage, settings.builds, settings.polaris, settings.images, paths, slot, events, clock,
                        lease_clock, poll_s=poll_s, max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS, logs=logs,
                        push=PushTargets(settings.registry, settings.resolve(settings.registry.password_file)),

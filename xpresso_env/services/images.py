@@ -122,7 +122,7 @@ class ImageService:
                  follow_poll_s: float = 0.2, builds: Optional[BuildsSettings] = None,
                  logs: Optional[BuildLogStore] = None, journal: Optional[Journal] = None):
         self.storage = storage
-        self.journal = journal or queue.journal  # webhook outbox entries, in each change's transaction
+        self.journal = journal or Journal(clock, new_id)  # webhook outbox entries, in each change's transaction
         self.builds = builds or BuildsSettings()
         # Where build logs live (storage), shared with the queue: every process reads them.
         self.logs = logs or queue.logs
