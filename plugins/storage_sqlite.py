@@ -32,7 +32,7 @@ from xpresso_env.errors import (AlreadyExists, NameConflict, NotFound, SchemaOut
 from xpresso_env.config import Settings
 from xpresso_env.hookspecs import hookimpl
 from xpresso_env.sql_counters import CounterTable, SchemaGate, TxCounters
-from xpresso_env.storage import Doc, Key, StorageBackendInfo
+from xpresso_env.storage import STAMPED_KINDS, Doc, Key, StorageBackendInfo
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ class SQLiteTx:
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
         self.counters = TxCounters(COUNTERS, conn.execute)
-        self.changed = False  # whether this transaction wrote anything (for the commit sequence)
+        # whether this transaction wrote a STAMPED_KINDS document (it then moves the commit sequence)
+        self.changed = False
         # (kind, id) -> (group, visible groups) of documents read or written in this transaction:
         # an update of a document just read needs no statement to learn what it replaces.
         self._known: dict[tuple[str, str], tuple[Optional[str], tuple[str, ...]]] = {}
@@ -145,7 +146,7 @@ class SQLiteTx:
 
     @_translating
     def insert(self, doc: Doc) -> None:
-        self.changed = True  # first: even a statement that fails half-way counts as a change
+        self.changed |= doc.kind in STAMPED_KINDS  # first: even a statement that fails half-way counts
         self._conn.execute(f"INSERT INTO docs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (doc.kind, doc.id, doc.group, doc.name, int(doc.deleted), doc.created,
                             json.dumps(doc.body, separators=(",", ":"))))
@@ -155,7 +156,7 @@ class SQLiteTx:
 
     @_translating
     def update(self, doc: Doc) -> None:
-        self.changed = True  # first: even a statement that fails half-way counts as a change
+        self.changed |= doc.kind in STAMPED_KINDS  # first: even a statement that fails half-way counts
         known = self._known.get((doc.kind, doc.id))
         if known is None:
             row = self._conn.execute(
@@ -218,7 +219,7 @@ class SQLiteTx:
 
     @_translating
     def purge(self, kind: str, id: str) -> bool:
-        self.changed = True
+        self.changed |= kind in STAMPED_KINDS
         row = self._conn.execute("DELETE FROM docs WHERE kind = ? AND id = ? RETURNING grp", (kind, id)).fetchone()
         if row is None:
             return False
@@ -246,9 +247,10 @@ class CommitSequence:
     A writer bumps *started* while it holds SQLite's write lock, before COMMIT, and raises
     *finished* to its own number after COMMIT (or ROLLBACK). ``stamp()`` is a plain memory read,
     with no system call and no release of the GIL: it returns *started* when both are equal (no
-    write in flight) and None otherwise. Two equal non-None stamps mean that no write started or
-    committed in between, in any process, so the response cache can trust an answer it already
-    checked without asking SQLite again. A writer that dies between the two steps leaves the
+    write in flight) and None otherwise. Only writes of ``STAMPED_KINDS`` documents take part (the
+    probes' state, hundreds of writes a second, does not). Two equal non-None stamps mean that no
+    such write started or committed in between, in any process, so the response cache can trust
+    an answer it already checked without asking SQLite again. A writer that dies between the two steps leaves the
     counters unequal (the cache then asks SQLite, as it always may) until the next writer's
     *finished* catches up.
     """

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import datetime, timezone
-from typing import Any, Optional, TextIO
+from typing import Any, Optional, Sequence, TextIO
 
 from .timeutil import WIRE_FORMAT
 
@@ -23,34 +24,59 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _OWNED = "_xpresso_handler"  # marks the root handler configure_logging added
 
 
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``. ``line`` renders the same line from plain values, without a LogRecord:
+    the access log writes its lines in batches that way (a record each cost more than the
+    request it described)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._second: tuple[int, str] = (-1, "")  # the last second's local time, formatted
+
+    def line(self, created: float, level: str, name: str, message: str, fields: Optional[dict] = None) -> str:
+        second = int(created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime(self.default_time_format, self.converter(second)))
+            self._second = cached
+        return f"{cached[1]},{int((created - second) * 1000):03d} {level} {name}: {message}"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line."""
 
-    def format(self, record: logging.LogRecord) -> str:
+    def line(self, created: float, level: str, name: str, message: str, fields: Optional[dict] = None,
+             extra: Optional[dict] = None) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).strftime(WIRE_FORMAT),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
+            "ts": datetime.fromtimestamp(created, timezone.utc).strftime(WIRE_FORMAT),
+            "level": level,
+            "logger": name,
+            "msg": message,
         }
-        fields = getattr(record, FIELDS, None)
         if isinstance(fields, dict):
             for key, value in fields.items():
                 out.setdefault(str(key), value)  # the four keys above are never overwritten
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            out["exc"] = record.exc_text
-        if record.stack_info:
-            out["stack"] = self.formatStack(record.stack_info)
+        if extra:
+            out.update(extra)
         return json.dumps(out, default=str)
+
+    def format(self, record: logging.LogRecord) -> str:
+        extra: dict[str, str] = {}
+        if record.exc_info:
+            extra["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            extra["exc"] = record.exc_text
+        if record.stack_info:
+            extra["stack"] = self.formatStack(record.stack_info)
+        return self.line(record.created, record.levelname, record.name, record.getMessage(),
+                         getattr(record, FIELDS, None), extra)
 
 
 def formatter_for(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonFormatter()
     if log_format == "text":
-        return logging.Formatter(TEXT_FORMAT)
+        return TextFormatter()
     raise ValueError(f"unknown log format {log_format!r}; use one of {', '.join(LOG_FORMATS)}")
 
 
@@ -66,9 +92,48 @@ def configure_logging(level: str, log_format: str = "text", stream: Optional[Tex
     mine = [h for h in root.handlers if getattr(h, _OWNED, False)]
     if root.handlers and not mine:
         return
-    handler = mine[0] if mine else logging.StreamHandler(stream or sys.stderr)
+    if mine:
+        mine[0].setFormatter(formatter_for(log_format))
+    else:
+        root.addHandler(owned_handler(stream or sys.stderr, log_format))
+    root.setLevel(level)
+
+
+def owned_handler(stream: TextIO, log_format: str) -> logging.StreamHandler:
+    """The stream handler ``configure_logging`` adds: marked as ours, so ``plain_handlers`` knows it."""
+    handler = logging.StreamHandler(stream)
     setattr(handler, _OWNED, True)
     handler.setFormatter(formatter_for(log_format))
-    if not mine:
-        root.addHandler(handler)
-    root.setLevel(level)
+    return handler
+
+
+def plain_handlers(logger: logging.Logger, level: int) -> Optional[list[logging.StreamHandler]]:
+    """The handlers a record of ``level`` from ``logger`` reaches, when each is the stream handler
+    ``configure_logging`` added and no filter is on the way (the case of ``serve``); None when
+    anything else would see the record, which then must go through ``logging`` record by record."""
+    found: list[logging.StreamHandler] = []
+    current: Optional[logging.Logger] = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if not getattr(handler, _OWNED, False) or handler.filters or not isinstance(
+                    handler.formatter, (TextFormatter, JsonFormatter)):
+                return None
+            if level >= handler.level:
+                found.append(handler)  # type: ignore[arg-type]
+        current = current.parent if current.propagate else None
+    return found
+
+
+def write_lines(handler: logging.StreamHandler, lines: Sequence[str]) -> None:
+    """``lines`` (already formatted) to the handler's stream in one write and one flush."""
+    if not lines:
+        return
+    text = handler.terminator.join(lines) + handler.terminator
+    handler.acquire()
+    try:
+        handler.stream.write(text)
+        handler.flush()
+    finally:
+        handler.release()

@@ -46,6 +46,8 @@ without them. The contract of the counters:
   store says so with ``versions_store_wide = True`` (yaml), and its numbers are only comparable
   within one backend object (the cache that uses them lives in one process).
 * ``change_stamp()`` is a cheaper promise, or None (``QueryVersions`` gives the plain answers).
+  It must move with every write of a document of a kind in ``STAMPED_KINDS`` (what a cached
+  answer may depend on); it may stay put for writes of other kinds only.
 
 ``xpresso_env.testing.storage_suite`` is the conformance suite that holds backends to this:
 ``StorageConformance`` for the documents interface, ``ChangeCounterConformance`` on top for a
@@ -72,6 +74,13 @@ class Doc:
     created: str  # wire-format UTC time; sorts as text
     body: dict[str, Any]
     visible: tuple[str, ...] = field(default=())
+
+
+# The kinds ``change_stamp`` must follow: what a cached answer may depend on (the registry's records,
+# and what authentication reads). The services' own bookkeeping (probe state, build logs, webhook
+# deliveries, idempotency keys) is written many times a second in the background and never cached;
+# were every such write to move the stamp, every cached answer would need a query to be trusted.
+STAMPED_KINDS = frozenset({"harness", "engine", "user", "revocation", "group"})
 
 
 @runtime_checkable
@@ -147,8 +156,9 @@ class ChangeCounters(StorageBackend, Protocol):
 
     def change_stamp(self) -> Optional[int]:
         """A store-wide stamp read without a query, or None (unknown, or a write in flight).
-        Two equal non-None stamps promise that no write started or committed in between, in any
-        process. A backend that cannot promise it returns None (postgres, yaml)."""
+        Two equal non-None stamps promise that no write of a ``STAMPED_KINDS`` document started
+        or committed in between, in any process. A backend that cannot promise it returns None
+        (postgres, yaml)."""
 
 
 def change_counters(backend: StorageBackend) -> Optional[ChangeCounters]:

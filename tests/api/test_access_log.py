@@ -2,15 +2,19 @@
 and never forged by what a client puts in a path."""
 from __future__ import annotations
 
+import io
+import json
 import logging
 import threading
 import time
 
+import pytest
 from falcon.testing import TestClient
 
 from tests.conftest import World, make_settings, seed
 from xpresso_env.api.access_log import AccessLog, escape
 from xpresso_env.app import build_context, create_wsgi_app
+from xpresso_env.logfmt import formatter_for, owned_handler, plain_handlers
 
 
 class Lines(logging.Handler):
@@ -95,3 +99,59 @@ def test_stop_writes_what_is_queued():
         log.record("GET", f"/p/{i}", "200", 1.0, "u", "g")
     log.stop()
     assert len(handler.lines) == 100 and handler.lines[-1].startswith("GET /p/99 200 1.0ms")
+
+
+ENTRIES = [("GET", "/api/v2/harnesses", "200", 1.25, "alice", "g1", "rid-1"),
+           ("POST", "/p\n127.0.0.1 GET /admin", "201", 12.0, "bob", "g\\2", "rid-2"),
+           ("GET", "/ä/\x85", "404", 0.04, "-", "-", "rid-3")]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_batched_lines_of_serve_are_those_logging_would_write(log_format):
+    """With only serve's own handler on the way, lines are formatted in a batch from plain values
+    (logfmt.plain_handlers); they must be exactly what the record-by-record path writes."""
+    lines = {}
+    for way in ("batched", "records"):
+        logger = logging.getLogger(f"xpresso_env.test_access_{log_format}")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        stream = io.StringIO()
+        handler = owned_handler(stream, log_format)
+        if way == "records":  # the same handler and formatter, but not the one serve added
+            handler = logging.StreamHandler(stream)
+            handler.setFormatter(formatter_for(log_format))
+        logger.addHandler(handler)
+        assert (plain_handlers(logger, logging.INFO) is None) == (way == "records")
+        clock = iter([1_700_000_000.0123, 1_700_000_000.9996, 1_700_000_001.5])
+        log = AccessLog(logger, interval_s=60, wall_clock=lambda: next(clock))
+        log.start()
+        for entry in ENTRIES:
+            log.record(*entry)
+        log.stop()
+        lines[way] = stream.getvalue().splitlines()
+        logger.removeHandler(handler)
+    assert len(lines["batched"]) == 3 and lines["batched"] == lines["records"]
+    if log_format == "text":
+        assert lines["batched"][1].endswith(
+            "INFO xpresso_env.test_access_text: POST /p\\x0a127.0.0.1 GET /admin 201 12.0ms "
+            "user=bob group=g\\\\2 request_id=rid-2")
+        assert ",012 INFO" in lines["batched"][0] and ",999 INFO" in lines["batched"][1]
+    else:
+        first = json.loads(lines["batched"][0])
+        assert first["ts"].endswith(".012300Z") and first["path"] == "/api/v2/harnesses" and first["ms"] == 1.2
+        assert json.loads(lines["batched"][1])["path"] == ENTRIES[1][1]  # the JSON escapes by itself
+
+
+def test_a_handler_serve_did_not_add_gets_records():
+    logger = logging.getLogger("xpresso_env.test_access_foreign")
+    handler = Lines()
+    logger.addHandler(handler)
+    try:
+        assert plain_handlers(logger, logging.INFO) is None
+        filtered = logging.getLogger("xpresso_env.test_access_filtered")
+        filtered.propagate = False
+        filtered.addHandler(owned_handler(io.StringIO(), "text"))
+        filtered.addFilter(lambda record: False)
+        assert plain_handlers(filtered, logging.INFO) is None
+    finally:
+        logger.removeHandler(handler)

@@ -116,3 +116,27 @@ def test_entries_are_restamped_after_unrelated_writes(world):
         assert entry.seq == stamp
     world.post(LIST, {"name": "h2", "path": "/p"}, user="priv")  # related: the stamp cannot hide it
     assert len(world.get(LIST, user="mem").json) == 2
+
+
+def test_probe_state_writes_leave_hits_free_and_record_writes_are_still_seen(world, monkeypatch):
+    """The probes write their state hundreds of times a second: a hit must stay a memory read
+    (no counter query) through them, and a change of the records it shows is still seen at once."""
+    from xpresso_env.services.probe_state import STATE_KIND
+    from xpresso_env.storage import Doc
+
+    h = world.post(LIST, {"name": "h", "path": "/p"}, user="priv").json
+    first = world.get(LIST, user="mem")
+    assert world.get(LIST, user="mem").content == first.content  # stamped now (sqlite)
+    if world.ctx.storage.change_stamp() is None:
+        return  # postgres, yaml: no store-wide stamp, every hit checks the counters anyway
+    asked = []
+    real = world.ctx.storage.versions
+    monkeypatch.setattr(world.ctx.storage, "versions", lambda keys: asked.append(keys) or real(keys))
+    for n in range(3):
+        with world.ctx.storage.write() as tx:
+            doc = Doc(kind=STATE_KIND, id=h["id"], group="g1", name=None, deleted=False, created="2024", body={"n": n})
+            tx.insert(doc) if n == 0 else tx.update(doc)
+        assert world.get(LIST, user="mem").content == first.content
+    assert asked == []
+    world.patch(f"{LIST}/{h['id']}", {"site": "NEW"}, user="priv")
+    assert world.get(LIST, user="mem").json[0]["site"] == "NEW"

@@ -33,6 +33,8 @@ from xpresso_env.app import AppContext, build_context, create_app
 from xpresso_env.config import Settings
 from xpresso_env.models import Image, ImageStatus
 from xpresso_env.services.auth import NAME_RE
+from xpresso_env.services.idempotency import KEY_RE as IDEMPOTENCY_KEY_RE
+from xpresso_env.services.idempotency import MAX_LENGTH as MAX_KEY_LENGTH
 from xpresso_env.services.image_files import ImagePaths
 from xpresso_env.services.transfer import export_data, import_data
 from tests.git_repo import GitRepo
@@ -156,6 +158,21 @@ def existing_groups_only(case: Any) -> Any:
     return case
 
 
+_KEY_NUMBERS = itertools.count(1)
+
+
+def unique_idempotency_keys(case: Any) -> Any:
+    """A well-formed Idempotency-Key is made unique to its case: one key sent twice with two
+    bodies is refused (422) for what an earlier case sent, which no document can state. The
+    generated key's characters are kept (and a malformed one is left as it is)."""
+    headers = case.headers or {}
+    key = headers.get("Idempotency-Key")
+    if isinstance(key, str) and IDEMPOTENCY_KEY_RE.fullmatch(key):
+        suffix = f"~{next(_KEY_NUMBERS)}"
+        headers["Idempotency-Key"] = key[:MAX_KEY_LENGTH - len(suffix)] + suffix
+    return case
+
+
 def _run_each_operation(target: Target, mode: Any, checks: list, examples: int) -> dict[str, str]:
     failures: dict[str, str] = {}
     for result in target.schema.get_all_operations():
@@ -171,7 +188,7 @@ def _run_each_operation(target: Target, mode: Any, checks: list, examples: int) 
         if label in target.path_values and mode == schemathesis.GenerationMode.POSITIVE:
             # Half the cases address a record that exists, so changes and reads get past the 404.
             strategy = st.one_of(operation.as_strategy(mode, path_parameters=target.path_values[label]), strategy)
-        strategy = strategy.map(existing_groups_only)
+        strategy = strategy.map(existing_groups_only).map(unique_idempotency_keys)
 
         @_settings(examples)
         @given(case=strategy)

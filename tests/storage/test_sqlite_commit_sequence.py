@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 from xpresso_env.codec import to_doc
+from xpresso_env.storage import STAMPED_KINDS, Doc
 from xpresso_env.testing.storage_suite import make_harness
 from xpresso_env_plugins.storage_sqlite import CommitSequence, SQLiteStorage, commit_sequence_path
 
@@ -76,3 +77,35 @@ def test_another_process_write_moves_the_stamp(tmp_path):
     """)
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert a.change_stamp() > before
+
+
+def test_only_writes_of_stamped_kinds_move_the_stamp(tmp_path):
+    """The probes write their state hundreds of times a second: those writes must not make every
+    cached answer look stale. Records, users, revocations and groups still move it, whatever else
+    the same transaction writes; purging a stamped document moves it too."""
+    a = _store(tmp_path / "x.db")
+    state = Doc(kind="probe_state", id="h1", group="g1", name=None, deleted=False, created="2024", body={"n": 1})
+    before = a.change_stamp()
+    with a.write() as tx:
+        tx.insert(state)
+    with a.write() as tx:
+        tx.update(Doc(**{**state.__dict__, "body": {"n": 2}}))
+        tx.purge("probe_state", "h1")
+    assert a.change_stamp() == before
+    for kind in sorted(STAMPED_KINDS):
+        with a.write() as tx:
+            tx.insert(Doc(kind=kind, id=f"{kind}-1", group=None, name=None, deleted=False, created="2024", body={}))
+            tx.insert(Doc(kind="probe_state", id=f"{kind}-1", group=None, name=None, deleted=False, created="2024",
+                          body={}))
+        assert a.change_stamp() > before, kind
+        before = a.change_stamp()
+    with a.write() as tx:
+        tx.purge("harness", "harness-1")
+    assert a.change_stamp() > before
+
+
+def test_the_stamped_kinds_are_every_kind_a_cached_answer_depends_on():
+    from xpresso_env.services.reads import AUTH_KEYS
+    from xpresso_env.services.registry import ENGINE, HARNESS
+
+    assert {k for k, _ in AUTH_KEYS} | {HARNESS.kind, ENGINE.kind} <= STAMPED_KINDS

@@ -2,8 +2,12 @@
 written off the request threads.
 
 A request thread only appends a tuple to a queue; a writer thread turns the queued tuples into
-log records every ``interval_s`` and hands them to the ``xpresso_env.access`` logger, so the
-logging handlers' lock and their write calls never hold a request up. Values a client chose
+lines every ``interval_s``, so the logging handlers' lock and their write calls never hold a
+request up. When the ``xpresso_env.access`` logger ends only in the handler ``serve`` configured
+(``logfmt.plain_handlers``), a batch is formatted by that handler's formatter from plain values and
+written in one call: a ``LogRecord`` and a write per line cost the server's one shared
+interpreter more than a cached answer did (benchmarks/README.md). Otherwise (a test's handler, an
+embedding application's configuration) each line goes through ``logging`` as a record. Values a client chose
 (path, group) are escaped, so a ``%0A`` in a path cannot forge a second line. Each record also
 carries the values as fields (``logfmt.FIELDS``) for the JSON log format, which escapes by itself.
 The request passes through ``api/edge.py``, which calls ``record``.
@@ -16,7 +20,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from ..logfmt import FIELDS
+from ..logfmt import FIELDS, JsonFormatter, plain_handlers, write_lines
 
 ACCESS_LOGGER = "xpresso_env.access"
 FORMAT = "%s %s %s %.1fms user=%s group=%s request_id=%s"
@@ -28,6 +32,8 @@ _ESCAPES[ord("\\")] = "\\\\"
 
 def escape(value: str) -> str:
     """``value`` with control characters escaped: a log line stays one line."""
+    if value.isprintable() and "\\" not in value:  # the usual case: no copy
+        return value
     return value.translate(_ESCAPES)
 
 
@@ -63,17 +69,26 @@ class AccessLog:
         if not self._logger.isEnabledFor(logging.INFO):
             self._queue.clear()
             return
+        batch = []
         while self._queue:
-            at, method, path, status, ms, user, group, request_id = self._queue.popleft()
-            fields = {"method": method, "path": path, "status": int(status) if status.isdigit() else status,
-                      "ms": round(ms, 1), "user": user, "group": group, "request_id": request_id}
-            record = self._logger.makeRecord(self._logger.name, logging.INFO, __file__, 0, FORMAT,
-                                             (escape(method), escape(path), status, ms, escape(user), escape(group),
-                                              escape(request_id)),
-                                             None, extra={FIELDS: fields})
-            record.created = at
-            record.msecs = (at - int(at)) * 1000
-            self._logger.handle(record)
+            batch.append(self._queue.popleft())
+        handlers = plain_handlers(self._logger, logging.INFO)
+        if handlers is None:
+            for entry in batch:
+                self._handle(entry)
+            return
+        name = self._logger.name
+        for handler in handlers:
+            line = handler.formatter.line  # type: ignore[union-attr]
+            fields = _fields if isinstance(handler.formatter, JsonFormatter) else _no_fields
+            write_lines(handler, [line(entry[0], "INFO", name, _message(entry), fields(entry)) for entry in batch])
+
+    def _handle(self, entry: tuple) -> None:
+        record = self._logger.makeRecord(self._logger.name, logging.INFO, __file__, 0, "%s", (_message(entry),),
+                                         None, extra={FIELDS: _fields(entry)})
+        record.created = entry[0]
+        record.msecs = (entry[0] - int(entry[0])) * 1000
+        self._logger.handle(record)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
@@ -82,3 +97,18 @@ class AccessLog:
             except Exception:  # a broken handler must not end the writer
                 logging.getLogger("xpresso_env").exception("access log writer failed")
 
+
+
+def _message(entry: tuple) -> str:
+    _, method, path, status, ms, user, group, request_id = entry
+    return FORMAT % (escape(method), escape(path), status, ms, escape(user), escape(group), escape(request_id))
+
+
+def _fields(entry: tuple) -> dict:
+    _, method, path, status, ms, user, group, request_id = entry
+    return {"method": method, "path": path, "status": int(status) if status.isdigit() else status,
+            "ms": round(ms, 1), "user": user, "group": group, "request_id": request_id}
+
+
+def _no_fields(entry: tuple) -> None:
+    return None

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 from ..errors import XpressoError
 from ..metrics import NULL_METRICS, MetricsSink
 from ..services.reads import Produce, Reads, Stamp
-from ..storage import ChangeCounters
+from ..storage import STAMPED_KINDS, ChangeCounters
 from ..timeutil import Clock
 from .request import ROUTE_KEY, Key, credentials_of, note_caller, request_key
 
@@ -127,7 +127,8 @@ class CachedReads:
 
     def _fresh(self, key: Key, entry: Entry, counters: ChangeCounters) -> bool:
         """Cheapest first: a store-wide change stamp equal to the one the entry was checked at
-        means nothing was written since (a memory read, SQLite); else the entry's own counters
+        means nothing it depends on was written since (a memory read, SQLite; only entries whose
+        counters are all of ``STAMPED_KINDS`` are stamped); else the entry's own counters
         are read. When those still match and no write slipped in meanwhile, the entry is
         re-stamped so the next hits are cheap again."""
         stamp = counters.change_stamp()
@@ -135,7 +136,8 @@ class CachedReads:
             return True
         if counters.versions(entry.keys) != entry.values:
             return False
-        if stamp is not None and counters.change_stamp() == stamp:
+        if (stamp is not None and counters.change_stamp() == stamp
+                and all(k in STAMPED_KINDS for k, _ in entry.keys)):
             self.cache.put(key, dataclasses.replace(entry, seq=stamp))
         return True
 

@@ -5,14 +5,14 @@ transaction that the service opens, so the caller's rights and the data come fro
 A cacheable read also reports the change counters it depends on (``dependency_keys``): the
 response cache keeps them beside the answer and checks them again on every hit. They are read in
 the same transaction, or taken from an earlier read when the store's change stamp shows that
-nothing was written since (SQLite).
+nothing they depend on was written since (SQLite; the stamp follows ``STAMPED_KINDS`` only).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, cast
 
-from ..storage import ChangeCounters, CountingTx, StorageBackend, Tx
+from ..storage import STAMPED_KINDS, ChangeCounters, CountingTx, StorageBackend, Tx
 from ..timeutil import Clock
 from .auth import AuthService, Caller
 
@@ -89,10 +89,11 @@ class Reads:
             caller, values = self._authenticate(credentials, tx, kind, stamp)
             data, total = produce(tx, caller) if produce is not None else (None, None)
         keys = AUTH_KEYS if kind is None else dependency_keys(kind, caller.group)
-        if stamp is not None and self._counters is not None and self._counters.change_stamp() == stamp:
-            self._remember(keys, stamp, values)  # no write started or ended meanwhile
+        if (stamp is not None and self._counters is not None and self._counters.change_stamp() == stamp
+                and all(k in STAMPED_KINDS for k, _ in keys)):
+            self._remember(keys, stamp, values)  # no write they depend on started or ended meanwhile
         else:
-            stamp = None
+            stamp = None  # the stamp does not vouch for these counters
         return Snapshot(caller=caller, data=data, total=total, keys=keys, values=values, stamp=stamp)
 
     def _authenticate(self, credentials: Credentials, tx: Tx, kind: Optional[str],
