@@ -45,7 +45,7 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (run_in_tempdir, seed_bench_store, Seeded, backend_settings, free_port, proc_status, table,  # noqa: E402
                      write_config)
-from registry import Result as WrkResult, Server, lua_str, serve_command  # noqa: E402
+from registry import Result as WrkResult, Server, lua_str, serve_command, wait_for_first_probe_round  # noqa: E402
 
 from xpresso_env.config import ENV_PREFIX, ServerSettings, load_settings  # noqa: E402
 from xpresso_env.http_server import quiet_queue_warnings, waitress_options  # noqa: E402
@@ -238,6 +238,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="share of the reads that are lists, the rest items (default 0.5)")
     p.add_argument("--access-log", choices=("on", "off"), default="on",
                    help="the service's access log (default on: the default configuration)")
+    p.add_argument("--probes", choices=("settled", "off"), default="settled",
+                   help="settled (default): probing on, as by default, and the first probe round of the "
+                        "10,000 new harnesses over before the load starts; off: probes.enabled false")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (prints where)")
     p.add_argument("--ceiling-server", nargs=2, metavar=("CONFIG", "FOLDER"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -334,11 +337,16 @@ def _run(args, tmp: Path, servers: list) -> int:
     script = write_lua(tmp / "mixed.lua", token, seeded, args.write_share, args.list_share)
     config = write_config(tmp / "config.yaml", settings)
     port = settings.server.port
-    server = Server(serve_command(config), port, tmp / "serve.log", env=_clean_env())
+    env = _clean_env()
+    if args.probes == "off":
+        env[f"{ENV_PREFIX}PROBES_ENABLED"] = "false"
+    server = Server(serve_command(config), port, tmp / "serve.log", env=env)
     servers.append(server)
+    if args.probes == "settled":  # start-up work (10,000 first probes), not the steady state measured here
+        wait_for_first_probe_round(port, total)
     rss_start = proc_status(server.pid)
     captured = _check_answers(port, token, seeded, args.per_group)
-    tag = f"access log {args.access_log}"
+    tag = f"access log {args.access_log}, probes {args.probes}"
     mix = (f"{100 * args.write_share:g} % PATCH, {100 * (1 - args.write_share) * args.list_share:g} % list, "
            f"{100 * (1 - args.write_share) * (1 - args.list_share):g} % item")
     if args.warmup:
