@@ -250,9 +250,9 @@ class CommitSequence:
     write in flight) and None otherwise. Only writes of ``STAMPED_KINDS`` documents take part (the
     probes' state, hundreds of writes a second, does not). Two equal non-None stamps mean that no
     such write started or committed in between, in any process, so the response cache can trust
-    an answer it already checked without asking SQLite again. A writer that dies between the two steps leaves the
-    counters unequal (the cache then asks SQLite, as it always may) until the next writer's
-    *finished* catches up.
+    an answer it already checked without asking SQLite again. A writer that dies between the two
+    steps leaves the counters unequal (the cache then asks SQLite, as it always may) until the
+    next writer's *finished* catches up.
     """
 
     SIZE = 16

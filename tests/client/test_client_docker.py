@@ -28,6 +28,14 @@ def docker_site(tmp_path_factory, docker_url: str, docker_busybox: str) -> Itera
                           {"backend": "docker", "docker": {"base_url": docker_url}})
 
 
+def _sigint_default() -> None:
+    """In the client's process before exec: SIGINT as a terminal would deliver it. A shell without
+    job control starts background jobs with SIGINT ignored, and an ignored SIGINT stays ignored
+    across exec (Python then installs no KeyboardInterrupt): these tests must not depend on how
+    the test run itself was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _read_until(fd: int, proc: subprocess.Popen, needle: re.Pattern, timeout_s: float = 120) -> bytes:
     """What the pty shows until ``needle`` matches it (or the process ends)."""
     out = b""
@@ -80,7 +88,8 @@ def test_ctrl_c_on_a_terminal_asks_whether_to_cancel(docker_site: Site):
     env = docker_site.client_env(XPRESSO_URL=docker_site.url, XPRESSO_TOKEN=docker_site.tokens["alice"],
                                  XPRESSO_GROUP="g1", TERM="xterm-256color", COLUMNS="120")
     proc = subprocess.Popen([*CLIENT, "build", "cli-ask:v1", "--ref", "sleepy", "--follow"], stdin=secondary,
-                            stdout=secondary, stderr=secondary, env=env, start_new_session=True)
+                            stdout=secondary, stderr=secondary, env=env, start_new_session=True,
+                            preexec_fn=_sigint_default)
     os.close(secondary)
     try:
         shown = _read_until(main, proc, re.compile(rb"sleeping now"))
@@ -105,6 +114,7 @@ def test_ctrl_c_with_cancel_on_interrupt_cancels_the_build(docker_site: Site):
     proc = subprocess.Popen([*CLIENT, "build", "cli-sleepy:v1", "--ref", "sleepy", "--follow",
                              "--cancel-on-interrupt"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            preexec_fn=_sigint_default,
                             env=docker_site.client_env(XPRESSO_URL=docker_site.url,
                                                        XPRESSO_TOKEN=docker_site.tokens["alice"], XPRESSO_GROUP="g1"))
     try:
@@ -133,7 +143,7 @@ def test_ctrl_c_without_the_flag_and_no_terminal_leaves_the_build_running(docker
     r = docker_site.xpresso("build", "cli-left:v1", "--ref", "sleepy", "--json", env={})
     image_id = json.loads(r.stdout)["uuid"]
     proc = subprocess.Popen([*CLIENT, "logs", image_id, "--follow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, preexec_fn=_sigint_default,
                             env=docker_site.client_env(XPRESSO_URL=docker_site.url,
                                                        XPRESSO_TOKEN=docker_site.tokens["alice"], XPRESSO_GROUP="g1"))
     try:

@@ -7,8 +7,8 @@ request up. When the ``xpresso_env.access`` logger ends only in the handler ``se
 (``logfmt.plain_handlers``), a batch is formatted by that handler's formatter from plain values and
 written in one call: a ``LogRecord`` and a write per line cost the server's one shared
 interpreter more than a cached answer did (benchmarks/README.md). Otherwise (a test's handler, an
-embedding application's configuration) each line goes through ``logging`` as a record. Values a client chose
-(path, group) are escaped, so a ``%0A`` in a path cannot forge a second line. Each record also
+embedding application's configuration) each line goes through ``logging`` as a record. Values a
+client chose (path, group) are escaped, so a ``%0A`` in a path cannot forge a second line. Each record also
 carries the values as fields (``logfmt.FIELDS``) for the JSON log format, which escapes by itself.
 The request passes through ``api/edge.py``, which calls ``record``.
 """
@@ -96,7 +96,6 @@ class AccessLog:
                 self.flush()
             except Exception:  # a broken handler must not end the writer
                 logging.getLogger("xpresso_env").exception("access log writer failed")
-
 
 
 def _message(entry: tuple) -> str:
