@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,3 +54,36 @@ class GitRepo:
 
     def branch(self, name: str, start: str = "main") -> None:
         self.checkout(name, create=True, start=start)
+
+
+HELLO_DOCKERFILE = "FROM scratch\nCOPY hello.txt /hello.txt\n"
+
+
+def hello_polaris(path: Path, extra: Optional[dict[str, str]] = None) -> GitRepo:
+    """A new Polaris repository at ``path`` whose main holds a Dockerfile that dry-run and Docker
+    both build (FROM scratch + COPY hello.txt), and ``extra`` files."""
+    repo = GitRepo(path)
+    repo.path.mkdir()
+    repo.git("init", "-q", "-b", "main")
+    repo.commit({"Dockerfile": HELLO_DOCKERFILE, "hello.txt": "hello\n", **(extra or {})}, "initial")
+    return repo
+
+
+def slow_clone_env(folder: Path, sleep: list[str], first_only: bool = False) -> dict[str, str]:
+    """An environment whose PATH starts with a `git` that runs ``sleep`` (a command line) before
+    each clone, or only before the first one, in the clone's own process (as a clone of a big
+    repository takes its time)."""
+    bin_dir = folder / "slow-bin"
+    bin_dir.mkdir()
+    hold = " ".join(sleep)
+    if first_only:
+        hold = f'if mkdir "{folder}/slow-clone-taken" 2>/dev/null; then {hold}; fi'
+    wrapper = bin_dir / "git"
+    wrapper.write_text(f"""#!/bin/sh
+case " $* " in
+  *" clone "*) {hold} ;;
+esac
+exec {shutil.which("git")} "$@"
+""")
+    wrapper.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}

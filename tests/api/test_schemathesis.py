@@ -37,7 +37,7 @@ from xpresso_env.services.idempotency import KEY_RE as IDEMPOTENCY_KEY_RE
 from xpresso_env.services.idempotency import MAX_LENGTH as MAX_KEY_LENGTH
 from xpresso_env.services.image_files import ImagePaths
 from xpresso_env.services.transfer import export_data, import_data
-from tests.git_repo import GitRepo
+from tests.git_repo import hello_polaris
 
 POSITIVE_CHECKS = [not_a_server_error, positive_data_acceptance, status_code_conformance, content_type_conformance,
                    response_schema_conformance, response_headers_conformance]
@@ -101,10 +101,7 @@ def wait_builds_ended(ctx: AppContext) -> None:
 
 @pytest.fixture
 def target(make_world, tmp_path: Path) -> Target:
-    repo = GitRepo(tmp_path / "polaris")
-    repo.path.mkdir()
-    repo.git("init", "-q", "-b", "main")
-    repo.commit({"Dockerfile": "FROM scratch\nCOPY hello.txt /hello.txt\n", "hello.txt": "hello\n"}, "initial")
+    repo = hello_polaris(tmp_path / "polaris")
     s = make_settings(tmp_path, "sqlite", extra={"polaris": {"repo": str(repo.path)},
                                                  "builder": {"backend": "dry-run"}})
     world = make_world(images=True, settings_override=s, poll_s=0.1)

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional
 import pytest
 import requests
 
-from tests.git_repo import GitRepo
+from tests.git_repo import GitRepo, hello_polaris
 from xpresso_env.testing.daemons import BUSYBOX_REF
 from xpresso_env.testing.server import Server, cli, serve, write_config
 
@@ -26,11 +26,7 @@ def polaris_repo(path: Path) -> GitRepo:
     """main: FROM scratch + COPY (dry-run and Docker build it). steps: a busybox image whose
     RUN sleeps a little (Docker's log shows Step n/m). sleepy: a RUN that sleeps long. extra:
     main plus one file (a base ref to merge)."""
-    repo = GitRepo(path)
-    repo.path.mkdir()
-    repo.git("init", "-q", "-b", "main")
-    repo.commit({"Dockerfile": "FROM scratch\nCOPY hello.txt /hello.txt\n", "hello.txt": "hello\n",
-                 "basic/basic_example_job.py": "# a job\n"}, "initial")
+    repo = hello_polaris(path, {"basic/basic_example_job.py": "# a job\n"})
     repo.git("checkout", "-q", "-b", "steps")
     repo.commit({"Dockerfile": f"FROM {BUSYBOX_REF}\nCOPY hello.txt /hello.txt\n"
                                f"RUN echo step three starts && sleep 3 && echo $RANDOM-{time.time_ns()}\n"}, "steps")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import requests
 
+from tests.git_repo import slow_clone_env
 from xpresso_env.services.procrun import group_members
 from xpresso_env.testing.server import cli, serve, write_config
 
@@ -91,22 +91,6 @@ def _setup(tmp_path: Path, polaris_repo, builder: dict) -> tuple[Path, dict]:
     return config, {"Authorization": token, "Group": "myGroup"}
 
 
-def _slow_first_clone(tmp_path: Path) -> dict:
-    """A `git` first on the server's PATH whose first clone sleeps before it clones (as a clone of
-    a big repository would take its time), in the clone's own process group."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "git"
-    wrapper.write_text(f"""#!/bin/sh
-case " $* " in
-  *" clone "*) if mkdir "{tmp_path}/slow-clone-taken" 2>/dev/null; then {' '.join(CLONE_SLEEP)}; fi ;;
-esac
-exec {shutil.which("git")} "$@"
-""")
-    wrapper.chmod(0o755)
-    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-
-
 def _clone_folders(text: str) -> list[str]:
     """The destination of each `git clone` in a build log."""
     return re.findall(r"\$ git clone .* -- \S+ (\S+)$", text, re.M)
@@ -114,7 +98,7 @@ def _clone_folders(text: str) -> list[str]:
 
 def test_kill_9_mid_clone_then_restart_ends_the_old_clone_and_finishes(tmp_path, polaris_repo):
     config, headers = _setup(tmp_path, polaris_repo, {"backend": "dry-run"})
-    env = _slow_first_clone(tmp_path)
+    env = slow_clone_env(tmp_path, CLONE_SLEEP, first_only=True)
     with serve(config, env=env) as first:
         r = requests.post(f"{first.url}/api/v2/images/polaris_build", headers=headers, timeout=30,
                           json={"name": "polaris", "tag": "clone", "git_ref": "main"})

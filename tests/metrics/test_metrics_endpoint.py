@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import make_settings
-from tests.git_repo import GitRepo
+from tests.git_repo import hello_polaris
 from tests.metrics.conftest import Scrape, scrape
 from xpresso_env.codec import from_doc, to_doc
 from xpresso_env.metrics_prometheus import PrometheusMetrics
@@ -197,10 +197,7 @@ def test_operational_state_counts_are_read_from_storage(make_edge_world):
 
 
 def test_a_real_build_is_in_the_build_histogram_and_gauges(make_edge_world, tmp_path):
-    repo = GitRepo(tmp_path / "polaris")
-    repo.path.mkdir()
-    repo.git("init", "-q", "-b", "main")
-    repo.commit({"Dockerfile": "FROM scratch\nCOPY hello.txt /hello.txt\n", "hello.txt": "hello\n"}, "initial")
+    repo = hello_polaris(tmp_path / "polaris")
     s = make_settings(tmp_path, "sqlite", extra={"polaris": {"repo": str(repo.path)},
                                                  "builder": {"backend": "dry-run"}})
     w = make_edge_world(images=True, settings_override=s, poll_s=0.05)

@@ -4,7 +4,7 @@ background loop where the test is about it). Engines are probed against the Jenk
 loopback (tests/probes/jenkins_standin.py: Jenkins cannot be installed here)."""
 from __future__ import annotations
 
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from xpresso_env.probers import ProberInfo, ProbeResult
 from xpresso_env.services.journal import HISTORY_KIND
 from xpresso_env.services.probe_state import STATE_KIND, judge
 
+from tests import waiting
 from tests.probes.conftest import fake_install
 
 CREDS = {"username": "jenkins-user", "api_token": "api-token-1"}
@@ -24,15 +25,8 @@ def probed(outcomes) -> list[str]:
     return sorted(o.name for o in outcomes if o.result is not None)
 
 
-def wait_for(check, timeout_s: float = 15.0):
-    """Poll until ``check()`` is truthy (the background loop's work shows up in storage)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "the probe service did not get there"
-        time.sleep(0.02)
+# Poll until the background loop's work shows up in storage.
+wait_for = partial(waiting.wait_for, timeout_s=15.0, what="the probe service did not get there", interval_s=0.02)
 
 
 def history(world, record_id: str) -> list[dict]:

@@ -4,11 +4,12 @@ ends. Engines point at the Jenkins STAND-IN on loopback (tests/probes/jenkins_st
 cannot be installed here)."""
 from __future__ import annotations
 
-import time
+from functools import partial
 from pathlib import Path
 
 import yaml
 
+from tests import waiting
 from xpresso_env.app import build_context
 from xpresso_env.config import load_settings
 from xpresso_env.services.probe_state import STATE_KIND
@@ -45,14 +46,7 @@ def states(config: Path) -> dict:
         ctx.close()
 
 
-def wait_for(check, timeout_s: float = 30.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "the serve processes did not get there"
-        time.sleep(0.1)
+wait_for = partial(waiting.wait_for, timeout_s=30.0, what="the serve processes did not get there", interval_s=0.1)
 
 
 def test_two_serve_processes_probe_each_record_once(tmp_path: Path, jenkins):

@@ -27,7 +27,7 @@ import yaml
 
 from xpresso_env.testing.server import Server, cli, serve, write_config
 
-from tests.git_repo import GitRepo
+from tests.git_repo import GitRepo, hello_polaris
 
 CHROMIUM = "/usr/bin/chromium"
 XSS_NAME = "<img src=x onerror=alert(1)>"
@@ -91,12 +91,8 @@ def polaris_http(tmp_path_factory) -> Iterator[PolarisHttp]:
     """A Polaris repository (main: a Dockerfile, a job file, a manifest) as a bare repository
     served over HTTP (git's dumb protocol) on a loopback port."""
     root = tmp_path_factory.mktemp("polaris")
-    repo = GitRepo(root / "work")
-    repo.path.mkdir()
-    repo.git("init", "-q", "-b", "main")
-    repo.commit({"Dockerfile": "FROM scratch\nCOPY hello.txt /hello.txt\n", "hello.txt": "hello\n",
-                 "basic/basic_example_job.py": "# a pyATS job\n", "manifests/basic.tem": "manifest: basic\n"},
-                "initial")
+    repo = hello_polaris(root / "work", {"basic/basic_example_job.py": "# a pyATS job\n",
+                                         "manifests/basic.tem": "manifest: basic\n"})
     served = root / "http"
     served.mkdir()
     repo.git("clone", "-q", "--bare", str(repo.path), str(served / "polaris.git"))

@@ -21,7 +21,9 @@ import requests
 
 from xpresso_env.testing.server import cli, serve, write_config
 
-from .conftest import run_worker, wait_for
+from tests.waiting import wait_for
+
+from .conftest import run_worker
 from .test_worker_processes import database
 
 LEASE_S = 3.0  # the worker's: a deleted image's log is purged 2 x lease_s after its deletion

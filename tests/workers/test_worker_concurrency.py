@@ -7,32 +7,26 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.git_repo import slow_clone_env
 from tests.images.conftest import processes_running
 from xpresso_env.testing.server import cli, serve, write_config
 
-from .conftest import run_worker, wait_for
+from tests.waiting import wait_for
+
+from .conftest import run_worker
 from .test_worker_processes import database
 
 CLONE_SLEEP = ["sleep", "53"]  # a length no other test uses
 
 
 def test_worker_concurrency_runs_that_many_builds_at_once(tmp_path: Path, polaris):
-    bin_dir = tmp_path / "slow-bin"
-    bin_dir.mkdir()
-    (bin_dir / "git").write_text(f"""#!/bin/sh
-case " $* " in
-  *" clone "*) {' '.join(CLONE_SLEEP)} ;;
-esac
-exec {shutil.which("git")} "$@"
-""")
-    (bin_dir / "git").chmod(0o755)
+    slow_git = slow_clone_env(tmp_path, CLONE_SLEEP)
     storage = {"backend": "sqlite", "path": str(tmp_path / "db.sqlite3")}
     paths = {"nfs_root": str(tmp_path / "nfs"), "logs_root": "logs", "workspace_root": "ws"}
     api = write_config(tmp_path / "api", {"storage": storage, "auth": {"secret": "api-secret-" * 4},
@@ -60,7 +54,7 @@ exec {shutil.which("git")} "$@"
                         out.append(image_id)
                 return out
 
-            with run_worker(worker, tmp_path / "cwd-worker", env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+            with run_worker(worker, tmp_path / "cwd-worker", env=slow_git,
                             concurrency=2) as w:
                 wait_for(lambda: len(processes_running(CLONE_SLEEP)) == 2, what=f"two clones at once: {w.log()}")
                 assert len(claimed()) == 2  # and the third waits: both build threads are busy

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import threading
 from contextlib import contextmanager
@@ -22,10 +21,13 @@ from typing import Iterator
 import pytest
 import requests
 
+from tests.git_repo import slow_clone_env
 from tests.images.conftest import processes_running
 from xpresso_env.testing.server import cli, serve, write_config
 
-from .conftest import run_worker, wait_for
+from tests.waiting import wait_for
+
+from .conftest import run_worker
 
 CLONE_SLEEP = ["sleep", "47"]  # a length no other test uses
 
@@ -39,21 +41,6 @@ def database(kind: str, tmp_path: Path) -> Iterator[dict]:
 
     with temp_database() as dsn:
         yield {"backend": "postgres", "dsn": dsn}
-
-
-def slow_clone_env(tmp_path: Path) -> dict:
-    """A `git` first on the worker's PATH whose clones sleep before cloning."""
-    bin_dir = tmp_path / "slow-bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "git"
-    wrapper.write_text(f"""#!/bin/sh
-case " $* " in
-  *" clone "*) {' '.join(CLONE_SLEEP)} ;;
-esac
-exec {shutil.which("git")} "$@"
-""")
-    wrapper.chmod(0o755)
-    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
 
 class Follower(threading.Thread):
@@ -119,7 +106,7 @@ def test_workers_build_and_servers_show_and_follow_the_log(tmp_path: Path, polar
                 follower.start()
                 wait_for(lambda: "queued: polaris:v1" in follower.text, what="the queued line, followed")
 
-                with run_worker(w1_cfg, tmp_path / "cwd-worker1", env=slow_clone_env(tmp_path)) as w1:
+                with run_worker(w1_cfg, tmp_path / "cwd-worker1", env=slow_clone_env(tmp_path, CLONE_SLEEP)) as w1:
                     wait_for(lambda: processes_running(CLONE_SLEEP), what=f"worker 1's clone: {w1.log()}")
                     # Followed live through the server while the worker builds.
                     wait_for(lambda: "$ git clone" in follower.text, what="the clone line, followed live")
