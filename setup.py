@@ -1,6 +1,6 @@
 import re
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # One home for the version: xpresso_env/__init__.py (what `xpresso-env --version` prints).
 VERSION = re.search(r'^__version__ = "([^"]+)"', open("xpresso_env/__init__.py", encoding="utf-8").read(), re.M).group(1)
@@ -15,10 +15,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["xpresso_env", "xpresso_env.api", "xpresso_env.services", "xpresso_env.testing",
-              "xpresso_env.client", "xpresso_env_plugins"],
+    # One folder per area (README, design notes): every package under xpresso_env/ ships.
+    packages=[*find_packages(include=["xpresso_env", "xpresso_env.*"]), "xpresso_env_plugins"],
     package_dir={"xpresso_env_plugins": "plugins"},
-    # The web page (api/ui.py) and its vendored Swagger UI ship inside the package: no CDN.
+    # The web page (http/resources/ui.py) and its vendored Swagger UI ship inside the package: no CDN.
     package_data={"xpresso_env": ["ui/*.html", "ui/*.js", "ui/*.css", "ui/*.svg", "ui/swagger-ui/*"]},
     install_requires=[
         "falcon>=3.1",

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from xpresso_env.codec import to_doc  # noqa: E402
 from xpresso_env.config import Settings, load_settings  # noqa: E402
-from xpresso_env.models import Group, Harness, HarnessType  # noqa: E402
+from xpresso_env.core.codec import to_doc  # noqa: E402
+from xpresso_env.core.models import Group, Harness, HarnessType  # noqa: E402
 
 SECRET = "benchmark-secret-" + "b" * 40
 BACKENDS = ("sqlite", "yaml", "postgres")

@@ -43,12 +43,21 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (run_in_tempdir, seed_bench_store, Seeded, backend_settings, free_port, proc_status, table,  # noqa: E402
-                     write_config)
-from registry import Result as WrkResult, Server, lua_str, serve_command, wait_for_first_probe_round  # noqa: E402
+from _common import (  # noqa: E402
+    Seeded,
+    backend_settings,
+    free_port,
+    proc_status,
+    run_in_tempdir,
+    seed_bench_store,
+    table,
+    write_config,
+)
+from registry import Result as WrkResult  # noqa: E402
+from registry import Server, lua_str, serve_command, wait_for_first_probe_round
 
 from xpresso_env.config import ENV_PREFIX, ServerSettings, load_settings  # noqa: E402
-from xpresso_env.http_server import quiet_queue_warnings, waitress_options  # noqa: E402
+from xpresso_env.http.server import quiet_queue_warnings, waitress_options  # noqa: E402
 
 LIST_PATH = "/api/v2/harnesses"
 MARK = "XPRESSO-MIXED"

@@ -36,14 +36,13 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import (BASE_TIME, ROOT, SECRET, backend_settings, postgres_database, run_in_tempdir,  # noqa: F401
-                     table)
+from _common import BASE_TIME, ROOT, SECRET, backend_settings, postgres_database, run_in_tempdir, table  # noqa: F401
 
-from xpresso_env.codec import to_doc  # noqa: E402
 from xpresso_env.config import load_settings  # noqa: E402
-from xpresso_env.models import Engine, EngineType, Group  # noqa: E402
-from xpresso_env.services.probe_state import STATE_KIND  # noqa: E402
-from xpresso_env.timeutil import parse_time  # noqa: E402
+from xpresso_env.core.codec import to_doc  # noqa: E402
+from xpresso_env.core.models import Engine, EngineType, Group  # noqa: E402
+from xpresso_env.core.timeutil import parse_time  # noqa: E402
+from xpresso_env.probes.state import STATE_KIND  # noqa: E402
 
 STANDIN = """
 import sys

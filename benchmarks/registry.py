@@ -38,8 +38,17 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (run_in_tempdir, seed_bench_store, Seeded, backend_settings, free_port, proc_status, table,  # noqa: E402
-                     wait_for_port, write_config)
+from _common import (  # noqa: E402
+    Seeded,
+    backend_settings,
+    free_port,
+    proc_status,
+    run_in_tempdir,
+    seed_bench_store,
+    table,
+    wait_for_port,
+    write_config,
+)
 
 LIST_PATH = "/api/v2/harnesses"
 MARK = "XPRESSO-BENCH"
@@ -209,7 +218,7 @@ def serve_ceiling(port: int, threads: int, list_file: str, item_file: str) -> No
     import dataclasses
 
     from xpresso_env.config import ServerSettings
-    from xpresso_env.http_server import quiet_queue_warnings, waitress_options
+    from xpresso_env.http.server import quiet_queue_warnings, waitress_options
 
     quiet_queue_warnings()  # as `xpresso-env serve` does
     # The same waitress options as `xpresso-env serve`.

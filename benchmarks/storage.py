@@ -40,8 +40,8 @@ from typing import Callable, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BACKENDS, backend_settings, postgres_database, seed_harnesses, table  # noqa: E402
 
-from xpresso_env.services.auth import Caller  # noqa: E402
-from xpresso_env.services.registry import HARNESS  # noqa: E402
+from xpresso_env.access.auth import Caller  # noqa: E402
+from xpresso_env.registry.service import HARNESS  # noqa: E402
 
 
 @dataclass

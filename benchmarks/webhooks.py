@@ -26,7 +26,7 @@ from pathlib import Path
 from _common import backend_settings, postgres_database, run_in_tempdir  # noqa: F401
 
 from xpresso_env.app import build_context
-from xpresso_env.services.journal import DELIVERY_KIND, QUEUE_KIND
+from xpresso_env.journal.journal import DELIVERY_KIND, QUEUE_KIND
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, tmp: Path, dsn=None) -> int:
         for n in range(args.webhooks):
             ctx.webhooks.create(caller, lambda n=n: {"url": f"{url}?n={n}", "events": ["*"],
                                                      "secret": "benchmark-secret-0123456789"})
-        from xpresso_env.services.registry import HARNESS
+        from xpresso_env.registry.service import HARNESS
         started = time.perf_counter()
         for n in range(args.events):
             ctx.registry.create(caller, HARNESS, lambda n=n: {"name": f"h{n}", "path": "/opt/pyats"})

@@ -22,12 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import seed_harnesses  # noqa: E402
-
 import yaml  # noqa: E402
-
-from xpresso_env.codec import from_doc, to_doc  # noqa: E402
+from _common import seed_harnesses  # noqa: E402
 from xpresso_env_plugins.storage_yaml import YamlStorage  # noqa: E402
+
+from xpresso_env.core.codec import from_doc, to_doc  # noqa: E402
 
 
 def first_load(path: Path) -> tuple[float, int]:

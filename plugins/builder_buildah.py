@@ -1,6 +1,6 @@
 """The ``buildah`` builder: ``buildah build`` then ``buildah push`` to a ``docker-archive:`` tar.
 
-Every buildah call is an argument list run through :func:`xpresso_env.services.procrun.run` in
+Every buildah call is an argument list run through :func:`xpresso_env.builds.sdk.procrun.run` in
 its own process group.
 
 How a build is really stopped (cancel or timeout): buildah itself is NOT signalled first. A
@@ -41,13 +41,25 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from xpresso_env.builders import (BuildCancelled, BuildFailed, BuilderInfo, BuildRequest, BuildResult,
-                                  BuildTimedOut, check_registry, discard, dockerfile_path, publish, stale_temp_tag,
-                                  temp_path_for, temp_ref)
-from xpresso_env.errors import ServiceUnavailable
+from xpresso_env.builds.push import PushTarget, authfile, push_url
+from xpresso_env.builds.sdk import procrun
+from xpresso_env.builds.sdk.builder import (
+    BuildCancelled,
+    BuilderInfo,
+    BuildFailed,
+    BuildRequest,
+    BuildResult,
+    BuildTimedOut,
+    check_registry,
+    discard,
+    dockerfile_path,
+    publish,
+    stale_temp_tag,
+    temp_path_for,
+    temp_ref,
+)
+from xpresso_env.core.errors import ServiceUnavailable
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.services import procrun
-from xpresso_env.services.registry_push import PushTarget, authfile, push_url
 
 STOP_GRACE_S = 30.0  # how long a stop waits for buildah to fail its step and clean up
 QUICK_TIMEOUT_S = 120.0  # inspect, rmi, --version

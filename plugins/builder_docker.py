@@ -33,11 +33,23 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
-from xpresso_env.builders import (BuildCancelled, BuildFailed, BuilderInfo, BuildRequest, BuildResult,
-                                  BuildTimedOut, check_registry, discard, dockerfile_path, publish, stale_temp_tag,
-                                  temp_path_for, temp_ref)
-from xpresso_env.services.registry_push import PushTarget, is_loopback, push_url
-from xpresso_env.errors import ConfigError, Conflict, ServiceUnavailable
+from xpresso_env.builds.push import PushTarget, is_loopback, push_url
+from xpresso_env.builds.sdk.builder import (
+    BuildCancelled,
+    BuilderInfo,
+    BuildFailed,
+    BuildRequest,
+    BuildResult,
+    BuildTimedOut,
+    check_registry,
+    discard,
+    dockerfile_path,
+    publish,
+    stale_temp_tag,
+    temp_path_for,
+    temp_ref,
+)
+from xpresso_env.core.errors import ConfigError, Conflict, ServiceUnavailable
 from xpresso_env.hookspecs import hookimpl
 
 PING_TIMEOUT_S = 3.0

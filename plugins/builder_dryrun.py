@@ -16,8 +16,17 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from xpresso_env.builders import (BuildCancelled, BuilderInfo, BuildRequest, BuildResult, BuildTimedOut,
-                                  discard, dockerfile_path, publish, temp_path_for)
+from xpresso_env.builds.sdk.builder import (
+    BuildCancelled,
+    BuilderInfo,
+    BuildRequest,
+    BuildResult,
+    BuildTimedOut,
+    discard,
+    dockerfile_path,
+    publish,
+    temp_path_for,
+)
 from xpresso_env.hookspecs import hookimpl
 
 ID_PREFIX = "dryrun:"

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Optional
 from urllib.parse import urljoin, urlsplit
 
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.probers import ProberInfo, ProbeResult, ProbeTarget, parse_version
+from xpresso_env.probes.protocol import ProbeResult, ProberInfo, ProbeTarget, parse_version
 
 MIN_VERSION = (2, 80)
 MAX_REDIRECTS = 5

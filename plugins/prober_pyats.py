@@ -20,8 +20,9 @@ import os
 import re
 import stat
 import time
+
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.probers import ProberInfo, ProbeResult, ProbeTarget, parse_version, version_text
+from xpresso_env.probes.protocol import ProbeResult, ProberInfo, ProbeTarget, parse_version, version_text
 
 MIN_VERSION = (19, 5)
 LIVEVIEW_VERSION = (20, 12)

@@ -18,7 +18,7 @@ Choices worth knowing:
   (an uncorrelated EXISTS, which PostgreSQL evaluates once per query): kinds that are never shared
   skip 50 index probes, and ``visible`` is still right for every kind.
 * Change counters (``ChangeCounters``) live in ``xpresso_counters``, kept by
-  ``xpresso_env.sql_counters`` as on SQLite: one bump statement per write transaction, just before
+  ``xpresso_env.storage.sql_counters`` as on SQLite: one bump statement per write transaction, just before
   COMMIT, so the counter rows stay locked for the commit only (bumping inside each INSERT/UPDATE
   would lock them from the first write on, in any order). Migration 3 starts the counter of every
   (kind, group) that already holds documents at 1 (0 stays "never written"). Processes running an
@@ -52,12 +52,19 @@ import time
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Optional, Sequence
 
-from xpresso_env.errors import (AlreadyExists, ConfigError, NameConflict, NotFound, SchemaOutdated, StorageError,
-                                StorageUnavailable)
 from xpresso_env.config import Settings
+from xpresso_env.core.errors import (
+    AlreadyExists,
+    ConfigError,
+    NameConflict,
+    NotFound,
+    SchemaOutdated,
+    StorageError,
+    StorageUnavailable,
+)
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.sql_counters import CounterTable, SchemaGate, TxCounters
 from xpresso_env.storage import Doc, Key, QueryVersions, StorageBackendInfo
+from xpresso_env.storage.sql_counters import CounterTable, SchemaGate, TxCounters
 
 if TYPE_CHECKING:
     import psycopg

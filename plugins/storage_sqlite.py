@@ -4,8 +4,8 @@ Each thread gets its own connection (sqlite3 connections must not be shared mid-
 ``BEGIN IMMEDIATE`` takes the write lock at the start of a write so two writers never deadlock
 half-way, and ``busy_timeout`` makes a second writer wait instead of failing.
 
-Change counters (``ChangeCounters``, see ``xpresso_env/storage.py``) live in the ``counters`` table,
-kept by ``xpresso_env.sql_counters`` as on PostgreSQL. A ``CommitSequence`` beside the database
+Change counters (``ChangeCounters``, see ``xpresso_env/storage/__init__.py``) live in the ``counters`` table,
+kept by ``xpresso_env.storage.sql_counters`` as on PostgreSQL. A ``CommitSequence`` beside the database
 gives the cache a store-wide ``change_stamp`` that costs a memory read. Migration 3 starts the counter of every (kind, group) that already holds documents at 1 (0 stays
 "never written"); a cache cannot hold anything from before the upgrade, because a server whose
 code needs schema 3 refuses to start on schema 2 (``check_ready``). Processes running an older
@@ -27,12 +27,18 @@ from functools import wraps
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator, Optional, Sequence, TypeVar
 
-from xpresso_env.errors import (AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError,
-                                StorageUnavailable)
 from xpresso_env.config import Settings
+from xpresso_env.core.errors import (
+    AlreadyExists,
+    NameConflict,
+    NotFound,
+    SchemaOutdated,
+    StorageError,
+    StorageUnavailable,
+)
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.sql_counters import CounterTable, SchemaGate, TxCounters
 from xpresso_env.storage import STAMPED_KINDS, Doc, Key, StorageBackendInfo
+from xpresso_env.storage.sql_counters import CounterTable, SchemaGate, TxCounters
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ small data sets (up to some 10,000 records); use sqlite or postgres beyond that.
 Files, all in the folder of ``storage.path`` (default ``var/xpresso.yaml``):
 
 * ``xpresso.yaml``: the data (layout and the fast reader in ``storage_yaml_format``). Written
-  atomically by ``xpresso_env.fsutil.atomic_write`` (temp file beside it, fsync, rename, fsync of
+  atomically by ``xpresso_env.runtime.fsutil.atomic_write`` (temp file beside it, fsync, rename, fsync of
   the folder; the file's permissions are kept). Each
   record's text is rendered once and kept, so a commit mostly joins kept text.
 * ``xpresso.yaml.lock``: the advisory ``flock`` that makes several processes safe: a write
@@ -49,11 +49,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from xpresso_env.errors import (AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError,
-                                StorageUnavailable)
 from xpresso_env.config import Settings
-from xpresso_env.fsutil import atomic_write
+from xpresso_env.core.errors import (
+    AlreadyExists,
+    NameConflict,
+    NotFound,
+    SchemaOutdated,
+    StorageError,
+    StorageUnavailable,
+)
 from xpresso_env.hookspecs import hookimpl
+from xpresso_env.runtime.fsutil import atomic_write
 from xpresso_env.storage import Doc, Key, QueryVersions, StorageBackendInfo
 
 from . import storage_yaml_format as fmt

@@ -21,7 +21,7 @@ One YAML document, laid out for people to read and edit::
 
 Each kind has one key (its plural; a kind this code does not know gets ``<kind>s``) holding a
 list of record bodies (``Doc.body``). The index columns (id, group, name, deleted, created,
-visible) follow from the body, per kind, exactly as ``xpresso_env.codec.to_doc`` builds them; a
+visible) follow from the body, per kind, exactly as ``xpresso_env.core.codec.to_doc`` builds them; a
 document whose columns do not follow from its body (only ever seen in tests) carries an
 ``_index:`` mapping with the columns that differ, and ``_index: {body: ...}`` when the body itself
 has a key named ``_index``.
@@ -44,7 +44,7 @@ from typing import Any, Optional
 
 import yaml
 
-from xpresso_env.errors import StorageError
+from xpresso_env.core.errors import StorageError
 from xpresso_env.storage import Doc
 
 FORMAT_HEADER = (

@@ -23,8 +23,13 @@ from typing import Iterator
 import pytest
 
 from xpresso_env.testing import require
-from xpresso_env.testing.daemons import (BUSYBOX_REF, docker_daemon, dockerd_missing_reason,
-                                         make_buildah_busybox_base, make_busybox_base)
+from xpresso_env.testing.daemons import (
+    BUSYBOX_REF,
+    docker_daemon,
+    dockerd_missing_reason,
+    make_buildah_busybox_base,
+    make_busybox_base,
+)
 
 
 @pytest.fixture(scope="session")

@@ -15,43 +15,43 @@ from typing import Any, Callable, Optional
 import falcon
 import pluggy
 
-from .api import errors as api_errors
-from .api import history as api_history
-from .api import images as api_images
-from .api import me as api_me
-from .api import meta as api_meta
-from .api import metrics as api_metrics
-from .api import probe_state as api_probe_state
-from .api import registry as api_registry
-from .api import ui as api_ui
-from .api import webhooks as api_webhooks
-from .api.access_log import ACCESS_LOGGER, AccessLog
-from .api.cache import CacheFrontend, CachedReads, ResponseCache
-from .api.common import JsonBody
-from .api.edge import Edge
-from .builders import Builder
+from .access.auth import AuthService, load_secret
+from .access.cache import CachedReads, CacheFrontend, ResponseCache
+from .access.reads import Reads
+from .builds.files import ImagePaths
+from .builds.log import BuildLogStore
+from .builds.push import PushTargets
+from .builds.queue import DEFAULT_MAX_ATTEMPTS, BuildQueue
+from .builds.retention import Retention
+from .builds.sdk.builder import Builder
+from .builds.service import ImageService
+from .builds.slot import BuilderSlot
 from .config import Settings, load_settings
-from .events import Events
-from .metrics_prometheus import PrometheusMetrics
+from .core.timeutil import Clock, utcnow
+from .http import errors as api_errors
+from .http.access_log import ACCESS_LOGGER, AccessLog
+from .http.common import JsonBody
+from .http.edge import Edge
+from .http.resources import history as api_history
+from .http.resources import images as api_images
+from .http.resources import me as api_me
+from .http.resources import meta as api_meta
+from .http.resources import metrics as api_metrics
+from .http.resources import probe_state as api_probe_state
+from .http.resources import registry as api_registry
+from .http.resources import ui as api_ui
+from .http.resources import webhooks as api_webhooks
+from .journal.delivery import DeliveryService
+from .journal.history import HistoryService
+from .journal.journal import Journal
+from .journal.webhooks import WebhookService
 from .plugin import builders, make_plugin_manager, pick_storage
-from .probers import choose_probers, prober_infos
-from .services.auth import AuthService, load_secret
-from .services.build_log import BuildLogStore
-from .services.build_queue import DEFAULT_MAX_ATTEMPTS, BuildQueue
-from .services.builder_slot import BuilderSlot
-from .services.history import HistoryService
-from .services.image_files import ImagePaths
-from .services.images import ImageService
-from .services.journal import Journal
-from .services.probes import ProbeService
-from .services.reads import Reads
-from .services.registry import RegistryService
-from .services.registry_push import PushTargets
-from .services.retention import Retention
-from .services.webhook_delivery import DeliveryService
-from .services.webhooks import WebhookService
+from .probes.protocol import choose_probers, prober_infos
+from .probes.service import ProbeService
+from .registry.service import RegistryService
+from .runtime.events import Events
+from .runtime.prometheus import PrometheusMetrics
 from .storage import StorageBackend, change_counters, check_ready
-from .timeutil import Clock, utcnow
 
 
 @dataclass

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 from . import __version__
 from .config import DEBUG_ENV, LOG_LEVEL_ENV, ServerSettings, Settings, load_settings
-from .errors import ConfigError, StorageUnavailable, XpressoError
-from .http_server import quiet_queue_warnings, waitress_options
-from .logfmt import configure_logging
-from .redact import redact
-from .timeutil import format_time
+from .core.errors import ConfigError, StorageUnavailable, XpressoError
+from .core.timeutil import format_time
+from .http.server import quiet_queue_warnings, waitress_options
+from .runtime.logfmt import configure_logging
+from .runtime.redact import redact
 
 if TYPE_CHECKING:
     from .app import AppContext
@@ -58,8 +58,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 # -- init and serve ---------------------------------------------------------------------------
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    from .access.auth import load_secret
     from .plugin import make_plugin_manager, pick_storage
-    from .services.auth import load_secret
 
     storage = pick_storage(make_plugin_manager(), settings.storage.backend).factory(settings)
     try:
@@ -79,7 +79,7 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 
 def _first_admin(args: argparse.Namespace, settings: Settings) -> None:
     """`init --group G --admin NAME`: a first group and system administrator, and their token."""
-    from .errors import AlreadyExists
+    from .core.errors import AlreadyExists
 
     with opened(settings, images=False) as ctx:
         if args.group:
@@ -234,7 +234,7 @@ def cmd_group_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
-    from .services.auth import parse_membership
+    from .access.auth import parse_membership
 
     roles = dict(parse_membership(item) for item in args.group or [])
     with opened(settings, images=False) as ctx:
@@ -253,7 +253,7 @@ def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_set_role(args: argparse.Namespace, settings: Settings) -> int:
-    from .services.auth import parse_membership
+    from .access.auth import parse_membership
 
     group, role = parse_membership(args.membership)
     with opened(settings, images=False) as ctx:
@@ -297,7 +297,7 @@ def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
 # -- data -------------------------------------------------------------------------------------
 
 def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
-    from .services.fixtures import load_fixtures, read_fixtures
+    from .admin.fixtures import load_fixtures, read_fixtures
 
     data = read_fixtures(args.file)
     with opened(settings, images=False) as ctx:
@@ -307,8 +307,8 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from .services.image_files import ImagePaths
-    from .services.transfer import export_file
+    from .admin.transfer import export_file
+    from .builds.files import ImagePaths
 
     with opened(settings, images=False) as ctx:
         report = export_file(ctx.storage, args.file, ctx.clock, ImagePaths.from_settings(settings))
@@ -317,8 +317,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    from .services.image_files import ImagePaths
-    from .services.transfer import import_file
+    from .admin.transfer import import_file
+    from .builds.files import ImagePaths
 
     with opened(settings, images=False) as ctx:
         report = import_file(ctx.storage, args.file, ImagePaths.from_settings(settings))

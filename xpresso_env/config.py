@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 ENV_PREFIX = "XPRESSO_ENV_"
 CONFIG_ENV = "XPRESSO_ENV_CONFIG"
@@ -361,7 +361,7 @@ def _check_values(s: Settings) -> None:
 
 
 def _check_registry_and_network(s: Settings, where: str) -> None:
-    from .services.registry_push import check_settings  # the URL and namespace rules live there
+    from .builds.push import check_settings  # the URL and namespace rules live there
 
     try:
         check_settings(s.registry, where)

@@ -20,7 +20,7 @@ def xpresso_storage_backends():
 def xpresso_builders():
     """Announce image builders.
 
-    :returns: a list of :class:`xpresso_env.builders.BuilderInfo`; ``builder.backend`` picks one.
+    :returns: a list of :class:`xpresso_env.builds.sdk.builder.BuilderInfo`; ``builder.backend`` picks one.
     """
 
 
@@ -28,7 +28,7 @@ def xpresso_builders():
 def xpresso_probers():
     """Announce operational-state probers (CONTRACT section 8).
 
-    :returns: a list of :class:`xpresso_env.probers.ProberInfo`, each naming the record kind
+    :returns: a list of :class:`xpresso_env.probes.protocol.ProberInfo`, each naming the record kind
         (``harness`` | ``engine``) and the types it probes; a record whose type no prober
         claims is not probed (it stays UNKNOWN).
     """
@@ -74,7 +74,7 @@ def xpresso_record_deleted(kind, record):
 def xpresso_build_finished(image):
     """Called after an image build ends (successful, failed or cancelled) and is committed.
 
-    :param image: the final :class:`xpresso_env.models.Image`.
+    :param image: the final :class:`xpresso_env.core.models.Image`.
     """
 
 

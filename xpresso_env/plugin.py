@@ -8,9 +8,9 @@ from typing import Any, Iterable, Optional
 import pluggy
 
 from . import hookspecs
-from .builders import BuilderInfo
+from .builds.sdk.builder import BuilderInfo
 from .config import BLOCK_PLUGINS_ENV
-from .errors import ConfigError
+from .core.errors import ConfigError
 from .storage import StorageBackendInfo
 
 # The built-in plugins, always registered (third-party ones come from entry points).

@@ -12,9 +12,9 @@ import pytest
 from falcon.testing import TestClient
 
 from tests.conftest import World, make_settings, seed
-from xpresso_env.api.access_log import AccessLog, escape
 from xpresso_env.app import build_context, create_wsgi_app
-from xpresso_env.logfmt import formatter_for, owned_handler, plain_handlers
+from xpresso_env.http.access_log import AccessLog, escape
+from xpresso_env.runtime.logfmt import formatter_for, owned_handler, plain_handlers
 
 
 class Lines(logging.Handler):

@@ -153,8 +153,8 @@ def test_lone_surrogate_in_a_key_or_an_unknown_field_is_a_400(world):
 @pytest.mark.parametrize("path,body", [(H, {"name": "h", "path": "/p"}),
                                        (E, {"name": "e", "base_url": "https://j.example.com"})])
 def test_patch_with_a_lone_surrogate_stores_nothing_and_export_still_works(world, tmp_path, path, body):
-    from xpresso_env.services.image_files import ImagePaths
-    from xpresso_env.services.transfer import export_file
+    from xpresso_env.admin.transfer import export_file
+    from xpresso_env.builds.files import ImagePaths
 
     rid = world.post(path, body).json["id"]
     before = world.dump()
@@ -173,8 +173,8 @@ def test_lone_surrogate_in_a_query_filter(world):
         r = world.get(path, query_string="name=%ED%A0%80&site=%ED%A0%80")
         assert r.status_code == 200 and r.json == [], r.text
     # A filter value handed to the service directly is refused like a body field.
-    from xpresso_env.errors import ValidationError
-    from xpresso_env.services.registry import HARNESS, RegistryService
+    from xpresso_env.core.errors import ValidationError
+    from xpresso_env.registry.service import HARNESS, RegistryService
 
     with pytest.raises(ValidationError) as caught:
         RegistryService.parse_query(HARNESS, {"name": f"a{LONE}"})
@@ -185,9 +185,9 @@ def test_the_codec_never_stores_a_lone_surrogate(world):
     """The last line of defence: a record that skipped validation still cannot reach storage."""
     import dataclasses
 
-    from xpresso_env.codec import from_doc, to_doc
-    from xpresso_env.errors import UnencodableText
-    from xpresso_env.models import Harness
+    from xpresso_env.core.codec import from_doc, to_doc
+    from xpresso_env.core.errors import UnencodableText
+    from xpresso_env.core.models import Harness
 
     created = world.post(H, {"name": "h", "path": "/p"}).json
     with world.ctx.storage.read() as tx:

@@ -7,7 +7,7 @@ from falcon.testing import TestClient
 
 from tests.conftest import SECRET
 from xpresso_env.app import create_wsgi_app
-from xpresso_env.models import ALL_PERMISSIONS
+from xpresso_env.core.models import ALL_PERMISSIONS
 
 ME = "/api/v2/me"
 MEMBER = ["add_docker_image"]

@@ -6,8 +6,8 @@ import re
 import falcon.inspect
 from openapi_spec_validator import validate
 
-from xpresso_env.api import ui as api_ui
 from xpresso_env.app import create_app
+from xpresso_env.http.resources import ui as api_ui
 
 IGNORED = {"OPTIONS", "HEAD"}
 # Routes that are not part of the API: the web page and its shipped files (api/ui.py).
@@ -114,8 +114,9 @@ AGREEMENT_CASES = [
 
 
 def _request_is_valid(doc, method: str, path: str, body, query: str) -> bool:
-    import jsonschema_rs
     from urllib.parse import parse_qsl
+
+    import jsonschema_rs
 
     op = doc["paths"][path][method.lower()]
     params = {}

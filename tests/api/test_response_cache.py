@@ -44,6 +44,7 @@ def test_revocation_user_and_role_changes_invalidate(world):
     world.ctx.auth.delete_user("priv")
     assert world.get(LIST, user="priv").status_code == 401
     import jwt
+
     from tests.conftest import SECRET
 
     jti = jwt.decode(world.tokens["guest"].split()[1], SECRET, algorithms=["HS256"])["jti"]
@@ -68,7 +69,7 @@ def test_expiry_is_checked_on_every_hit(make_world):
 
 
 def test_cache_is_bounded_in_bytes():
-    from xpresso_env.api.cache import Entry, ResponseCache
+    from xpresso_env.access.cache import Entry, ResponseCache
 
     cache = ResponseCache(max_bytes=1000)
     for i in range(50):
@@ -121,7 +122,7 @@ def test_entries_are_restamped_after_unrelated_writes(world):
 def test_probe_state_writes_leave_hits_free_and_record_writes_are_still_seen(world, monkeypatch):
     """The probes write their state hundreds of times a second: a hit must stay a memory read
     (no counter query) through them, and a change of the records it shows is still seen at once."""
-    from xpresso_env.services.probe_state import STATE_KIND
+    from xpresso_env.probes.state import STATE_KIND
     from xpresso_env.storage import Doc
 
     h = world.post(LIST, {"name": "h", "path": "/p"}, user="priv").json

@@ -24,20 +24,25 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
-                                               positive_data_acceptance, response_headers_conformance,
-                                               response_schema_conformance, status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.conftest import World, make_settings
-from xpresso_env.app import AppContext, build_context, create_app
-from xpresso_env.config import Settings
-from xpresso_env.models import Image, ImageStatus
-from xpresso_env.services.auth import NAME_RE
-from xpresso_env.services.idempotency import KEY_RE as IDEMPOTENCY_KEY_RE
-from xpresso_env.services.idempotency import MAX_LENGTH as MAX_KEY_LENGTH
-from xpresso_env.services.image_files import ImagePaths
-from xpresso_env.services.transfer import export_data, import_data
 from tests.git_repo import hello_polaris
+from xpresso_env.access.auth import NAME_RE
+from xpresso_env.admin.transfer import export_data, import_data
+from xpresso_env.app import AppContext, build_context, create_app
+from xpresso_env.builds.files import ImagePaths
+from xpresso_env.builds.idempotency import KEY_RE as IDEMPOTENCY_KEY_RE
+from xpresso_env.builds.idempotency import MAX_LENGTH as MAX_KEY_LENGTH
+from xpresso_env.config import Settings
+from xpresso_env.core.models import Image, ImageStatus
 
 POSITIVE_CHECKS = [not_a_server_error, positive_data_acceptance, status_code_conformance, content_type_conformance,
                    response_schema_conformance, response_headers_conformance]

@@ -5,7 +5,7 @@ import json
 
 import yaml
 
-from xpresso_env.services.fixtures import load_fixtures
+from xpresso_env.admin.fixtures import load_fixtures
 
 # Verbatim from ../shared/reference/environment-rest-apis.txt
 HARNESS_EXAMPLE = json.loads("""{ "id": "94f03015-5f0d-4c2e-a6e6-49ca71442a36", "name": "TestHarness", "harness": "pyATS",
@@ -25,7 +25,7 @@ def test_examples_round_trip_byte_for_byte(world, tmp_path):
                 "engines": [{"group": "myGroup", **ENGINE_EXAMPLE, "username": "jenkins-user", "api_token": "secret"}]}
     path = tmp_path / "fixtures.yaml"
     path.write_text(yaml.safe_dump(fixtures))
-    from xpresso_env.services.fixtures import read_fixtures
+    from xpresso_env.admin.fixtures import read_fixtures
 
     load_fixtures(world.ctx.storage, read_fixtures(path), world.ctx.clock)
     world.tokens["reader"] = world.ctx.auth.issue_token("reader").display
@@ -53,8 +53,9 @@ def test_loading_twice_is_an_upsert(world, tmp_path):
 
 
 def test_a_bad_record_loads_nothing(world):
-    from xpresso_env.errors import BadRequest
     import pytest
+
+    from xpresso_env.core.errors import BadRequest
 
     before = world.dump()
     data = {"groups": ["newGroup"], "harnesses": [{"group": "newGroup", "name": "ok", "path": "/p"},

@@ -1,5 +1,5 @@
 """One source per wire shape: the records the API sends and the document describes come from the
-tables in xpresso_env/wire.py, and every body field's rule accepts exactly what the schema it
+tables in xpresso_env/core/wire.py, and every body field's rule accepts exactly what the schema it
 states allows (checked with jsonschema-rs, the ECMA-262 reading the document is written for)."""
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xpresso_env import wire
-from xpresso_env.api import serialize
-from xpresso_env.api.openapi import SCHEMAS, build_openapi
-from xpresso_env.errors import ValidationError
-from xpresso_env.services.images import PATCH_VALIDATORS, SUBMIT_VALIDATORS, GitRef
-from xpresso_env.services.registry import ENGINE, HARNESS
-from xpresso_env.services.validation import FieldError, Nullable, Rule, Text
-from xpresso_env.services.workspace import validate_ref
+from xpresso_env.builds.service import PATCH_VALIDATORS, SUBMIT_VALIDATORS, GitRef
+from xpresso_env.builds.workspace import validate_ref
+from xpresso_env.core import serialize, wire
+from xpresso_env.core.errors import ValidationError
+from xpresso_env.core.validation import FieldError, Nullable, Rule, Text
+from xpresso_env.http.openapi import SCHEMAS, build_openapi
+from xpresso_env.registry.service import ENGINE, HARNESS
 
 SETTINGS = settings(max_examples=200, derandomize=True, database=None, deadline=None,
                     suppress_health_check=list(HealthCheck))
@@ -70,7 +69,7 @@ def _values(rule: Rule) -> st.SearchStrategy[Any]:
 
 
 def _enums() -> list:
-    from xpresso_env.models import ConfigurationState, EngineType, HarnessType
+    from xpresso_env.core.models import ConfigurationState, EngineType, HarnessType
 
     return [*ConfigurationState, *EngineType, *HarnessType]
 
@@ -160,7 +159,7 @@ def test_the_image_record_follows_the_wire_table():
     import uuid
     from datetime import datetime, timezone
 
-    from xpresso_env.models import Image
+    from xpresso_env.core.models import Image
 
     now = datetime(2024, 1, 2, tzinfo=timezone.utc)
     image = Image(id=uuid.uuid4(), group="g1", name="n", tag="t", git_ref="main", submitter="u",

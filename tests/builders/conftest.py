@@ -14,8 +14,7 @@ from typing import Optional
 import pytest
 
 from tests.git_repo import GitRepo
-
-from xpresso_env.builders import BuildRequest
+from xpresso_env.builds.sdk.builder import BuildRequest
 
 # A sleep length no other test on the machine is likely to use: lets a test find leftovers.
 SLEEP_S = 37

@@ -6,10 +6,10 @@ import tarfile
 import time
 
 import pytest
-
-from xpresso_env.builders import BuildCancelled, BuildFailed, BuildTimedOut
-from xpresso_env.testing.daemons import BUSYBOX_REF
 from xpresso_env_plugins.builder_buildah import BuildahBuilder, normalize_ref
+
+from xpresso_env.builds.sdk.builder import BuildCancelled, BuildFailed, BuildTimedOut
+from xpresso_env.testing.daemons import BUSYBOX_REF
 
 from .conftest import SLEEP_S, cancel_when_seen, leftovers, make_context, processes_running, wait_until
 from .test_docker_builder import docker_cli

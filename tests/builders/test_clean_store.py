@@ -22,13 +22,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from xpresso_env.builders import TEMP_TAG_PREFIX, BuildCancelled, BuildFailed, temp_ref
-from xpresso_env.testing.daemons import BUSYBOX_REF
 from xpresso_env_plugins.builder_buildah import BuildahBuilder, normalize_ref
 from xpresso_env_plugins.builder_docker import DockerBuilder
 
 from tests.images.conftest import FakeClock, backend, builder_config, make_image_world, polaris_repo  # noqa: F401 (fixtures)
+from xpresso_env.builds.sdk.builder import TEMP_TAG_PREFIX, BuildCancelled, BuildFailed, temp_ref
+from xpresso_env.testing.daemons import BUSYBOX_REF
 
 from .conftest import SLEEP_S, cancel_when_seen, leftovers, make_context, wait_until
 

@@ -7,11 +7,11 @@ import tarfile
 import time
 
 import pytest
-
-from xpresso_env.builders import BuildCancelled, BuildFailed, BuildTimedOut
-from xpresso_env.errors import ConfigError, ServiceUnavailable
-from xpresso_env.testing.daemons import BUSYBOX_REF
 from xpresso_env_plugins.builder_docker import DockerBuilder
+
+from xpresso_env.builds.sdk.builder import BuildCancelled, BuildFailed, BuildTimedOut
+from xpresso_env.core.errors import ConfigError, ServiceUnavailable
+from xpresso_env.testing.daemons import BUSYBOX_REF
 
 from .conftest import SLEEP_S, cancel_when_seen, leftovers, make_context, processes_running, wait_until
 

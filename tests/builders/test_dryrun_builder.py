@@ -8,16 +8,16 @@ import tarfile
 
 import pluggy
 import pytest
-
-from xpresso_env import hookspecs
-from xpresso_env.builders import BuildCancelled, BuildFailed, Builder, select_builder
-from xpresso_env.config import load_settings
-from xpresso_env.errors import ConfigError, ServiceUnavailable
-from xpresso_env.plugin import builders, make_plugin_manager
-from xpresso_env.services.builder_slot import BuilderSlot
-from xpresso_env.testing import require
 from xpresso_env_plugins import builder_buildah, builder_docker
 from xpresso_env_plugins.builder_dryrun import DryRunBuilder
+
+from xpresso_env import hookspecs
+from xpresso_env.builds.sdk.builder import BuildCancelled, Builder, BuildFailed, select_builder
+from xpresso_env.builds.slot import BuilderSlot
+from xpresso_env.config import load_settings
+from xpresso_env.core.errors import ConfigError, ServiceUnavailable
+from xpresso_env.plugin import builders, make_plugin_manager
+from xpresso_env.testing import require
 
 from .conftest import leftovers, make_context
 
@@ -132,7 +132,7 @@ def test_auto_skips_a_builder_whose_setup_fails(tmp_path, monkeypatch):
     class Broken:
         @hookspecs.hookimpl
         def xpresso_builders(self):
-            from xpresso_env.builders import BuilderInfo
+            from xpresso_env.builds.sdk.builder import BuilderInfo
 
             def factory(settings):
                 raise ConfigError("the broken builder needs pip install broken")

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from xpresso_env.builders import BuildCancelled, BuildFailed, BuildTimedOut
-from xpresso_env.services.procrun import end_group, group_members, run, start_time
+from xpresso_env.builds.sdk.builder import BuildCancelled, BuildFailed, BuildTimedOut
+from xpresso_env.builds.sdk.procrun import end_group, group_members, run, start_time
 
 from .conftest import SLEEP_S, processes_running, wait_until
 

@@ -20,19 +20,18 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-from xpresso_env.builders import BuildCancelled, BuildFailed, BuildTimedOut
-from xpresso_env.config import RegistrySettings, load_settings
-from xpresso_env.errors import ConfigError
-from xpresso_env.services.registry_push import PushError, PushTarget, target_for
-from xpresso_env.testing import require
-from xpresso_env.testing.daemons import BUSYBOX_REF
-from xpresso_env.testing.registry import Registry, docker_registry, registry_missing_reason
 from xpresso_env_plugins.builder_buildah import BuildahBuilder
 from xpresso_env_plugins.builder_docker import DockerBuilder
 from xpresso_env_plugins.builder_dryrun import DryRunBuilder
 
 from tests.images.conftest import backend, builder_config, make_image_world, polaris_repo  # noqa: F401 (fixtures)
+from xpresso_env.builds.push import PushError, PushTarget, target_for
+from xpresso_env.builds.sdk.builder import BuildCancelled, BuildFailed, BuildTimedOut
+from xpresso_env.config import RegistrySettings, load_settings
+from xpresso_env.core.errors import ConfigError
+from xpresso_env.testing import require
+from xpresso_env.testing.daemons import BUSYBOX_REF
+from xpresso_env.testing.registry import Registry, docker_registry, registry_missing_reason
 
 from .conftest import make_context, wait_until
 

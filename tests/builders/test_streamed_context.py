@@ -21,11 +21,12 @@ from pathlib import Path
 import docker  # the module _kept_paths is given, as the builder gives it
 import docker.utils.build
 import pytest
-
-from xpresso_env.builders import BuildCancelled
-from xpresso_env.services import procrun, workspace
-from xpresso_env.services.workspace import GitTree, WorkspaceError, discover, prepare
 from xpresso_env_plugins.builder_docker import DockerBuilder, _filter_tar, _kept_paths
+
+from xpresso_env.builds import workspace
+from xpresso_env.builds.sdk import procrun
+from xpresso_env.builds.sdk.builder import BuildCancelled
+from xpresso_env.builds.workspace import GitTree, WorkspaceError, discover, prepare
 
 from .conftest import make_context
 

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from xpresso_env.builders import BuildCancelled, BuildFailed, BuildTimedOut
-from xpresso_env.errors import ValidationError
-from xpresso_env.services import workspace
-from xpresso_env.services.workspace import (WorkspaceError, check_ref_format, discover, prepare,
-                                            validate_ref)
+from xpresso_env.builds import workspace
+from xpresso_env.builds.sdk.builder import BuildCancelled, BuildFailed, BuildTimedOut
+from xpresso_env.builds.workspace import WorkspaceError, check_ref_format, discover, prepare, validate_ref
+from xpresso_env.core.errors import ValidationError
 
 from .conftest import wait_until
 

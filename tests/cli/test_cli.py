@@ -210,7 +210,7 @@ def test_token_list_shows_issued_and_revoked_tokens(cfg):
     rows = {r[0]: r for r in _rows(out)}
     assert set(rows) == {jti1, jti2}
     assert rows[jti1][1] == "alice" and rows[jti1][4] == "yes" and rows[jti2][4] == "no"
-    from xpresso_env.timeutil import parse_time
+    from xpresso_env.core.timeutil import parse_time
 
     issued, expires = parse_time(rows[jti1][2]), parse_time(rows[jti1][3])
     assert (expires - issued).total_seconds() == 2 * 86400

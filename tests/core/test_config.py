@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from xpresso_env.config import Settings, load_settings, settings_as_dict
-from xpresso_env.errors import ConfigError
+from xpresso_env.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from xpresso_env.errors import ConfigError
+from xpresso_env.core.errors import ConfigError
 from xpresso_env.hookspecs import hookimpl
 from xpresso_env.plugin import make_plugin_manager, pick_storage, storage_backends
 from xpresso_env.storage import StorageBackendInfo

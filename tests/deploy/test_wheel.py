@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from xpresso_env.api import ui as api_ui
+from xpresso_env.http.resources import ui as api_ui
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def test_the_wheel_holds_the_page_and_both_console_scripts(wheel: Path):
         assert f"xpresso_env/ui/{asset.path}" in names, asset.path
     # Swagger UI's licence travels with its code
     assert "xpresso_env/ui/swagger-ui/LICENSE" in names
-    assert "xpresso_env/client/main.py" in names and "xpresso_env/api/ui.py" in names
+    assert "xpresso_env/client/main.py" in names and "xpresso_env/http/resources/ui.py" in names
     assert dict(scripts["console_scripts"]) == {"xpresso-env": "xpresso_env.cli:main",
                                                 "xpresso": "xpresso_env.client.main:main"}
 
@@ -70,7 +70,7 @@ def test_installed_from_the_wheel_the_client_runs_and_the_page_reads_its_files(w
                          timeout=60)
     assert out.returncode == 0, out.stderr
     check = ("import xpresso_env, sys\n"
-             "from xpresso_env.api import ui\n"
+             "from xpresso_env.http import ui\n"
              "assets = ui.Assets()\n"
              "sizes = [len(assets.read(a)) for a in [ui.PAGE, *ui.FILES.values()]]\n"
              "print(xpresso_env.__file__, min(sizes))\n")

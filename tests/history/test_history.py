@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from xpresso_env.services.history import HistoryService
-from xpresso_env.services.journal import HISTORY_KIND, Journal
+from xpresso_env.journal.history import HistoryService
+from xpresso_env.journal.journal import HISTORY_KIND, Journal
 
 HARNESS = {"name": "h1", "path": "/opt/pyats", "site": "OTT"}
 ENGINE = {"name": "e1", "base_url": "http://127.0.0.1:9/", "username": "ci-user", "api_token": "tok-secret-1"}

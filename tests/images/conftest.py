@@ -18,10 +18,9 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from xpresso_env.testing.daemons import BUSYBOX_REF
-
 from tests.conftest import World, make_settings
 from tests.git_repo import GitRepo
+from xpresso_env.testing.daemons import BUSYBOX_REF
 
 # A sleep length no other test uses, so a test can look for leftover processes by command line.
 SLEEP_S = 41
@@ -211,7 +210,7 @@ class FakeClock:
     """An injected clock that a test moves forward (retention ages); starts at the real time."""
 
     def __init__(self):
-        from xpresso_env.timeutil import utcnow
+        from xpresso_env.core.timeutil import utcnow
 
         self.now = utcnow()
 

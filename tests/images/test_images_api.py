@@ -9,7 +9,7 @@ import tarfile
 import threading
 from pathlib import Path
 
-from xpresso_env.api.openapi import SCHEMAS
+from xpresso_env.http.openapi import SCHEMAS
 
 from .conftest import wait_until
 

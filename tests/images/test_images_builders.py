@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from xpresso_env.timeutil import parse_time
+from xpresso_env.core.timeutil import parse_time
 
 from .conftest import SLEEP_S, builder_config, processes_running, wait_until
 

@@ -6,12 +6,12 @@ import subprocess
 from dataclasses import replace
 from datetime import timedelta
 
-from xpresso_env.codec import from_doc, to_doc
+from xpresso_env.builds.queue import process_identity
+from xpresso_env.core.codec import from_doc, to_doc
+from xpresso_env.core.models import Image
+from xpresso_env.core.timeutil import utcnow
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.models import Image
 from xpresso_env.plugin import make_plugin_manager
-from xpresso_env.services.build_queue import process_identity
-from xpresso_env.timeutil import utcnow
 
 from .conftest import ImageWorld, wait_until
 

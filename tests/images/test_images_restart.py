@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 
 from tests.git_repo import slow_clone_env
-from xpresso_env.services.procrun import group_members
+from xpresso_env.builds.sdk.procrun import group_members
 from xpresso_env.testing.server import cli, serve, write_config
 
 from .conftest import processes_running, wait_until

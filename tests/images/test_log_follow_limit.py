@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from xpresso_env.api.images import limited
-from xpresso_env.errors import TooManyRequests
+from xpresso_env.core.errors import TooManyRequests
+from xpresso_env.http.resources.images import limited
 
 
 def test_followers_beyond_the_slots_get_429_and_slots_come_back():
@@ -23,7 +23,7 @@ def test_followers_beyond_the_slots_get_429_and_slots_come_back():
 
 
 def test_the_api_answers_429_with_a_detail(make_world):
-    from xpresso_env.api.errors import body_for, status_for
+    from xpresso_env.http.errors import body_for, status_for
 
     err = TooManyRequests("Too many logs are being followed at once")
     assert status_for(err) == "429 Too Many Requests" and body_for(err) == {"detail": err.detail}

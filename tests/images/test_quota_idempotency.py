@@ -6,12 +6,12 @@ The services here are not started: submitted builds stay queued (`building`), wh
 quota counts, without racing the workers."""
 from __future__ import annotations
 
+from falcon.testing import TestClient
+
 from tests.conftest import World
 from tests.images.conftest import FakeClock
 from xpresso_env.app import build_context, create_app
-from xpresso_env.services.build_log import BuildLogStore
-
-from falcon.testing import TestClient
+from xpresso_env.builds.log import BuildLogStore
 
 BUILD = "/api/v2/images/polaris_build"
 

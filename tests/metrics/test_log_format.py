@@ -12,8 +12,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from xpresso_env.config import load_settings
-from xpresso_env.errors import ConfigError
-from xpresso_env.logfmt import FIELDS, JsonFormatter, configure_logging
+from xpresso_env.core.errors import ConfigError
+from xpresso_env.runtime.logfmt import FIELDS, JsonFormatter, configure_logging
 from xpresso_env.testing.server import cli, serve, write_config
 
 ACCESS_KEYS = {"ts", "level", "logger", "msg", "method", "path", "status", "ms", "user", "group", "request_id"}

@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import make_settings
 from tests.git_repo import hello_polaris
 from tests.metrics.conftest import Scrape, scrape
-from xpresso_env.codec import from_doc, to_doc
-from xpresso_env.metrics_prometheus import PrometheusMetrics
-from xpresso_env.models import Image, ImageStatus
+from xpresso_env.core.codec import from_doc, to_doc
+from xpresso_env.core.models import Image, ImageStatus
+from xpresso_env.runtime.prometheus import PrometheusMetrics
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 FAMILIES = {

@@ -13,12 +13,12 @@ from falcon.testing import TestClient
 
 from tests.conftest import World
 from tests.metrics.conftest import Scrape
-from xpresso_env.api.access_log import AccessLog
-from xpresso_env.api.edge import Edge
 from xpresso_env.app import create_wsgi_app
 from xpresso_env.hookspecs import hookimpl
-from xpresso_env.metrics_prometheus import PrometheusMetrics
+from xpresso_env.http.access_log import AccessLog
+from xpresso_env.http.edge import Edge
 from xpresso_env.plugin import make_plugin_manager
+from xpresso_env.runtime.prometheus import PrometheusMetrics
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
 GOOD_IDS = ["req-1", "a" * 128, "Az09._~:/+=@-", "00000000-0000-4000-8000-000000000000"]
@@ -163,7 +163,7 @@ def test_the_openapi_document_states_the_header(w):
 def test_new_ids_are_unique_within_a_process_and_across_generators() -> None:
     """A random prefix per generator and a counter: no two answers share an id, and two servers
     (two generators) never hand out the same one."""
-    from xpresso_env.api.request_id import RequestIds
+    from xpresso_env.http.request_id import RequestIds
 
     one, two = RequestIds(), RequestIds()
     ids = [one() for _ in range(1000)] + [two() for _ in range(1000)]

@@ -14,11 +14,10 @@ from typing import Any, Iterator, Optional
 import pytest
 from falcon.testing import TestClient
 
-from xpresso_env.app import AppContext, build_context, create_app
-from xpresso_env.timeutil import utcnow
-
 from tests.conftest import World, make_settings, seed
 from tests.probes.jenkins_standin import JenkinsStandIn
+from xpresso_env.app import AppContext, build_context, create_app
+from xpresso_env.core.timeutil import utcnow
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-
-from xpresso_env.probers import ProbeTarget
 from xpresso_env_plugins.prober_jenkins import JenkinsProber
+
+from xpresso_env.probes.protocol import ProbeTarget
 
 CREDS = {"username": "jenkins-user", "api_token": "api-token-1"}
 

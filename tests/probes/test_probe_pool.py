@@ -10,13 +10,12 @@ from pathlib import Path
 
 from falcon.testing import TestClient
 
+from tests.conftest import make_settings, seed
+from tests.probes.conftest import ProbeWorld
 from xpresso_env.app import build_context, create_app
 from xpresso_env.hookspecs import hookimpl
 from xpresso_env.plugin import make_plugin_manager
-from xpresso_env.probers import ProberInfo, ProbeResult
-
-from tests.conftest import make_settings, seed
-from tests.probes.conftest import ProbeWorld
+from xpresso_env.probes.protocol import ProbeResult, ProberInfo
 
 CONCURRENCY = 3
 RECORDS = 10

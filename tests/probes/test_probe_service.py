@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from xpresso_env.hookspecs import hookimpl
-from xpresso_env.plugin import make_plugin_manager
-from xpresso_env.probers import ProberInfo, ProbeResult
-from xpresso_env.services.journal import HISTORY_KIND
-from xpresso_env.services.probe_state import STATE_KIND, judge
-
 from tests import waiting
 from tests.probes.conftest import fake_install
+from xpresso_env.hookspecs import hookimpl
+from xpresso_env.journal.journal import HISTORY_KIND
+from xpresso_env.plugin import make_plugin_manager
+from xpresso_env.probes.protocol import ProbeResult, ProberInfo
+from xpresso_env.probes.state import STATE_KIND, judge
 
 CREDS = {"username": "jenkins-user", "api_token": "api-token-1"}
 
@@ -207,9 +206,9 @@ class CloudPlugin:
 def test_a_plugin_prober_probes_cloud_engines_and_its_bugs_are_failures(tmp_path, clock):
     from falcon.testing import TestClient
 
-    from xpresso_env.app import build_context, create_app
     from tests.conftest import make_settings, seed
     from tests.probes.conftest import ProbeWorld
+    from xpresso_env.app import build_context, create_app
 
     s = make_settings(tmp_path, "sqlite", extra={"probes": {"enabled": True}})
     ctx = build_context(s, pm=make_plugin_manager(extra_plugins=[CloudPlugin()]), check_schema=False,
@@ -281,8 +280,8 @@ def test_health_says_why_probing_is_down(probe_world):
     """A store that refuses the scheduler's transactions shows up in /api/v2/health's probes part."""
     from contextlib import contextmanager
 
-    from xpresso_env.errors import StorageUnavailable
-    from xpresso_env.services.probes import ProbeService
+    from xpresso_env.core.errors import StorageUnavailable
+    from xpresso_env.probes.service import ProbeService
 
     class DeadStore:
         name = "dead"
@@ -306,7 +305,7 @@ def test_health_says_why_probing_is_down(probe_world):
         import falcon
         from falcon.testing import TestClient
 
-        from xpresso_env.api.meta import Health
+        from xpresso_env.http.resources.meta import Health
 
         def health(storage):
             app = falcon.App()

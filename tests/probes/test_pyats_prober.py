@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from xpresso_env.probers import ProbeTarget
 from xpresso_env_plugins.prober_pyats import PyatsProber
 
 from tests.probes.conftest import fake_install
+from xpresso_env.probes.protocol import ProbeTarget
 
 
 def probe(path, harness: str = "pyATS", timeout_s: float = 5.0):

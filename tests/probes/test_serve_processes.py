@@ -12,7 +12,7 @@ import yaml
 from tests import waiting
 from xpresso_env.app import build_context
 from xpresso_env.config import load_settings
-from xpresso_env.services.probe_state import STATE_KIND
+from xpresso_env.probes.state import STATE_KIND
 from xpresso_env.testing.server import cli, serve, write_config
 
 N = 12

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import make_settings, seed
+from xpresso_env.access.auth import AuthService
 from xpresso_env.app import build_context
-from xpresso_env.errors import PermissionDenied
-from xpresso_env.services.auth import AuthService
+from xpresso_env.core.errors import PermissionDenied
 
 DRF = "You do not have permission to perform this action."
 

@@ -10,13 +10,13 @@ import threading
 import time
 
 import pytest
+from xpresso_env_plugins.storage_postgres import CircuitBreaker
 
-from xpresso_env.codec import to_doc
-from xpresso_env.errors import StorageUnavailable
+from xpresso_env.core.codec import to_doc
+from xpresso_env.core.errors import StorageUnavailable
 from xpresso_env.testing import require
 from xpresso_env.testing.postgres import admin_dsn, postgres_available, temp_database
 from xpresso_env.testing.storage_suite import insert, make_harness, open_backend, uid
-from xpresso_env_plugins.storage_postgres import CircuitBreaker
 
 TIMEOUT_S = 1.0  # storage.busy_timeout_s: how long a request waits for a connection
 FAST_S = TIMEOUT_S + 2.0  # what the one request that finds the database gone may take, on a loaded machine

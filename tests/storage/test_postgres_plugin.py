@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from xpresso_env.codec import to_doc
 from xpresso_env.config import load_settings
-from xpresso_env.errors import ConfigError, SchemaOutdated, StorageError
+from xpresso_env.core.codec import to_doc
+from xpresso_env.core.errors import ConfigError, SchemaOutdated, StorageError
 from xpresso_env.plugin import make_plugin_manager, pick_storage
 from xpresso_env.testing import require
-from xpresso_env.testing.postgres import (admin_dsn, postgres_available, reset_database, temp_database)
+from xpresso_env.testing.postgres import admin_dsn, postgres_available, reset_database, temp_database
 from xpresso_env.testing.storage_suite import insert, make_harness, open_backend, uid
 
 

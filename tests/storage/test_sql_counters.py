@@ -8,11 +8,18 @@ from typing import Any, Iterator
 
 import pytest
 
-from xpresso_env.codec import to_doc
+from xpresso_env.core.codec import to_doc
 from xpresso_env.testing import require
 from xpresso_env.testing.postgres import postgres_available, temp_database
-from xpresso_env.testing.storage_suite import (insert, make_group, make_harness, make_image, make_user,
-                                               open_backend, versions)
+from xpresso_env.testing.storage_suite import (
+    insert,
+    make_group,
+    make_harness,
+    make_image,
+    make_user,
+    open_backend,
+    versions,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -168,7 +175,7 @@ def test_postgres_a_refused_bump_rolls_the_write_back_and_the_store_goes_on(pg_m
     # row, the whole write is rolled back and reported as busy, and the connection stays usable.
     import psycopg
 
-    from xpresso_env.errors import StorageUnavailable
+    from xpresso_env.core.errors import StorageUnavailable
 
     backend = pg_make()
     backend.init()
@@ -190,7 +197,7 @@ def test_postgres_a_refused_bump_rolls_the_write_back_and_the_store_goes_on(pg_m
 
 def test_a_write_touching_more_keys_than_one_statement_holds_bumps_them_all(make):
     # The bump goes out in several statements past BUMP_CHUNK keys (SQLite's parameter limit).
-    from xpresso_env.sql_counters import BUMP_CHUNK
+    from xpresso_env.storage.sql_counters import BUMP_CHUNK
 
     backend = make()
     backend.init()

@@ -5,10 +5,11 @@ import subprocess
 import sys
 import textwrap
 
-from xpresso_env.codec import to_doc
+from xpresso_env_plugins.storage_sqlite import CommitSequence, SQLiteStorage, commit_sequence_path
+
+from xpresso_env.core.codec import to_doc
 from xpresso_env.storage import STAMPED_KINDS, Doc
 from xpresso_env.testing.storage_suite import make_harness
-from xpresso_env_plugins.storage_sqlite import CommitSequence, SQLiteStorage, commit_sequence_path
 
 
 def _store(path):
@@ -68,7 +69,7 @@ def test_another_process_write_moves_the_stamp(tmp_path):
     a = _store(path)
     before = a.change_stamp()
     code = textwrap.dedent(f"""
-        from xpresso_env.codec import to_doc
+        from xpresso_env.core.codec import to_doc
         from xpresso_env.testing.storage_suite import make_harness
         from xpresso_env_plugins.storage_sqlite import SQLiteStorage
         s = SQLiteStorage({str(path)!r})
@@ -105,7 +106,7 @@ def test_only_writes_of_stamped_kinds_move_the_stamp(tmp_path):
 
 
 def test_the_stamped_kinds_are_every_kind_a_cached_answer_depends_on():
-    from xpresso_env.services.reads import AUTH_KEYS
-    from xpresso_env.services.registry import ENGINE, HARNESS
+    from xpresso_env.access.reads import AUTH_KEYS
+    from xpresso_env.registry.service import ENGINE, HARNESS
 
     assert {k for k, _ in AUTH_KEYS} | {HARNESS.kind, ENGINE.kind} <= STAMPED_KINDS

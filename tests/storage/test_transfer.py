@@ -5,11 +5,11 @@ import pytest
 import yaml
 
 from tests.conftest import make_settings, seed
+from xpresso_env.admin.fixtures import load_fixtures
+from xpresso_env.admin.transfer import KINDS, export_file, import_file
 from xpresso_env.app import build_context
-from xpresso_env.services.fixtures import load_fixtures
-from xpresso_env.services.build_log import BuildLogStore
-from xpresso_env.services.image_files import ImagePaths
-from xpresso_env.services.transfer import KINDS, export_file, import_file
+from xpresso_env.builds.files import ImagePaths
+from xpresso_env.builds.log import BuildLogStore
 
 
 def _everything(ctx) -> dict:
@@ -31,7 +31,7 @@ def test_round_trip_through_every_backend(tmp_path):
     with source.storage.read() as tx:  # a webhook, and a change with its history row and pending delivery
         caller = source.auth.authenticate(tokens["admin"], "g1", tx)
     source.webhooks.create(caller, lambda: {"url": "http://127.0.0.1:9/hook", "events": ["*"], "secret": "s" * 16})
-    from xpresso_env.services.registry import HARNESS
+    from xpresso_env.registry.service import HARNESS
     source.registry.create(caller, HARNESS, lambda: {"name": "journalled", "path": "/p"})
     load_fixtures(source.storage, {"groups": ["myGroup"], "harnesses": [
         {"group": "myGroup", "id": "94f03015-5f0d-4c2e-a6e6-49ca71442a36", "name": "TestHarness",
@@ -78,7 +78,7 @@ def test_round_trip_through_every_backend(tmp_path):
 
 
 def test_import_is_all_or_nothing(tmp_path):
-    from xpresso_env.errors import BadRequest
+    from xpresso_env.core.errors import BadRequest
 
     ctx = _ctx(make_settings(tmp_path, "sqlite"))
     bad = tmp_path / "bad.yaml"

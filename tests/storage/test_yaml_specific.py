@@ -14,16 +14,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from xpresso_env.codec import from_doc, to_doc
-from xpresso_env.config import load_settings
-from xpresso_env.errors import SchemaOutdated, StorageError, StorageUnavailable
-from xpresso_env.plugin import make_plugin_manager, pick_storage
-from xpresso_env.storage import Doc
-from xpresso_env.testing.storage_suite import (insert, make_group, make_harness, make_image, make_user,
-                                               sample_records, uid)
 from xpresso_env_plugins import storage_yaml_format as fmt
 from xpresso_env_plugins.storage_yaml import YamlStorage
+
+from xpresso_env.config import load_settings
+from xpresso_env.core.codec import from_doc, to_doc
+from xpresso_env.core.errors import SchemaOutdated, StorageError, StorageUnavailable
+from xpresso_env.plugin import make_plugin_manager, pick_storage
+from xpresso_env.storage import Doc
+from xpresso_env.testing.storage_suite import (
+    insert,
+    make_group,
+    make_harness,
+    make_image,
+    make_user,
+    sample_records,
+    uid,
+)
 
 
 @pytest.fixture
@@ -344,7 +351,7 @@ def test_a_held_lock_times_out_as_unavailable(store, path):
 _CHILD = """
 import sys, dataclasses
 from pathlib import Path
-from xpresso_env.codec import from_doc, to_doc
+from xpresso_env.core.codec import from_doc, to_doc
 from xpresso_env_plugins.storage_yaml import YamlStorage
 from xpresso_env.testing.storage_suite import make_harness
 backend = YamlStorage(Path(sys.argv[1]))

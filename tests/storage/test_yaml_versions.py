@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-
-from xpresso_env.codec import to_doc
-from xpresso_env.errors import StorageError, StorageUnavailable
-from xpresso_env.testing.storage_suite import insert, make_harness, uid, versions
 from xpresso_env_plugins.storage_yaml import YamlStorage
+
+from xpresso_env.core.codec import to_doc
+from xpresso_env.core.errors import StorageError, StorageUnavailable
+from xpresso_env.testing.storage_suite import insert, make_harness, uid, versions
 
 KEYS = [("harness", "alpha"), ("engine", "beta"), ("group", "")]
 

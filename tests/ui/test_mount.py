@@ -8,8 +8,8 @@ import re
 import pytest
 from falcon.testing import TestClient
 
-from xpresso_env.api import ui as api_ui
 from xpresso_env.app import build_context, create_wsgi_app
+from xpresso_env.http.resources import ui as api_ui
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from xpresso_env.metrics import NullMetrics
-from xpresso_env.services.journal import WEBHOOK_KIND
-from xpresso_env.services.webhook_delivery import DeliveryService
-from xpresso_env.services.webhooks import refused_address
+from xpresso_env.core.metrics import NullMetrics
+from xpresso_env.journal.delivery import DeliveryService
+from xpresso_env.journal.journal import WEBHOOK_KIND
+from xpresso_env.journal.webhooks import refused_address
 
 from .receiver import Receiver
 
@@ -156,8 +156,8 @@ def test_a_stored_non_http_url_is_never_connected_to(world, scheme):
     the delivery refuses its URL; nothing connects to the address it names."""
     import socket
 
-    from xpresso_env.services.journal import Webhook, queue_doc
-    from xpresso_env.timeutil import format_time
+    from xpresso_env.core.timeutil import format_time
+    from xpresso_env.journal.journal import Webhook, queue_doc
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

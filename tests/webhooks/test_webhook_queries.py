@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from xpresso_env.services.journal import DELIVERY_KIND, WEBHOOK_KIND
+from xpresso_env.journal.journal import DELIVERY_KIND, WEBHOOK_KIND
 
 SECRET = "a-secret-of-24-characters"
 

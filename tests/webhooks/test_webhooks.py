@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from xpresso_env.metrics import NullMetrics
-from xpresso_env.services.journal import DELIVERY_KIND, OUTBOX_KIND, WEBHOOK_KIND
-from xpresso_env.services.webhook_delivery import DeliveryService
+from xpresso_env.core.metrics import NullMetrics
+from xpresso_env.journal.delivery import DeliveryService
+from xpresso_env.journal.journal import DELIVERY_KIND, OUTBOX_KIND, WEBHOOK_KIND
 
 from .receiver import Receiver
 

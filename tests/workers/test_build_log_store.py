@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from xpresso_env.app import build_context
-from xpresso_env.services import build_log
-from xpresso_env.services.build_log import KIND, BuildLogStore, chunk_id
+from xpresso_env.builds import log as build_log
+from xpresso_env.builds.log import KIND, BuildLogStore, chunk_id
 
 
 @pytest.fixture

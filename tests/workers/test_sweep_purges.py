@@ -9,9 +9,10 @@ from dataclasses import replace
 from typing import Optional
 
 from tests.images.conftest import FakeClock
-from xpresso_env.codec import from_doc, to_doc
-from xpresso_env.services import build_log, idempotency
-from xpresso_env.timeutil import format_time
+from xpresso_env.builds import idempotency
+from xpresso_env.builds import log as build_log
+from xpresso_env.core.codec import from_doc, to_doc
+from xpresso_env.core.timeutil import format_time
 
 BUILD = "/api/v2/images/polaris_build"
 

@@ -1,5 +1,5 @@
 """A documents-only storage backend kept in memory: the smallest plugin that keeps the documents
-interface of ``xpresso_env/storage.py``, and claims no change counters.
+interface of ``xpresso_env/storage/__init__.py``, and claims no change counters.
 
 It shows what a third-party storage plugin must write, proves that the conformance suite works
 for a backend without counters (``tests/storage/test_memory_conformance.py``), and lets API tests
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ..config import Settings
-from ..errors import AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError, StorageUnavailable
+from ..core.errors import AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError, StorageUnavailable
 from ..hookspecs import hookimpl
 from ..storage import Doc, StorageBackendInfo
 

@@ -1,7 +1,7 @@
 """The storage conformance suite: the pytest classes that hold a storage backend to its contract.
 
-It holds a backend to the contract in ``xpresso_env/storage.py`` through the ``Doc`` API, using real
-records (``xpresso_env.models``) turned into documents by ``xpresso_env.codec``.
+It holds a backend to the contract in ``xpresso_env/storage/__init__.py`` through the ``Doc`` API, using real
+records (``xpresso_env.core.models``) turned into documents by ``xpresso_env.core.codec``.
 
 Using it
 --------
@@ -48,7 +48,7 @@ Three classes, one per part of the contract; a backend's test class subclasses e
   commit seen across processes, every acknowledged write surviving a SIGKILL. Every backend whose
   store other processes can open (not an in-memory test double).
 * :class:`ChangeCounterConformance`: the optional change counters (``ChangeCounters`` in
-  ``xpresso_env/storage.py``), for a backend that claims them. The documents suite checks that
+  ``xpresso_env/storage/__init__.py``), for a backend that claims them. The documents suite checks that
   claim and this class go together: a backend that claims counters without running their tests
   fails, and so does one that runs them without claiming. A backend with ONE counter for the
   whole store (allowed: it bumps more than asked) says ``versions_store_wide = True``; the
@@ -82,12 +82,33 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
-from xpresso_env.codec import from_doc, to_doc
-from xpresso_env.errors import AlreadyExists, NameConflict, NotFound, SchemaOutdated
-from xpresso_env.models import (ConfigurationState, Engine, EngineType, Group, Harness, HarnessType, Image,
-                                ImageStatus, OperationalState, Revocation, Role, User)
-from xpresso_env.storage import (ChangeCounters, CountingTx, Doc, Key, StorageBackend, Tx, change_counters,
-                                 check_ready, filter_docs)
+from xpresso_env.core.codec import from_doc, to_doc
+from xpresso_env.core.errors import AlreadyExists, NameConflict, NotFound, SchemaOutdated
+from xpresso_env.core.models import (
+    ConfigurationState,
+    Engine,
+    EngineType,
+    Group,
+    Harness,
+    HarnessType,
+    Image,
+    ImageStatus,
+    OperationalState,
+    Revocation,
+    Role,
+    User,
+)
+from xpresso_env.storage import (
+    ChangeCounters,
+    CountingTx,
+    Doc,
+    Key,
+    StorageBackend,
+    Tx,
+    change_counters,
+    check_ready,
+    filter_docs,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Opening a backend from a spec (shared by the fixtures and the child processes)

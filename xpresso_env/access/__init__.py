@@ -1,0 +1,1 @@
+"""Who is asking and what they may read: authentication, the read scope, the response cache."""

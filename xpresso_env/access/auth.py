@@ -1,0 +1,330 @@
+"""Tokens, users, groups and permissions.
+
+Tokens are HS256 JWTs (PyJWT) carrying ``sub`` (user name), ``jti``, ``iat`` and ``exp``. Every
+request re-reads the user and the revocation list inside one read transaction, so a revocation
+or a deleted user takes effect at once in every process (no cache to go stale).
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Mapping, Optional
+
+import jwt
+
+from ..config import Settings
+from ..core.codec import from_doc, to_doc
+from ..core.errors import (
+    AlreadyExists,
+    BadRequest,
+    ConfigError,
+    InvalidToken,
+    NotAuthenticated,
+    NotFound,
+    PermissionDenied,
+    TokenExpired,
+    ValidationError,
+)
+from ..core.models import ALL_PERMISSIONS, Group, Revocation, Role, TokenRecord, User, role_permissions
+from ..core.timeutil import Clock
+from ..storage import StorageBackend, Tx
+
+ALGORITHM = "HS256"
+_SCHEMES = {"jwt", "bearer"}
+# Group and user names: printable, no whitespace at the ends, no path or header trouble.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, and in which group: the result of authenticating a request."""
+
+    user: User
+    group: str
+    token_expires: float = float("inf")  # unix time the token stops being valid
+
+    def can(self, permission: str) -> bool:
+        if self.user.superuser:
+            return True
+        role = self.user.role_in(self.group)
+        return role is not None and permission in role_permissions(role)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What GET /api/v2/me answers (AuthService.whoami)."""
+
+    user: str
+    superuser: bool
+    groups: dict[str, Optional[str]]  # group name -> role (None: a superuser who is not a member)
+    group: Optional[str]  # the request's group, if it named one (or has exactly one)
+    permissions: list[str]  # held in ``group``
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """One line of `token list`. A revoked id with no record of its issue (revoked by hand, or
+    issued before tokens were recorded) has no user, issued or expires."""
+
+    jti: str
+    user: Optional[str]
+    issued: Optional[datetime]
+    expires: Optional[datetime]
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str  # the bare JWT
+    jti: str
+    user: str
+    expires: str
+
+    @property
+    def display(self) -> str:
+        return f"Jwt {self.token}"
+
+
+def load_secret(settings: Settings, create: bool = False) -> bytes:
+    """The signing secret: configured directly, or read from ``auth.secret_file`` (``init``
+    creates it, mode 0600)."""
+    if settings.auth.secret:
+        return settings.auth.secret.encode()
+    path: Path = settings.resolve(settings.auth.secret_file)
+    if not path.exists():
+        if not create:
+            raise ConfigError(f"auth.secret_file: {path} does not exist: run `xpresso-env init`")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+    try:
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"auth.secret_file: cannot read {path}: {exc.strerror}") from None
+    if len(secret) < 32:
+        raise ConfigError(f"auth.secret_file: {path} holds a secret shorter than 32 characters")
+    return secret.encode()
+
+
+def parse_role(value: object) -> Role:
+    """A role by its name: the one place a role is read from text (CLI, fixtures, services)."""
+    try:
+        return Role(value)
+    except (ValueError, TypeError):
+        raise BadRequest(f"unknown role {value!r}; roles: {', '.join(r.value for r in Role)}") from None
+
+
+def parse_membership(item: str) -> tuple[str, str]:
+    """``GROUP:ROLE`` as the CLI takes it, split at the last colon (the role is checked by
+    ``parse_role`` where it is used)."""
+    group, sep, role = item.rpartition(":")
+    if not sep or not group or not role:
+        raise BadRequest(f"expected GROUP:ROLE, got {item!r}")
+    return group, role
+
+
+def split_authorization(header: Optional[str]) -> str:
+    """The bare token from an Authorization header: ``Jwt t``, ``Bearer t`` or just ``t``."""
+    if header is None or not header.strip():
+        raise NotAuthenticated()
+    parts = header.strip().split()
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2 and parts[0].lower() in _SCHEMES:
+        return parts[1]
+    raise InvalidToken()
+
+
+def check_name(field: str, value: object) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ValidationError.one(field, "Use 1-128 letters, digits and _ . @ + - (starting with a letter or digit).")
+    return value
+
+
+class AuthService:
+    def __init__(self, storage: StorageBackend, secret: bytes, clock: Clock, token_days: int):
+        self._storage = storage
+        self._secret = secret
+        self._clock = clock
+        self._token_days = token_days
+
+    # -- tokens ---------------------------------------------------------------------------
+    def issue_token(self, user_name: str, days: Optional[int] = None) -> IssuedToken:
+        """Sign a token and record its issue (jti, user, times: never the token) for `token list`."""
+        days = self._token_days if days is None else days
+        if days <= 0:
+            raise BadRequest("--days must be positive")
+        now = self._clock()
+        exp = now + timedelta(days=days)
+        jti = uuid.uuid4().hex
+        with self._storage.write() as tx:
+            user = self._user(tx, user_name)
+            if user is None:
+                raise NotFound(f"user {user_name!r} does not exist")
+            tx.insert(to_doc(TokenRecord(id=jti, user=user.name, date_created=now, expires=exp)))
+        token = jwt.encode({"sub": user.name, "jti": jti, "iat": int(now.timestamp()), "exp": int(exp.timestamp())},
+                           self._secret, algorithm=ALGORITHM)
+        return IssuedToken(token=token, jti=jti, user=user.name, expires=exp.isoformat())
+
+    def list_tokens(self, user_name: Optional[str] = None) -> list[TokenInfo]:
+        """Issued tokens (of one user, if given), oldest first, with whether each is revoked."""
+        with self._storage.read() as tx:
+            if user_name is not None and tx.get(User.KIND, user_name) is None:
+                raise NotFound(f"user {user_name!r} does not exist")
+            issued: list[TokenRecord] = [from_doc(d) for d in tx.query(TokenRecord.KIND)]
+            revoked: list[Revocation] = [from_doc(d) for d in tx.query(Revocation.KIND)]
+        revoked_ids = {r.jti for r in revoked}
+        known = {t.id for t in issued}
+        out = [TokenInfo(jti=t.id, user=t.user, issued=t.date_created, expires=t.expires, revoked=t.id in revoked_ids)
+               for t in issued if user_name is None or t.user == user_name]
+        out += [TokenInfo(jti=r.jti, user=r.user, issued=None, expires=None, revoked=True)
+                for r in revoked if r.jti not in known and (user_name is None or r.user == user_name)]
+        return out
+
+    def revoke(self, jti: str, user: Optional[str] = None) -> None:
+        if not isinstance(jti, str) or not re.fullmatch(r"[0-9a-fA-F-]{8,64}", jti):
+            raise BadRequest(f"not a token id: {jti!r}")
+        with self._storage.write() as tx:
+            if tx.get(Revocation.KIND, jti) is None:
+                tx.insert(to_doc(Revocation(jti=jti, date_created=self._clock(), user=user)))
+
+    def _decode(self, token: str) -> dict:
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM],
+                                options={"require": ["exp", "iat", "sub", "jti"]},
+                                # our clock, so tests with an injected clock see expiry for real
+                                leeway=0)
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired() from None
+        except jwt.PyJWTError:
+            raise InvalidToken() from None
+        if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("jti"), str):
+            raise InvalidToken()
+        if claims["exp"] <= self._clock().timestamp():
+            raise TokenExpired()
+        return claims
+
+    # -- requests -------------------------------------------------------------------------
+    def authenticate(self, authorization: Optional[str], group_header: Optional[str], tx: Tx) -> Caller:
+        """Check the token, then the group (CONTRACT section 7 order), inside ``tx``."""
+        user, claims = self._token_user(authorization, tx)
+        return Caller(user=user, group=self._pick_group(user, group_header, tx), token_expires=float(claims["exp"]))
+
+    def _token_user(self, authorization: Optional[str], tx: Tx) -> tuple[User, dict]:
+        claims = self._decode(split_authorization(authorization))
+        if tx.get(Revocation.KIND, claims["jti"]) is not None:
+            raise InvalidToken()
+        user = self._user(tx, claims["sub"])
+        if user is None:
+            raise InvalidToken()
+        return user, claims
+
+    def whoami(self, authorization: Optional[str], group_header: Optional[str]) -> "Identity":
+        """GET /api/v2/me: the token's user, their groups and what they may do in the request's
+        group. Unlike ``authenticate`` the group is optional: with no header (and not exactly one
+        group to fall back to) it is None and no permission is listed. A named group is checked
+        as everywhere else (403). A superuser's groups are every group; the role is None in the
+        ones they are not a member of (they act there as system administrator)."""
+        with self._storage.read() as tx:
+            user, _ = self._token_user(authorization, tx)
+            group: Optional[str] = None
+            if group_header or (not user.superuser and len(user.roles) == 1):
+                group = self._pick_group(user, group_header, tx)
+            names = [g.id for g in tx.query(Group.KIND)] if user.superuser else list(user.roles)
+        groups = {name: (None if user.role_in(name) is None else str(user.role_in(name))) for name in sorted(names)}
+        permissions = [] if group is None else sorted(p for p in ALL_PERMISSIONS if Caller(user, group).can(p))
+        return Identity(user=user.name, superuser=user.superuser, groups=groups, group=group, permissions=permissions)
+
+    def _pick_group(self, user: User, header: Optional[str], tx: Tx) -> str:
+        if header is None or header == "":
+            if not user.superuser and len(user.roles) == 1:
+                return next(iter(user.roles))
+            raise BadRequest("The Group header is required: name the group this request is for.")
+        # A name no group could have is simply not there (and never reaches storage).
+        if not NAME_RE.match(header) or tx.get(Group.KIND, header) is None:
+            raise PermissionDenied(why=f"group {header!r} does not exist (user {user.name!r})")
+        if not user.superuser and header not in user.roles:
+            raise PermissionDenied(why=f"user {user.name!r} is not a member of group {header!r}")
+        return header
+
+    @staticmethod
+    def require(caller: Caller, permission: str) -> None:
+        if not caller.can(permission):
+            raise PermissionDenied(why=f"missing permission {permission!r} in group {caller.group!r} "
+                                       f"for user {caller.user.name!r}")
+
+    # -- users and groups (CLI and fixtures) ------------------------------------------------
+    @staticmethod
+    def _user(tx: Tx, name: str) -> Optional[User]:
+        doc = tx.get(User.KIND, name)
+        if doc is None:
+            return None
+        user = from_doc(doc)
+        return None if user.deleted else user
+
+    def add_group(self, name: str) -> Group:
+        check_name("group", name)
+        group = Group(name=name, date_created=self._clock())
+        with self._storage.write() as tx:
+            if tx.get(Group.KIND, name) is not None:
+                raise AlreadyExists(f"group {name!r} already exists")
+            tx.insert(to_doc(group))
+        return group
+
+    def list_groups(self) -> list[Group]:
+        with self._storage.read() as tx:
+            return [from_doc(d) for d in tx.query(Group.KIND)]
+
+    def list_users(self) -> list[User]:
+        """Live users (deleted ones are kept in storage, not listed)."""
+        with self._storage.read() as tx:
+            return [u for u in map(from_doc, tx.query(User.KIND, include_deleted=False)) if not u.deleted]
+
+    def add_user(self, name: str, superuser: bool = False, roles: Optional[Mapping[str, str]] = None) -> User:
+        check_name("user", name)
+        parsed = {group: parse_role(role) for group, role in (roles or {}).items()}
+        user = User(name=name, date_created=self._clock(), superuser=superuser, roles=parsed)
+        with self._storage.write() as tx:
+            for group in parsed:
+                if tx.get(Group.KIND, group) is None:
+                    raise NotFound(f"group {group!r} does not exist")
+            existing = tx.get(User.KIND, name)
+            if existing is not None and not existing.body.get("deleted"):
+                raise AlreadyExists(f"user {name!r} already exists")
+            if existing is not None:
+                tx.update(to_doc(user))
+            else:
+                tx.insert(to_doc(user))
+        return user
+
+    def delete_user(self, name: str) -> None:
+        """Soft-delete a user: every token of theirs stops working at once."""
+        with self._storage.write() as tx:
+            user = self._user(tx, name)
+            if user is None:
+                raise NotFound(f"user {name!r} does not exist")
+            tx.update(to_doc(replace(user, deleted=True)))
+
+    def set_role(self, user_name: str, group: str, role: Optional[str]) -> User:
+        """Give ``user_name`` the ``role`` in ``group``; None removes them from the group."""
+        new_role = None if role is None else parse_role(role)
+        with self._storage.write() as tx:
+            user = self._user(tx, user_name)
+            if user is None:
+                raise NotFound(f"user {user_name!r} does not exist")
+            if tx.get(Group.KIND, group) is None:
+                raise NotFound(f"group {group!r} does not exist")
+            roles = dict(user.roles)
+            if new_role is None:
+                roles.pop(group, None)
+            else:
+                roles[group] = new_role
+            user = replace(user, roles=roles)
+            tx.update(to_doc(user))
+        return user

@@ -1,0 +1,1 @@
+"""What the `xpresso-env` admin commands do beyond the API: fixtures, export and import."""

@@ -1,1 +1,0 @@
-"""The HTTP layer: thin falcon resources, one error mapping, wire serialisation."""

@@ -1,0 +1,1 @@
+"""Polaris image builds: the service, queue, logs, files, retention, workspace, push."""

@@ -1,0 +1,1 @@
+"""The HTTP layer: the WSGI edge, one error mapping, the resources, the OpenAPI document."""

@@ -1,0 +1,390 @@
+"""The OpenAPI 3.1 description of the API, generated from the sources the server itself uses:
+record shapes and string grammars from ``wire.py``, body fields (each rule states its own schema),
+required fields and list filters from the services' tables. Tests check it with a real validator,
+against the mounted routes, and with schemathesis against the running app."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from .. import __version__
+from ..access.auth import NAME_RE
+from ..builds.idempotency import KEY_RE as IDEMPOTENCY_KEY_RE
+from ..builds.service import ADD, DELETE, PATCH_VALIDATORS, SUBMIT_REQUIRED, SUBMIT_VALIDATORS
+from ..builds.service import FILTERS as IMAGE_FILTERS
+from ..core import wire
+from ..core.models import ALL_PERMISSIONS, Role
+from ..core.validation import Rule
+from ..registry.service import ENGINE, HARNESS, KindSpec
+
+Schema = wire.Schema
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(props: dict[str, Any], required: Optional[list[str]] = None, extra: bool = False) -> Schema:
+    out: Schema = {"type": "object", "properties": props, "additionalProperties": extra}
+    if required:
+        out["required"] = required
+    return out
+
+
+def _body(fields: Mapping[str, Rule], required: frozenset[str] = frozenset()) -> Schema:
+    """A request body: exactly the fields the service accepts, each as its rule states itself."""
+    props = {}
+    for name, rule in fields.items():
+        props[name] = rule.schema()
+        if name in wire.CREDENTIALS:
+            props[name]["writeOnly"] = True
+    return _obj(props, sorted(required))
+
+
+def _filter_schema(enum_cls: Optional[type]) -> Schema:
+    return wire.enum_schema(enum_cls) if enum_cls is not None else dict(wire.STRING)
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj({"detail": {"type": "string"}}, ["detail"]),
+    "FieldErrors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                    "description": "DRF field errors: each refused field with its messages"},
+    "Harness": wire.HARNESS.schema(),
+    "HarnessV1": wire.HARNESS_V1.schema(),
+    "HarnessCreate": _body(HARNESS.fields, HARNESS.required),
+    "HarnessPatch": _body(HARNESS.fields),
+    "Engine": wire.ENGINE.schema(),
+    "EngineV1": wire.ENGINE_V1.schema(),
+    "EngineCreate": _body(ENGINE.fields, ENGINE.required),
+    "EnginePatch": _body(ENGINE.fields),
+    "ResourceMeta": wire.RESOURCE_META.schema(),
+    "ResourceMetaV1": wire.RESOURCE_META_V1.schema(),
+    "Image": wire.IMAGE.schema(),
+    "PolarisBuild": _body(SUBMIT_VALIDATORS, SUBMIT_REQUIRED),
+    "ImagePatch": _body(PATCH_VALIDATORS, frozenset(PATCH_VALIDATORS)),
+    "Plugin": _obj({"name": {"type": "string"}, "version": {"type": "string"},
+                    "hooks": {"type": "array", "items": {"type": "string"}},
+                    "storage": _obj({"backend": {"type": "string"}, "in_use": {"type": "boolean"},
+                                     "response_cache": {"type": "string",
+                                                        "description": "on, or off and why"}},
+                                    ["backend", "in_use", "response_cache"])},
+                   ["name", "version", "hooks"]),
+    "Health": _obj({"status": {"type": "string"}, "version": {"type": "string"},
+                    "storage": {"type": "string"}, "builder": {"type": ["string", "null"]},
+                    "builder_problem": {"type": ["string", "null"]},
+                    "probes": {"type": "object", "description": "enabled, running, problem, records, in_flight"},
+                    "probes_problem": {"type": ["string", "null"], "description": "why probing is not working"},
+                    "down": {"type": "object", "additionalProperties": {"type": "string"},
+                             "description": "each part that is down (storage, builder, probes) and why; {} when "
+                                            "all work"},
+                    "plugins": {"type": "array", "items": _ref("Plugin")}},
+                   ["status", "version", "storage"], extra=True),
+}
+
+
+def _err(description: str, headers: dict | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                               "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_RE.pattern},
+                   "description": "1 to 64 visible ASCII characters (a UUID, say). The same key and body from "
+                                  "the same group within 24 h answers the first request's image (200) instead "
+                                  "of building again; the same key with another body is a 422."}
+
+
+def _json(description: str, schema: dict[str, Any], headers: dict | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+AUTH_ERRORS = {"401": _err("Not authenticated, invalid or expired token"),
+               "403": _err("Not a member of the group, or lacking the permission"),
+               "400": {"description": "Bad input", "content": {"application/json": {
+                   "schema": {"oneOf": [_ref("Error"), _ref("FieldErrors")]}}}}}
+TOTAL = {"X-Total-Count": {"description": "the unpaged count", "schema": {"type": "integer"}}}
+GROUP = {"$ref": "#/components/parameters/group"}
+PAGING = [{"$ref": "#/components/parameters/limit"}, {"$ref": "#/components/parameters/offset"},
+          {"$ref": "#/components/parameters/deleted"}]
+BODY_ERRORS = {"413": _err("body too large"), "415": _err("not JSON")}
+
+
+def _filters(filters: Mapping[str, Optional[type]]) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "query", "required": False, "schema": _filter_schema(enum_cls),
+             "description": "equality filter"} for name, enum_cls in filters.items()]
+
+
+def _path_param(name: str, schema: Optional[Schema] = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or dict(wire.UUID)}
+
+
+def _request(schema_name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema_name)}}}
+
+
+def _op(summary: str, responses: dict[str, Any], permission: Optional[str] = None,
+        parameters: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (), **extra: Any) -> dict[str, Any]:
+    out = {"summary": summary + (f" (permission: {permission})" if permission else ""),
+           "parameters": [GROUP, *parameters],
+           "responses": {**responses, **AUTH_ERRORS}, "security": [{"jwt": []}]}
+    out.update(extra)
+    return out
+
+
+def _registry_paths(plural: str, schema: str, spec: KindSpec) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    label = spec.label
+    list_params = PAGING + _filters(spec.filters)
+    paths[f"/api/v2/{plural}"] = {
+        "get": _op(f"List the group's {plural}",
+                   {"200": _json("the records", {"type": "array", "items": _ref(schema)}, TOTAL)},
+                   parameters=list_params),
+        "post": _op(f"Create a {label}", {"201": _json("created", _ref(schema)),
+                                          "409": _err("name already used in the group"), **BODY_ERRORS},
+                    spec.add, requestBody=_request(f"{schema}Create")),
+    }
+    paths[f"/api/v2/{plural}/{{id}}"] = {
+        "parameters": [_path_param("id")],
+        "get": _op(f"Retrieve a {label}", {"200": _json("the record", _ref(schema)), "404": _err("not found")}),
+        "patch": _op(f"Change a {label}", {"200": _json("changed", _ref(schema)), "404": _err("not found"),
+                                           "409": _err("name already used in the group, or the record is deleted"),
+                                           **BODY_ERRORS},
+                     spec.change, requestBody=_request(f"{schema}Patch")),
+        "delete": _op(f"Soft-delete a {label}", {"204": {"description": "deleted"}, "404": _err("not found")},
+                      spec.delete),
+    }
+    paths[f"/api/v1/{plural}"] = {
+        "get": _op(f"List the group's {plural} (v1 shape)",
+                   {"200": _json("the records", {"type": "array", "items": _ref(schema + "V1")}, TOTAL)},
+                   parameters=list_params),
+    }
+    paths[f"/api/v1/{plural}/{{uuid}}"] = {
+        "parameters": [_path_param("uuid")],
+        "get": _op(f"Retrieve a {label} (v1 shape)", {"200": _json("the record", _ref(schema + "V1")),
+                                                      "404": _err("not found")}),
+    }
+    return paths
+
+
+def _lookup_paths() -> dict[str, Any]:
+    paths = {}
+    for version, schema in (("v1", "ResourceMetaV1"), ("v2", "ResourceMeta")):
+        for spelling in ("resouces", "resources"):
+            paths[f"/api/{version}/{spelling}/{{category}}/{{name}}"] = {
+                "parameters": [_path_param("category", {"type": "string", "enum": list(wire.CATEGORIES)}),
+                               _path_param("name", dict(wire.STRING))],
+                "get": _op("Look a harness or engine up by name (a deleted one is not found)",
+                           {"200": _json("meta", _ref(schema)), "404": _err("not found")}),
+            }
+    return paths
+
+
+def _image_paths() -> dict[str, Any]:
+    uuid_param = [_path_param("uuid")]
+    return {
+        "/api/v2/images": {"get": _op("List images visible in the group",
+                                      {"200": _json("the images", {"type": "array", "items": _ref("Image")}, TOTAL)},
+                                      parameters=PAGING + _filters(IMAGE_FILTERS))},
+        "/api/v2/images/polaris_build": {"post": _op(
+            "Build a Polaris image in the background", {"200": _json("the image, status building", _ref("Image")),
+                                                        "409": _err("the same name:tag is building"), **BODY_ERRORS,
+                                                        "422": _err("this Idempotency-Key came with another body "
+                                                                    "within 24 h"),
+                                                        "429": _err("the group has builds.max_queued_per_group "
+                                                                    "builds building: retry later",
+                                                                    headers=RETRY_AFTER),
+                                                        "503": _err("no builder available, or polaris.repo is "
+                                                                    "not configured")},
+            ADD, parameters=[IDEMPOTENCY_KEY], requestBody=_request("PolarisBuild"))},
+        "/api/v2/images/{uuid}": {
+            "parameters": uuid_param,
+            "get": _op("Retrieve an image", {"200": _json("the image", _ref("Image")), "404": _err("not found")}),
+            "patch": _op("Pin or unpin an image against retention", {"200": _json("the image", _ref("Image")),
+                                                                     "404": _err("not found"),
+                                                                     "409": _err("the image has been deleted"),
+                                                                     **BODY_ERRORS},
+                         ADD, requestBody=_request("ImagePatch")),
+            "delete": _op("Delete an image (cancels a running build)", {"204": {"description": "deleted"},
+                                                                        "404": _err("not found")},
+                          DELETE),
+        },
+        "/api/v2/images/{uuid}/logs": {
+            "parameters": uuid_param,
+            "get": _op("The build log", {"200": {"description": "log text (empty past its end)",
+                                                 "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                         "404": _err("not found"),
+                                         "429": _err("too many logs followed at once: poll with offset")},
+                       parameters=[{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                                   {"name": "follow", "in": "query", "schema": {"type": "boolean"},
+                                    "description": "stream the log until the build ends"}]),
+        },
+        "/api/v2/images/{uuid}/cancel": {
+            "parameters": uuid_param,
+            "post": _op("Cancel a running build", {"200": _json("the image, cancelled", _ref("Image")),
+                                                   "404": _err("not found"), "409": _err("the build has ended")},
+                        ADD),
+        },
+    }
+
+
+def _me_paths() -> dict[str, Any]:
+    """GET /api/v2/me (api/me.py): the one route where the Group header is optional. It is stated
+    in the description, not as a parameter: a route whose only input is an optional header has no
+    schema-invalid request to generate (tests/api/test_schemathesis.py's negative run)."""
+    roles = {"type": ["string", "null"], "enum": [r.value for r in Role] + [None],
+             "description": "the role; null: a system administrator who is not a member"}
+    me = _obj({"user": {"type": "string"}, "superuser": {"type": "boolean"},
+               "groups": {"type": "object", "additionalProperties": roles},
+               "group": {"type": ["string", "null"], "description": "the request's group, or null"},
+               "permissions": {"type": "array", "items": {"type": "string", "enum": sorted(ALL_PERMISSIONS)},
+                               "description": "held in `group` (empty without one)"}},
+              ["user", "superuser", "groups", "group", "permissions"])
+    return {"/api/v2/me": {"get": {
+        "summary": "Who the token belongs to: groups, roles, and permissions in the request's group",
+        "description": "Any valid token. The `Group` header (or `X-Group`) is optional here: without it "
+                       "(and unless the user has exactly one group) `group` is null and `permissions` empty; "
+                       "a group the caller may not use is a 403 as everywhere.",
+        "security": [{"jwt": []}],
+        "responses": {"200": _json("the caller", me), **AUTH_ERRORS}}}}
+
+
+def _metrics_paths() -> dict[str, Any]:
+    """GET /metrics (api/metrics.py): outside /api, no token, Prometheus' text format."""
+    text = {"schema": {"type": "string"}}
+    return {"/metrics": {"get": {
+        "summary": "Prometheus metrics (off with server.metrics: false)", "security": [],
+        "description": "The Prometheus text exposition format (OpenMetrics when the Accept header asks for it).",
+        "responses": {"200": {"description": "the metrics",
+                              "content": {"text/plain": text, "application/openmetrics-text": text}}}}}}
+
+
+# Not `required`: the edge (create_wsgi_app) adds it, and the bare falcon app is tested too.
+REQUEST_ID_HEADER = {"description": "sent on every answer: the request's X-Request-Id if it was safe, else a new id",
+                     "schema": wire.REQUEST_ID.schema()}
+
+
+def _with_request_id(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every documented answer with the X-Request-Id header (CONTRACT section 10)."""
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        out[path] = {method: ({**op, "responses": {code: {**answer, "headers": {**answer.get("headers", {}),
+                                                                              "X-Request-Id": REQUEST_ID_HEADER}}
+                                                   for code, answer in op["responses"].items()}}
+                              if isinstance(op, dict) and "responses" in op else op)
+                     for method, op in item.items()}
+    return out
+
+
+def _state_paths() -> dict[str, Any]:
+    """GET /api/v2/{harnesses,engines}/{id}/state (api/probe_state.py)."""
+    from .resources.probe_state import SCHEMA as STATE_SCHEMA
+
+    return {f"/api/v2/{plural}/{{id}}/state": {
+        "parameters": [_path_param("id")],
+        "get": _op(f"The {label}'s operational state: since when, why, and its last probe",
+                   {"200": _json("the state", STATE_SCHEMA), "404": _err("not found")}),
+    } for plural, label in (("harnesses", "harness"), ("engines", "engine"))}
+
+
+def _history_and_webhook_paths() -> dict[str, Any]:
+    """History (api/history.py) and webhooks (api/webhooks.py): CONTRACT sections 8 and 9."""
+    from ..journal.webhooks import FIELDS as WEBHOOK_FIELDS
+    from ..journal.webhooks import PERMISSION
+    from ..journal.webhooks import REQUIRED as WEBHOOK_REQUIRED
+
+    SCHEMAS.setdefault("HistoryEntry", wire.HISTORY_ENTRY.schema())
+    SCHEMAS.setdefault("Webhook", wire.WEBHOOK.schema())
+    SCHEMAS.setdefault("Delivery", wire.DELIVERY.schema())
+    for name, required in (("WebhookCreate", WEBHOOK_REQUIRED), ("WebhookPatch", frozenset())):
+        body = _body(WEBHOOK_FIELDS, required)
+        body["properties"]["secret"]["writeOnly"] = True
+        SCHEMAS.setdefault(name, body)
+    paging = PAGING[:2]
+    paths: dict[str, Any] = {f"/api/v2/{plural}/{{id}}/history": {
+        "parameters": [_path_param("id")],
+        "get": _op(f"The {label}'s history, oldest first: created, updated, deleted and state events",
+                   {"200": _json("the history", {"type": "array", "items": _ref("HistoryEntry")}, TOTAL),
+                    "404": _err("not found (or another group's)")}, parameters=paging),
+    } for plural, label in (("harnesses", "harness"), ("engines", "engine"))}
+    hook_404 = {"404": _err("no such webhook in the group")}
+    paths["/api/v2/webhooks"] = {
+        "get": _op("List the group's webhooks",
+                   {"200": _json("the webhooks", {"type": "array", "items": _ref("Webhook")}, TOTAL)}, PERMISSION,
+                   parameters=paging),
+        "post": _op("Subscribe a URL to events", {"201": _json("created", _ref("Webhook")), **BODY_ERRORS},
+                    PERMISSION, requestBody=_request("WebhookCreate")),
+    }
+    paths["/api/v2/webhooks/{id}"] = {
+        "parameters": [_path_param("id")],
+        "get": _op("Retrieve a webhook", {"200": _json("the webhook", _ref("Webhook")), **hook_404}, PERMISSION),
+        "patch": _op("Change a webhook", {"200": _json("changed", _ref("Webhook")), **hook_404, **BODY_ERRORS},
+                     PERMISSION, requestBody=_request("WebhookPatch")),
+        "delete": _op("Delete a webhook (its pending deliveries fail)", {"204": {"description": "deleted"},
+                                                                         **hook_404}, PERMISSION),
+    }
+    status = {"name": "status", "in": "query", "required": False, "description": "equality filter",
+              "schema": {"type": "string", "enum": ["pending", "delivered", "failed"]}}
+    paths["/api/v2/webhooks/{id}/deliveries"] = {
+        "parameters": [_path_param("id")],
+        "get": _op("The webhook's deliveries, newest first",
+                   {"200": _json("the deliveries", {"type": "array", "items": _ref("Delivery")}, TOTAL), **hook_404},
+                   PERMISSION, parameters=[*paging, status]),
+    }
+    paths["/api/v2/webhooks/{id}/deliveries/{delivery_id}/redeliver"] = {
+        "parameters": [_path_param("id"), _path_param("delivery_id")],
+        "post": _op("Queue a delivery again (same id, same body)",
+                    {"202": _json("the delivery, pending", _ref("Delivery")),
+                     "404": _err("no such webhook or delivery")}, PERMISSION),
+    }
+    return paths
+
+
+def build_openapi(include_images: bool = True, include_metrics: bool = True) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    paths.update(_history_and_webhook_paths())
+    paths.update(_state_paths())
+    if include_metrics:
+        paths.update(_metrics_paths())
+    paths.update(_registry_paths("harnesses", "Harness", HARNESS))
+    paths.update(_registry_paths("engines", "Engine", ENGINE))
+    paths.update(_lookup_paths())
+    paths.update(_me_paths())
+    if include_images:
+        paths.update(_image_paths())
+    paths["/api/v2/openapi.json"] = {"get": {"summary": "This document", "security": [],
+                                             "responses": {"200": {"description": "OpenAPI 3.1",
+                                                                   "content": {"application/json": {"schema": {"type": "object"}}}}}}}
+    paths["/api/v2/plugins"] = {"get": {"summary": "Loaded plugins and their versions", "security": [],
+                                        "responses": {"200": _json("plugins", {"type": "array", "items": _ref("Plugin")})}}}
+    paths["/api/v2/health"] = {"get": {"summary": "Liveness and the storage/builder in use", "security": [],
+                                       "responses": {"200": _json("healthy", _ref("Health")),
+                                                     "503": _json("storage unreachable", _ref("Health"))}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "xpresso-env", "version": __version__,
+                 "description": "XPRESSO Environment REST APIs: test harnesses, execution engines, Polaris image "
+                                "builds. Every string a client sends must be valid Unicode: a lone UTF-16 "
+                                "surrogate (such as \\ud800) is a 400 field error."},
+        "paths": _with_request_id(paths),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"jwt": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                        "description": "`Jwt <token>` (also `Bearer <token>` or the bare token)"}},
+            "parameters": {
+                "group": {"name": "Group", "in": "header", "required": True,
+                          "schema": {"type": "string", "pattern": NAME_RE.pattern},
+                          "description": "the group the request is for (`X-Group` is read when `Group` is absent)"},
+                "limit": {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                "offset": {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                "deleted": {"name": "deleted", "in": "query", "schema": {"type": "boolean"},
+                            "description": "true: list deleted records too"},
+            },
+        },
+        "security": [{"jwt": []}],
+    }

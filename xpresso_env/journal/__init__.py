@@ -1,0 +1,1 @@
+"""What a change leaves behind: history, webhook subscriptions, the outbox and its delivery."""

@@ -1,0 +1,1 @@
+"""Operational state: the prober protocol, the probe scheduler, claims and state."""

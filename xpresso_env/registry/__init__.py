@@ -1,0 +1,1 @@
+"""Harnesses and engines: the registry service."""

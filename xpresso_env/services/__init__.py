@@ -1,1 +1,0 @@
-"""Services: the domain logic between the API and storage."""
