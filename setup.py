@@ -15,8 +15,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    # One folder per area (README, design notes): every package under xpresso_env/ ships.
-    packages=[*find_packages(include=["xpresso_env", "xpresso_env.*"]), "xpresso_env_plugins"],
+    # One folder per area (README, design notes): every package under xpresso_env/ ships, and
+    # every plugin package under plugins/ (builder_docker/, ...) as xpresso_env_plugins.<name>.
+    packages=[*find_packages(include=["xpresso_env", "xpresso_env.*"]), "xpresso_env_plugins",
+              *(f"xpresso_env_plugins.{name}" for name in find_packages("plugins"))],
     package_dir={"xpresso_env_plugins": "plugins"},
     # The web page (http/resources/ui.py) and its vendored Swagger UI ship inside the package: no CDN.
     package_data={"xpresso_env": ["ui/*.html", "ui/*.js", "ui/*.css", "ui/*.svg", "ui/swagger-ui/*"]},
@@ -49,6 +51,8 @@ setup(
             # tests/ui drive the web page in a real browser: Debian's /usr/bin/chromium (apt
             # package `chromium`, see .ci/run); Playwright's own browser download is not used.
             "playwright>=1.40",
+            # tests/core/test_layers.py: the layers and the plugin SDK written down in .importlinter
+            "import-linter>=2.1",
         ],
     },
     entry_points={

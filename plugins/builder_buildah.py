@@ -41,10 +41,10 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from xpresso_env.builds.push import PushTarget, authfile, push_url
 from xpresso_env.builds.sdk import procrun
 from xpresso_env.builds.sdk.builder import (
     BuildCancelled,
+    Builder,
     BuilderInfo,
     BuildFailed,
     BuildRequest,
@@ -58,6 +58,7 @@ from xpresso_env.builds.sdk.builder import (
     temp_path_for,
     temp_ref,
 )
+from xpresso_env.builds.sdk.push import PushTarget, authfile, push_url
 from xpresso_env.core.errors import ServiceUnavailable
 from xpresso_env.hookspecs import hookimpl
 
@@ -86,7 +87,7 @@ def global_args(storage_driver: str, root: Optional[str] = None, runroot: Option
     return args
 
 
-class BuildahBuilder:
+class BuildahBuilder(Builder):
     name = "buildah"
     streams_context = False  # buildah bud reads a folder: the workspace always checks out (builders.py)
 

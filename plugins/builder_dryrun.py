@@ -18,6 +18,7 @@ from typing import Optional
 
 from xpresso_env.builds.sdk.builder import (
     BuildCancelled,
+    Builder,
     BuilderInfo,
     BuildRequest,
     BuildResult,
@@ -32,7 +33,7 @@ from xpresso_env.hookspecs import hookimpl
 ID_PREFIX = "dryrun:"
 
 
-class DryRunBuilder:
+class DryRunBuilder(Builder):
     name = "dry-run"
     streams_context = False  # its tar is made from the checked-out folder (builders.py)
 

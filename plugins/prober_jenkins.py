@@ -18,6 +18,7 @@ Bounded in every way a hostile or broken server could stretch it:
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import io
 import json
@@ -161,7 +162,13 @@ class JenkinsProber:
 
     def __init__(self, max_body_bytes: int = 1048576, ssl_context: Optional[ssl.SSLContext] = None):
         self.max_body_bytes = max_body_bytes
-        self._ssl = ssl_context or ssl.create_default_context()
+        self._given_ssl = ssl_context
+
+    @functools.cached_property
+    def _ssl(self) -> ssl.SSLContext:
+        # Made at the first HTTPS probe, not with the app: loading the CA certificates is slow,
+        # and most apps (each test builds its own) never probe over HTTPS.
+        return self._given_ssl or ssl.create_default_context()
 
     def probe(self, target: ProbeTarget) -> ProbeResult:
         record = target.record

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Optional
 import yaml
 
 from .core.errors import ConfigError
+from .core.push_address import MAX_REPOSITORY, SAMPLE_GROUP, parse_url, render_namespace
 
 ENV_PREFIX = "XPRESSO_ENV_"
 CONFIG_ENV = "XPRESSO_ENV_CONFIG"
@@ -360,11 +361,22 @@ def _check_values(s: Settings) -> None:
     _check_registry_and_network(s, where)
 
 
-def _check_registry_and_network(s: Settings, where: str) -> None:
-    from .builds.push import check_settings  # the URL and namespace rules live there
+def _check_registry(registry: RegistrySettings) -> None:
+    """Load-time checks of ``registry.*`` (its grammar: core/push_address.py, which the build side
+    uses too); raises ValueError naming the key."""
+    if registry.url is None:
+        return
+    address = parse_url(registry.url, registry.insecure)
+    render_namespace(registry.namespace, SAMPLE_GROUP)
+    if (registry.username is None) != (registry.password_file is None):
+        raise ValueError("registry.username and registry.password_file go together: set both or neither")
+    if len(address.host) + len(registry.namespace) > MAX_REPOSITORY:
+        raise ValueError("registry.url and registry.namespace make repository names longer than 255 characters")
 
+
+def _check_registry_and_network(s: Settings, where: str) -> None:
     try:
-        check_settings(s.registry, where)
+        _check_registry(s.registry)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     b = s.builder.buildah

@@ -1,1 +1,2 @@
-"""The core: records, wire shapes and grammars, renderers, codec, validation. No I/O here."""
+"""The core: records, storage documents and their index rules, wire shapes and grammars, the
+renderer, codec, validation. No I/O here."""

@@ -2,6 +2,7 @@
 
 A storage backend sees only ``Doc``: a JSON-able body plus the few index columns it must query
 and constrain on. This keeps every backend small and lets one conformance suite test them all.
+Which body fields are the index columns is written once, in ``documents.INDEX_RULES``.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Callable, Optional
 
-from ..storage import Doc
+from .documents import Doc, index_columns
 from .errors import UnencodableText
-from .models import RECORD_TYPES, Group, Image, Revocation, TokenRecord, User
+from .models import RECORD_TYPES
 from .timeutil import format_time, parse_time
 from .wire import UNENCODABLE_MESSAGE, all_encodable
 
@@ -106,23 +107,15 @@ def _check_encodable(body: dict[str, Any]) -> None:
 
 
 def to_doc(record: Any) -> Doc:
-    """The storage document for a record, with its index columns.
+    """The storage document for a record, with its index columns (``documents.INDEX_RULES``).
 
     :raises UnencodableText: a string field holds a lone surrogate.
     """
     body = record_body(record)
     _check_encodable(body)
-    if isinstance(record, (Group, User, Revocation, TokenRecord)):
-        return Doc(kind=record.KIND, id=str(record.id), group=None, name=None,
-                   deleted=bool(getattr(record, "deleted", False)),
-                   created=body["date_created"], body=body)
-    if isinstance(record, Image):
-        # name:tag is not unique (rebuilds); the 409 for a running build is the service's check.
-        return Doc(kind=record.KIND, id=str(record.id), group=record.group, name=None,
-                   deleted=record.is_deleted, created=body["date_created"], body=body,
-                   visible=tuple(g for g in record.groups if g != record.group))
-    return Doc(kind=record.KIND, id=str(record.id), group=record.group, name=record.name,
-               deleted=record.deleted, created=body["date_created"], body=body)
+    id_, group, name, deleted, created, visible = index_columns(record.KIND, body)
+    return Doc(kind=record.KIND, id=id_, group=group, name=name, deleted=deleted, created=created, body=body,
+               visible=visible)
 
 
 def from_doc(doc: Doc) -> Any:

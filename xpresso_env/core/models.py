@@ -1,7 +1,7 @@
 """Records: frozen dataclasses, UUID ids, timezone-aware UTC times, enums for states.
 
 Storage keeps each record as a JSON-able body (see ``codec.py``); the wire shapes (keys, v1
-names) are written once in ``wire.py`` and rendered by ``api/serialize.py``.
+names) are written once in ``wire.py`` and rendered by ``render.py``.
 """
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ class Engine:
 @dataclass(frozen=True)
 class Image:
     """A Polaris image build. The wire record (CONTRACT section 4): ``wire.IMAGE``, rendered by
-    ``api/serialize.py``."""
+    ``render.py``."""
 
     KIND: ClassVar[str] = "image"
     id: uuid.UUID
@@ -205,7 +205,7 @@ class Image:
     log_path: Optional[str] = None
     built_at: Optional[datetime] = None
     claimed_by: Optional[str] = None  # worker id holding the build
-    lease_until: Optional[datetime] = None  # the claim expires unless renewed
+    lease_until: Optional[int] = None  # the claim expires then unless renewed (runtime/lease.py: µs since the epoch)
     attempts: int = 0
 
     @property

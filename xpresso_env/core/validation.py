@@ -16,6 +16,7 @@ from .errors import BadRequest, NotFound, ValidationError
 from .wire import (
     BOOLEAN,
     CONTROL_CHARS,
+    GIT_REF,
     RECORD_NAME,
     UNENCODABLE_MESSAGE,
     Schema,
@@ -74,6 +75,39 @@ class Text:
         return self.grammar.schema()
 
 
+# What makes a name a revision expression rather than a ref: said when such a name is refused.
+REVISION_MARKS = ("~", "^", "@{", "..", ":")
+_REVISION_HINT = "Revision expressions (~, ^, @{, .., :) are not allowed."
+
+
+@dataclass(frozen=True)
+class GitRef:
+    """A git ref or commit id (``wire.GIT_REF``), checked when a build is submitted and again
+    before git runs (``builds/workspace/refs.py``): whatever reaches git can never be read as
+    an option or a revision expression. Each way to miss the grammar has its own message."""
+
+    def __call__(self, value: Any) -> str:
+        g = GIT_REF
+        if not isinstance(value, str):
+            raise FieldError("Not a valid string.")
+        if value == "":
+            raise FieldError("This field may not be blank.")
+        if len(value) > g.max_length:
+            raise FieldError(f"Ensure this field has no more than {g.max_length} characters.")
+        if value.startswith("-"):
+            raise FieldError("A git ref may not start with '-'.")
+        if not encodable(value):
+            raise FieldError(g.message)
+        if g.regex.fullmatch(value) is None:
+            if any(mark in value for mark in REVISION_MARKS):
+                raise FieldError(f"{g.message} {_REVISION_HINT}")
+            raise FieldError(g.message)
+        return value
+
+    def schema(self) -> Schema:
+        return GIT_REF.schema()
+
+
 @dataclass(frozen=True)
 class Choice:
     enum_cls: type[enum.Enum]
@@ -111,6 +145,7 @@ class Nullable:
 
 
 boolean = Boolean()
+git_ref = GitRef()
 
 
 def choice(enum_cls: type[enum.Enum]) -> Choice:

@@ -1,10 +1,12 @@
 """The wire shapes, each written once.
 
-- The records a client receives (harness and engine v2/v1, the name look-up, the image record):
-  their keys in the order they are sent, with each value's JSON Schema. ``api/serialize.py``
-  renders records from these tables and ``api/openapi.py`` documents them from the same tables.
-- The grammar of every string a client sends (:class:`TextGrammar`): the services validate with it
-  (``services/validation.py``) and the OpenAPI document states it, so the two cannot drift.
+- The records a client receives (harness and engine v2/v1, the name look-up, the image record, a
+  record's ``/state``): their keys in the order they are sent, with each value's JSON Schema.
+  ``render.py`` renders records from these tables and ``http/openapi.py`` documents them from the
+  same tables.
+- The grammar of every string a client sends (:class:`TextGrammar`), and of the names the service
+  makes from them (a registry namespace): the services validate with it (``validation.py``) and
+  the OpenAPI document states it, so the two cannot drift.
 
 Patterns are written for both Python's ``re`` and ECMA-262 (the dialect of JSON Schema): explicit
 character classes only (no ``\\s``, ``\\w`` or ``\\d``, whose meaning differs between the two).
@@ -120,8 +122,13 @@ RECORD_NAME = TextGrammar(f"{_EDGE_CHAR}(?:{_TEXT_CHAR}*{_EDGE_CHAR})?", 128,
 SITE = plain_text(64)
 ABSOLUTE_PATH = TextGrammar(f"/{_TEXT_CHAR}*", 4096, "Must be an absolute path.", min_length=1)
 ABSOLUTE_PATH_OR_EMPTY = TextGrammar(f"(?:/{_TEXT_CHAR}*)?", 4096, "Must be an absolute path (or empty).")
-USERNAME = plain_text(256)
+USERNAME = plain_text(256)  # an engine's credentials
 API_TOKEN = plain_text(4096)
+# A group's or a user's name: printable, no whitespace at the ends, no path or header trouble
+# (it travels in the Group header and in URLs, and storage joins group names with \x1f).
+ACCOUNT_NAME = TextGrammar("[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}", 128,
+                           "Use 1-128 letters, digits and _ . @ + - (starting with a letter or digit).",
+                           min_length=1)
 
 # An http(s) URL that urllib parses with a host (and a valid port when one is given). Hosts are
 # ASCII (an international name is written in punycode); IPv6 literals are bracketed.
@@ -153,6 +160,8 @@ HTTP_URL = TextGrammar(
 # digits joined by '.', '_', '__' or dashes, separated by '/'. No registry host: the image is
 # built locally. Neither '..' nor a leading '/' can match, so no path can leave nfs_root.
 _COMPONENT = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+# One component; a registry namespace (core/push_address.py) is made of these too.
+REPOSITORY_COMPONENT = re.compile(_COMPONENT)
 IMAGE_NAME = TextGrammar(f"{_COMPONENT}(?:/{_COMPONENT})*", 255,
                          "Enter a valid Docker repository name: lower-case letters and digits, separated by "
                          "'.', '_', '__', '-' or '/' (at most 255 characters).", min_length=1)
@@ -160,7 +169,9 @@ IMAGE_TAG = TextGrammar("[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", 128,
                         "Enter a valid Docker tag: up to 128 letters, digits, '_', '.' and '-', "
                         "not starting with '.' or '-'.", min_length=1)
 # `git check-ref-format --allow-onelevel` (refs.c) and no leading '-'; a 7-40 digit hex commit id
-# is such a name too. services/workspace.validate_ref checks the same and explains refusals.
+# is such a name too. validation.GitRef checks with it and explains refusals, when a build is
+# submitted and again before git runs (builds/workspace/refs.py); tests/builders/test_workspace.py
+# holds it to git itself.
 # (`[^\x00]*` rather than `.*`: ECMA's `.` stops at U+2028, Python's does not; NUL never matches.)
 _REF_CHAR = r"[^\x00-\x20\x7f~^:?\[\\*/]"
 _ANY = r"[^\x00]*"
@@ -173,7 +184,7 @@ GIT_REF = TextGrammar(
 MAX_GROUPS = 100  # further groups an image may be shared with
 # X-Request-Id (CONTRACT section 10): a client's own id is echoed when it is 1-128 of these
 # characters (no space, comma, quote or control: safe in a header, a log line and a JSON field);
-# anything else is replaced by a new id (api/request_id.py), never refused.
+# anything else is replaced by a new id (http/request_id.py), never refused.
 REQUEST_ID = TextGrammar("[A-Za-z0-9._~:/+=@-]+", 128, "Not a safe request id.", min_length=1,
                          description="the client's X-Request-Id if it was 1-128 characters of "
                                      "A-Z a-z 0-9 . _ ~ : / + = @ -, else a new id (32 hex digits)")
@@ -263,8 +274,27 @@ IMAGE = Shape.of({
 # What a client learns about a build's worker; the rest (boot id, pid namespace) serves take-over.
 WORKER_KEYS = ("worker_id", "host", "pid", "claimed_at")
 
+# --------------------------------------------------------------------------- operational state
+# GET /api/v2/{harnesses,engines}/{id}/state (CONTRACT section 8): probes/state.describe makes it,
+# render.probe_state puts it in this order; last_probe is what probes/service.py stores.
+
+LAST_PROBE = Shape.of({
+    "at": STRING, "ok": BOOLEAN, "latency_ms": {"type": "number", "minimum": 0}, "detail": STRING,
+    "version": {"type": ["string", "null"]},
+})
+PROBE_STATE = Shape.of({
+    "operational_state": OPER_STATE,
+    "since": {"type": ["string", "null"], "description": "when the record entered this state"},
+    "reason": {"type": ["string", "null"],
+               "description": "why: the last probe that agrees with the state (e.g. `connection refused`, "
+                              "`pyATS 24.3`), or why the record is not probed"},
+    "last_probe": {"oneOf": [{"type": "null"}, LAST_PROBE.schema()]},
+    "consecutive_failures": {"type": "integer", "minimum": 0},
+    "consecutive_successes": {"type": "integer", "minimum": 0},
+})
+
 # --------------------------------------------------------------------------- history and webhooks
-# (CONTRACT sections 8 and 9; services/journal.py writes them, services/webhooks.py validates)
+# (CONTRACT sections 8 and 9; journal/journal.py writes them, journal/webhooks.py validates)
 
 EVENT_NAMES: tuple[str, ...] = (
     "harness.created", "harness.updated", "harness.deleted", "harness.state",

@@ -55,7 +55,7 @@ backend that claims the counters.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -68,22 +68,13 @@ from typing import (
     runtime_checkable,
 )
 
+# The document and the rules its index columns follow (a plugin that stores only bodies derives the
+# columns with index_columns): written in the core, where codec.py uses them too.
+from ..core.documents import INDEX_FIELDS, Doc, index_columns, index_rule
 from ..core.errors import SchemaOutdated
 
 if TYPE_CHECKING:
     from ..config import Settings
-
-
-@dataclass(frozen=True)
-class Doc:
-    kind: str
-    id: str
-    group: Optional[str]
-    name: Optional[str]
-    deleted: bool
-    created: str  # wire-format UTC time; sorts as text
-    body: dict[str, Any]
-    visible: tuple[str, ...] = field(default=())
 
 
 # The kinds ``change_stamp`` must follow: what a cached answer may depend on (the registry's records,

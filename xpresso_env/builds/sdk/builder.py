@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, ru
 from ...core.errors import ConfigError
 from ...runtime.fsutil import discard, temp_beside
 from ...runtime.fsutil import publish as fsutil_publish
-from ..push import PushTarget, preflight
+from .push import PushTarget, preflight
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -45,7 +45,7 @@ class BuildRequest:
     push: Optional[PushTarget] = None
     # Only for a builder that declares ``streams_context = True`` (the docker one): when set,
     # nothing is checked out (context_dir holds the clone's .git only) and the context is this
-    # tree (services/workspace.GitTree: ``entries``, ``read_text(path)``, ``archive()`` a
+    # tree (builds/workspace.GitTree: ``entries``, ``read_text(path)``, ``archive()`` a
     # ``git archive`` tar whose process group goes through ``started`` like any git run). The
     # Dockerfile was checked to be a regular file inside it. Other builders always get a checkout.
     git_tree: Optional[Any] = None
@@ -63,10 +63,15 @@ class BuildResult:
 
 @runtime_checkable
 class Builder(Protocol):
+    """What the service asks of a builder. A builder class derives from it (``class
+    MyBuilder(Builder)``): it then inherits the defaults of the optional abilities below
+    (``streams_context``, ``remove_stale``) and declares the ones it has by overriding them, so
+    the service asks each builder directly instead of probing for attributes."""
+
     name: str
-    # Optional (absent means False): True when build() can take ``request.git_tree`` instead of
-    # a checked-out context_dir; the build queue then skips the checkout when it can.
-    # streams_context: bool
+    # Optional ability: True when build() can take ``request.git_tree`` instead of a checked-out
+    # context_dir; the build queue then skips the checkout when it can.
+    streams_context: bool = False
 
     def available(self) -> Optional[str]:
         """None when the builder can build now, else a one-line reason (daemon unreachable...)."""
@@ -81,9 +86,11 @@ class Builder(Protocol):
         """Remove the builder's copy of the image; a missing image is not an error."""
 
     def remove_stale(self, older_than_s: float) -> list[str]:
-        """Remove the temporary tags (and the images only they kept) that builds killed with
-        their server left, made more than ``older_than_s`` ago; returns them. The retention
-        sweep calls it (optional for third-party builders: a builder without it is skipped)."""
+        """Optional ability: remove the temporary tags (and the images only they kept) that
+        builds killed with their server left, made more than ``older_than_s`` ago; returns them.
+        The retention sweep calls it; the default, for a builder that keeps no such tags, removes
+        nothing."""
+        return []
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ class _Lines:
         self.sink(raw.rstrip(b"\r").decode("utf-8", errors="replace"))
 
 
-def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal the process group ``pgid`` (git and what it started); one already gone is no error."""
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
@@ -133,7 +134,7 @@ def end_group(pgid: int, leader_start: Optional[int], wait_s: float = 5.0) -> bo
         return False
     if not group_members(pgid):
         return False
-    _kill_group(pgid)
+    kill_group(pgid)
     deadline = time.monotonic() + wait_s
     while group_members(pgid) and time.monotonic() < deadline:
         time.sleep(POLL_S)
@@ -158,14 +159,14 @@ class _Stopper:
     def start(self) -> None:
         self.hard_at = time.monotonic() + self.grace_s
         if self.mode == "group":
-            _kill_group(self.pgid, signal.SIGTERM if self.grace_s > 0 else signal.SIGKILL)
+            kill_group(self.pgid, signal.SIGTERM if self.grace_s > 0 else signal.SIGKILL)
         self.tick()
 
     def tick(self) -> None:
         if self.hard_at is None:
             return
         if time.monotonic() >= self.hard_at:
-            _kill_group(self.pgid)
+            kill_group(self.pgid)
         elif self.mode == "children" and not _leader_exited(self.proc.pid):
             for pid in group_members(self.pgid):
                 if pid != self.proc.pid:
@@ -260,7 +261,7 @@ def run(cmd: Sequence[str], log: Log, cancel: threading.Event, timeout_s: float,
             if exited_at is None and _leader_exited(proc.pid):
                 exited_at = time.monotonic()
                 # Whatever is left in the group is a stray: it would hold our pipes open.
-                _kill_group(pgid)
+                kill_group(pgid)
             elif exited_at is not None and time.monotonic() - exited_at > 5:
                 break  # a descendant that left the group still holds the pipe: stop reading
     finally:
@@ -269,7 +270,7 @@ def run(cmd: Sequence[str], log: Log, cancel: threading.Event, timeout_s: float,
             os.close(exit_fd)
         if not _leader_exited(proc.pid):
             # Leaving by an exception (a failing log callback...): never leave the group running.
-            _kill_group(pgid)
+            kill_group(pgid)
         proc.wait()
         for stream, lines in streams.items():
             lines.close()
