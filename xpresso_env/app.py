@@ -1,11 +1,13 @@
-"""The app factory: everything is built from the settings; nothing is global.
+"""The app factory and the one composition root: everything is built from the settings here,
+and only here; nothing is global.
 
-``build_context(settings)`` makes the collaborators (plugin manager, storage, services);
-``create_app(ctx)`` mounts the resources on a new ``falcon.App``. Tests build as many
-independent apps as they like.
+``build_context(settings, role=...)`` makes the collaborators (plugin manager, storage, services)
+and the ordered list of the background loops the role runs; ``create_app(ctx)`` mounts the
+resources on a new ``falcon.App``. Tests build as many independent apps as they like.
 """
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import uuid
@@ -14,13 +16,15 @@ from typing import Any, Callable, Optional
 
 import falcon
 import pluggy
+from falcon.routing import CompiledRouter
 
 from .access.auth import AuthService, load_secret
-from .access.cache import CachedReads, CacheFrontend, ResponseCache
+from .access.cache import ResponseCache
 from .access.reads import Reads
 from .builds.files import ImagePaths
 from .builds.log import BuildLogStore
 from .builds.push import PushTargets
+from .builds.attempt import BuildRunner
 from .builds.queue import DEFAULT_MAX_ATTEMPTS, BuildQueue
 from .builds.retention import Retention
 from .builds.sdk.builder import Builder
@@ -30,8 +34,10 @@ from .config import Settings, load_settings
 from .core.timeutil import Clock, utcnow
 from .http import errors as api_errors
 from .http.access_log import ACCESS_LOGGER, AccessLog
+from .http.cache_frontend import CachedAnswers, CacheFrontend
 from .http.common import JsonBody
 from .http.edge import Edge
+from .http.request_id import RequestIds
 from .http.resources import history as api_history
 from .http.resources import images as api_images
 from .http.resources import me as api_me
@@ -42,16 +48,27 @@ from .http.resources import registry as api_registry
 from .http.resources import ui as api_ui
 from .http.resources import webhooks as api_webhooks
 from .journal.delivery import DeliveryService
-from .journal.history import HistoryService
+from .journal.history import HistoryReads, HistoryService
 from .journal.journal import Journal
 from .journal.webhooks import WebhookService
 from .plugin import builders, make_plugin_manager, pick_storage
 from .probes.protocol import choose_probers, prober_infos
-from .probes.service import ProbeService
+from .probes.state_reads import StateReads
+from .probes.scheduler import ProbeService
 from .registry.service import RegistryService
 from .runtime.events import Events
+from .runtime.lease import Identity, worker_id
+from .runtime.loop import Startable, Step
 from .runtime.prometheus import PrometheusMetrics
 from .storage import StorageBackend, change_counters, check_ready
+
+
+class Role(str, enum.Enum):
+    """What a process built by :func:`build_context` runs in the background (``AppContext.loops``)."""
+
+    SERVE = "serve"  # `serve`: HTTP, and every loop the settings turn on
+    WORKER = "worker"  # `xpresso-env worker`: builds (whatever builds.enabled says) and the sweeps, no HTTP
+    ADMIN = "admin"  # a CLI command: no background work
 
 
 @dataclass
@@ -66,67 +83,67 @@ class AppContext:
     events: Events
     auth: AuthService
     reads: Reads
-    cached: CachedReads
+    cached: CachedAnswers  # the response cache, as the read path uses it
     body: JsonBody
     registry: RegistryService
     metrics: PrometheusMetrics  # this context's own CollectorRegistry (GET /metrics)
     journal: Optional[Journal] = None  # writes history rows and webhook outbox entries
-    history: Optional[HistoryService] = None  # history reads and its retention sweep
+    history: Optional[HistoryService] = None  # the history's retention sweep
+    history_reads: Optional[HistoryReads] = None  # GET .../history
     webhooks: Optional[WebhookService] = None  # webhook subscriptions and deliveries list
-    deliveries: Optional[DeliveryService] = None  # the webhook delivery loop (started by start())
+    deliveries: Optional[DeliveryService] = None  # the webhook deliveries (its dispatcher loop is in ``loops``)
     images: Optional[ImageService] = None  # None when built without image builds
     access_log: Optional[AccessLog] = None  # None when server.access_log is off
     probes: Optional[ProbeService] = None  # operational state probes (runs when probes.enabled)
+    # The background work this process runs (see ``background``): started in this order, stopped in reverse.
+    loops: list[Startable] = field(default_factory=list)
+    role: Role = Role.SERVE
     started: bool = field(default=False)
 
     def start(self) -> None:
-        """Start background work (build workers, retention sweeper) and call startup hooks."""
+        """Start the loops, in order, then call the startup hooks. A loop that fails to start
+        stops the ones started before it."""
         if self.started:
             return
+        for n, loop in enumerate(self.loops):
+            try:
+                loop.start()
+            except BaseException:
+                for done in reversed(self.loops[:n]):
+                    done.stop()
+                raise
         self.started = True
-        if self.access_log is not None:
-            self.access_log.start()
-        if self.images is not None:
-            self.images.start()
-        if self.probes is not None and self.settings.probes.enabled:
-            # hears of edits made through this process (listed by /api/v2/plugins under this name)
-            name = "xpresso_env.probes"
-            self.pm.register(self.probes.hooks, name=name if self.pm.get_plugin(name) is None
-                             else f"{name}:{self.probes.owner}")
-            self.probes.start()
-        if self.deliveries is not None:
-            self.deliveries.start()
-        if self.history is not None:
-            self.history.start()
         self.pm.hook.xpresso_startup(ctx=self)
 
-    def close(self) -> None:
-        if self.probes is not None:
-            self.probes.stop()
-            if self.pm.is_registered(self.probes.hooks):
-                self.pm.unregister(self.probes.hooks)
-        if self.images is not None:
-            self.images.stop()
-        if self.deliveries is not None:
-            self.deliveries.stop()
-        if self.history is not None:
-            self.history.stop()
+    def stop(self) -> None:
+        """Stop the loops, the last started first (running builds go back to the queue), then
+        call the shutdown hooks. The storage stays open: requests are still answered."""
+        for loop in reversed(self.loops):
+            loop.stop()  # stopping a loop that is not running does nothing
         if self.started:
+            self.started = False
             self.pm.hook.xpresso_shutdown(ctx=self)
-        if self.access_log is not None:
-            self.access_log.stop()
+
+    def close(self) -> None:
+        self.stop()
         self.storage.close()
 
 
 def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None, clock: Clock = utcnow,
                   new_id: Callable[[], uuid.UUID] = uuid.uuid4, check_schema: bool = True,
-                  images: bool = True, lease_clock: Clock = utcnow, **image_options: Any) -> AppContext:
-    """Assemble the service bottom-up: plugins, storage, events, then each service with what it uses.
+                  images: bool = True, lease_clock: Clock = utcnow, role: Role = Role.SERVE,
+                  build_threads: Optional[int] = None, **image_options: Any) -> AppContext:
+    """Assemble the service bottom-up: plugins, storage, events, then each service with what it
+    uses, then the list of loops ``role`` runs (:func:`background`).
 
     :param lease_clock: wall time for build leases (the build queue's, and the metrics' queue depth).
+    :param role: what the process runs in the background; the settings are the same for every role.
+    :param build_threads: builds run at once in this process (`worker --concurrency`; default:
+        ``builds.max_concurrent``).
     :param image_options: passed to :func:`build_image_service` (tests inject a builder, clocks,
         poll intervals).
     """
+    role = Role(role)
     pm = pm or make_plugin_manager()
     storage = pick_storage(pm, settings.storage.backend).factory(settings)
     if check_schema:
@@ -137,68 +154,129 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
     events = Events(pm.hook, metrics)
     auth = AuthService(storage, load_secret(settings), clock, settings.auth.token_days)
     reads = Reads(storage, auth, counters, clock)
-    cached = CachedReads(reads, ResponseCache(settings.server.response_cache_bytes), counters, clock, metrics)
-    deliveries = DeliveryService(storage, settings.events, clock, metrics)
+    cached = CachedAnswers(ResponseCache(settings.server.response_cache_bytes, counters, clock), metrics)
+    worker = worker_id()  # this context's claims: webhook deliveries, probes and builds (runtime/lease.py)
+    deliveries = DeliveryService(storage, settings.events, clock, metrics, worker_id=worker)
     # history and webhook outbox, in each change's transaction
     journal = Journal(clock, new_id, wake=deliveries.wake)
-    webhooks = WebhookService(storage, clock, settings.events, new_id, wake=deliveries.wake)
+    webhooks = WebhookService(storage, reads, clock, settings.events, new_id, wake=deliveries.wake)
     history = HistoryService(storage, clock, settings.history.retention_days, settings.history.sweep_interval_s)
-    registry = RegistryService(storage, clock, events=events, new_id=new_id, journal=journal)
+    registry = RegistryService(storage, reads, clock, events=events, new_id=new_id, journal=journal)
     probes = ProbeService(storage, settings.probes, choose_probers(prober_infos(pm), settings), journal, events,
-                          metrics, clock=clock)
-    image_service = (build_image_service(settings, pm, storage, events, clock, new_id, journal=journal,
-                                         lease_clock=lease_clock, **image_options)
+                          metrics, clock=clock, owner=worker)
+    image_service = (build_image_service(settings, pm, storage, reads, events, clock, new_id, journal=journal,
+                                         worker_id=worker, lease_clock=lease_clock, build_threads=build_threads,
+                                         **image_options)
                      if images else None)
-    access_log = AccessLog(logging.getLogger(ACCESS_LOGGER)) if settings.server.access_log else None
-    return AppContext(settings=settings, pm=pm, storage=storage, clock=clock, events=events, auth=auth,
-                      reads=reads, cached=cached, body=JsonBody(settings.server.max_body_bytes),
-                      registry=registry, metrics=metrics, images=image_service, access_log=access_log, journal=journal,
-                      history=history, webhooks=webhooks, deliveries=deliveries, probes=probes)
+    # No HTTP, no access log: a worker or a CLI command answers no request.
+    access_log = (AccessLog(logging.getLogger(ACCESS_LOGGER))
+                  if settings.server.access_log and role is Role.SERVE else None)
+    ctx = AppContext(settings=settings, pm=pm, storage=storage, clock=clock, events=events, auth=auth,
+                     reads=reads, cached=cached, body=JsonBody(settings.server.max_body_bytes),
+                     registry=registry, metrics=metrics, images=image_service, access_log=access_log, journal=journal,
+                     history=history, history_reads=HistoryReads(reads), webhooks=webhooks,
+                     deliveries=deliveries, probes=probes, role=role)
+    ctx.loops = background(ctx)
+    return ctx
 
 
-def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: StorageBackend, events: Events,
-                        clock: Clock, new_id: Callable[[], uuid.UUID], builder: Optional[Builder] = None,
-                        lease_clock: Clock = utcnow, poll_s: float = 1.0, max_attempts: Optional[int] = None,
-                        cancel_wait_s: float = 30.0, follow_poll_s: float = 0.2,
-                        journal: Optional[Journal] = None) -> ImageService:
+def background(ctx: AppContext) -> list[Startable]:
+    """The loops ``ctx.role`` runs, in the order they start (they stop in reverse): the consumers
+    first (deliveries send what the others journal), the producers last, so at stop the builds
+    and probes end first and what they journaled can still be delivered.
+
+    - serve: the access log writer; the history sweep and webhook deliveries; the builds (workers,
+      heartbeat, retention sweep) unless ``builds.enabled`` is false; the probes when
+      ``probes.enabled``.
+    - worker: the same without HTTP (no access log) and without probes (CONTRACT §8: a build host
+      may not see the harnesses' paths); it builds whatever ``builds.enabled`` says.
+    - admin: nothing.
+    """
+    if ctx.role is Role.ADMIN:
+        return []
+    loops: list[Startable] = []
+    if ctx.access_log is not None:
+        loops.append(ctx.access_log.writer)
+    if ctx.history is not None:
+        loops.append(ctx.history.sweeper)
+    if ctx.deliveries is not None:
+        loops.append(ctx.deliveries.dispatcher)
+    images = ctx.images
+    if images is not None and (ctx.role is Role.WORKER or ctx.settings.builds.enabled):
+        # The heartbeat before the workers: it renews the claims of their builds until the
+        # workers' stop has given them back.
+        loops += [Step("builder check", images.check_builder), images.queue.heartbeat, images.queue.workers,
+                  images.retention.sweeper]
+    if ctx.probes is not None and ctx.role is Role.SERVE and ctx.settings.probes.enabled:
+        loops += [probe_hooks(ctx.pm, ctx.probes), ctx.probes.scheduler]
+    return loops
+
+
+def probe_hooks(pm: pluggy.PluginManager, probes: ProbeService) -> Step:
+    """While probes run, they hear of edits made through this process (listed by /api/v2/plugins
+    under this name)."""
+    name = "xpresso_env.probes"
+
+    def register() -> None:
+        pm.register(probes.hooks, name=name if pm.get_plugin(name) is None else f"{name}:{probes.owner}")
+
+    def unregister() -> None:
+        if pm.is_registered(probes.hooks):
+            pm.unregister(probes.hooks)
+
+    return Step("probe hooks", register, unregister)
+
+
+def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: StorageBackend, reads: Reads,
+                        events: Events,
+                        clock: Clock, new_id: Callable[[], uuid.UUID], journal: Journal, worker_id: str,
+                        builder: Optional[Builder] = None, lease_clock: Clock = utcnow, poll_s: float = 1.0,
+                        max_attempts: Optional[int] = None, cancel_wait_s: float = 30.0,
+                        follow_poll_s: float = 0.2, build_threads: Optional[int] = None) -> ImageService:
     """The image builds' part of the graph, bottom-up: paths, builder slot, queue, retention, service.
 
+    :param journal: the one journal (history and webhook outbox) of the context: the queue and the
+        service write through it.
+    :param worker_id: the context's worker id (``runtime/lease.py``): the queue's workers are ``<id>/w<n>``.
     :param builder: a Builder to use instead of the one ``builder.backend`` chooses (tests).
     :param lease_clock: wall time for build leases, shared by every process (default: UTC now).
     :param poll_s: how often idle workers look for builds submitted through other processes.
     :param max_attempts: claims after which an unfinished build fails (default 3).
+    :param build_threads: the queue's worker threads (default: ``builds.max_concurrent``).
     """
     paths = ImagePaths.from_settings(settings)
     slot = BuilderSlot(builders(pm), settings, builder)
     # Build logs live in storage, readable by every process; logs_root only holds older logs.
     logs = BuildLogStore(storage, paths.logs_root, clock)
-    journal = journal or Journal(clock, new_id)  # one for the queue and the service
-    queue = BuildQueue(storage, settings.builds, settings.polaris, settings.images, paths, slot, events, clock,
-                       lease_clock, poll_s=poll_s, max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS, logs=logs,
-                       push=PushTargets(settings.registry, settings.resolve(settings.registry.password_file)),
-                       journal=journal)
+    runner = BuildRunner(settings.builds, settings.polaris, settings.images, paths, slot,
+                         PushTargets(settings.registry, settings.resolve(settings.registry.password_file)))
+    threads = settings.builds.max_concurrent if build_threads is None else build_threads  # this process's own
+    queue = BuildQueue(storage, settings.builds, paths, runner, events, clock, lease_clock, threads=threads,
+                       worker_id=worker_id, identity=Identity.here(), logs=logs, journal=journal, poll_s=poll_s,
+                       max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS)
     retention = Retention(storage, paths, settings.images, settings.builds, slot, events, clock, logs=logs)
-    # builds.enabled false: the service answers the API but starts neither workers nor the sweep.
-    return ImageService(storage, settings.images, settings.polaris, paths, slot, queue, retention, events, clock,
-                        new_id, cancel_wait_s=cancel_wait_s, follow_poll_s=follow_poll_s, builds=settings.builds,
-                        logs=logs, journal=journal)
+    # Whether this process builds (the queue's and the retention's loops) is the role's choice: background().
+    return ImageService(storage, reads, settings.images, settings.polaris, paths, slot, queue, retention, events, clock,
+                        new_id, builds=settings.builds, logs=logs, journal=journal, cancel_wait_s=cancel_wait_s,
+                        follow_poll_s=follow_poll_s)
 
 
-def create_app(ctx: AppContext) -> falcon.App:
-    """The falcon app: every resource receives its collaborators by name."""
-    app = falcon.App(middleware=[api_metrics.RouteTemplate()])  # names the route for the metrics
+def create_app(ctx: AppContext, router: Optional[CompiledRouter] = None) -> falcon.App:
+    """The falcon app: every resource receives its collaborators by name. ``router``: falcon's
+    router to route with (the response cache's frontend routes with the same one)."""
+    app = falcon.App(middleware=[api_metrics.RouteTemplate()], router=router)  # names the route for the metrics
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     app.req_options.keep_blank_qs_values = True
     api_errors.install(app)
     api_registry.add_routes(app, ctx.cached, ctx.reads, ctx.body, ctx.registry)
-    if ctx.history is not None:
-        api_history.add_routes(app, ctx.reads, ctx.history)
+    if ctx.history_reads is not None:
+        api_history.add_routes(app, ctx.history_reads)
     if ctx.probes is not None:
-        api_probe_state.add_routes(app, ctx.reads, ctx.probes.probers)
+        api_probe_state.add_routes(app, StateReads(ctx.reads, ctx.probes.probers))
     if ctx.webhooks is not None:
         api_webhooks.add_routes(app, ctx.reads, ctx.body, ctx.webhooks)
-    api_me.add_routes(app, ctx.auth)
+    api_me.add_routes(app, ctx.reads)
     storage_info = api_meta.storage_report(ctx.storage, ctx.cached.enabled, ctx.settings.server.response_cache_bytes)
     app.add_route("/api/v2/openapi.json", api_meta.OpenAPIDocument(include_images=ctx.images is not None,
                                                                    include_metrics=ctx.settings.server.metrics))
@@ -209,7 +287,7 @@ def create_app(ctx: AppContext) -> falcon.App:
     if ctx.images is not None:
         api_images.add_routes(app, ctx.reads, ctx.body, ctx.images, ctx.settings.server.threads)
     if ctx.settings.server.ui:
-        api_ui.add_routes(app)  # the web page: / and /ui/<shipped file>, not API routes
+        api_ui.add_routes(app, api_ui.Assets())  # the web page: / and /ui/<shipped file>, not API routes
     ctx.pm.hook.xpresso_add_routes(app=app, ctx=ctx)
     return app
 
@@ -217,10 +295,11 @@ def create_app(ctx: AppContext) -> falcon.App:
 def create_wsgi_app(ctx: AppContext) -> Callable:
     """What a server runs: the edge (request id, HTTP metrics, access log) around the response
     cache's frontend around falcon."""
-    app: Callable = create_app(ctx)
+    router = CompiledRouter()
+    app: Callable = create_app(ctx, router)
     if ctx.cached.enabled:
-        app = CacheFrontend(app, ctx.cached)
-    return Edge(app, ctx.metrics, ctx.access_log)
+        app = CacheFrontend(app, ctx.cached, router)
+    return Edge(app, ctx.metrics, ctx.access_log, RequestIds())
 
 
 def make_app() -> Callable:

@@ -27,7 +27,6 @@ And what storage would otherwise keep for good (``Tx.purge``, a hard delete):
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Optional
@@ -37,6 +36,7 @@ from ..core.codec import from_doc, to_doc
 from ..core.models import Image, ImageStatus
 from ..core.timeutil import Clock, format_time, parse_time
 from ..runtime.events import Events
+from ..runtime.loop import Loop
 from ..storage import StorageBackend, Tx
 from . import idempotency
 from .files import ImagePaths, remove_tar, remove_tree, stale_partials, workspace_folders
@@ -103,49 +103,29 @@ def _days(delta: timedelta) -> str:
 
 
 class Retention:
-    """The retention sweep, run every ``images.sweep_interval_s`` by :meth:`start` and on demand
-    by :meth:`sweep` (``xpresso-env images sweep``)."""
+    """The retention sweep, run by :attr:`sweeper` (at start, then every ``images.sweep_interval_s``,
+    in a process that builds; the app starts it) and on demand by :meth:`sweep` (``xpresso-env
+    images sweep``)."""
 
     def __init__(self, storage: StorageBackend, paths: ImagePaths, images: ImagesSettings, builds: BuildsSettings,
-                 builders: BuilderSlot, events: Events, clock: Clock, logs: Optional[BuildLogStore] = None):
+                 builders: BuilderSlot, events: Events, clock: Clock, logs: BuildLogStore):
         self._storage = storage
         self._paths = paths
-        self._interval_s = images.sweep_interval_s
         # A live build writes its partial tar for at most timeout_s; a dead one's is older still.
         self._partial_age_s = builds.timeout_s + 2 * builds.lease_s
         # A build cancelled by its image's deletion stops writing its log well within this.
         self._log_grace = timedelta(seconds=2 * builds.lease_s)
-        self._logs = logs or BuildLogStore(storage, paths.logs_root, clock)
+        self._logs = logs
         self._builders = builders
         self._events = events
         self._clock = clock
-        self._thread: Optional[threading.Thread] = None
-        self._stop = threading.Event()
+        self.sweeper = Loop("xpresso-retention", self._sweep_round, images.sweep_interval_s, logger=log, join_s=10)
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="xpresso-retention", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                for item in self.sweep(dry_run=False):
-                    if item.removed:
-                        log.info("retention: removed %s/%s:%s (%s): %s", item.image.group, item.image.name,
-                                 item.image.tag, item.image.id, item.reason)
-            except Exception:
-                log.exception("retention sweep failed")
-            if self._stop.wait(self._interval_s):
-                return
+    def _sweep_round(self) -> None:
+        for item in self.sweep(dry_run=False):
+            if item.removed:
+                log.info("retention: removed %s/%s:%s (%s): %s", item.image.group, item.image.name,
+                         item.image.tag, item.image.id, item.reason)
 
     def sweep(self, dry_run: bool = False) -> list[SweepItem]:
         """Remove the tars past retention (or, with ``dry_run``, only say which). Returns every

@@ -1,5 +1,6 @@
 """Polaris image builds (CONTRACT section 4): submit, list, retrieve, pin, cancel, delete, logs,
-retention. The queue and the workers are in ``build_queue.py``; the sweep in ``retention.py``.
+retention. The queue and the workers are in ``queue.py`` (its claim rules in ``claims.py``, one attempt
+in ``attempt.py``); the sweep in ``retention.py``.
 
 Visibility: an image is visible in its owning group and in every group of its ``groups``; it
 may be listed, retrieved and its log read from any of those groups. It is changed, cancelled or
@@ -13,7 +14,8 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping, Optional
 
-from ..access.auth import NAME_RE, AuthService, Caller
+from ..access.auth import AuthService, Caller
+from ..access.reads import Credentials, Reads, Snapshot
 from ..config import BuildsSettings, ImagesSettings, PolarisSettings
 from ..core import wire
 from ..core.codec import from_doc, to_doc
@@ -30,6 +32,8 @@ from ..core.validation import (
     page,
     parse_list_query,
     parse_uuid,
+    git_ref,
+    reject_unknown_params,
     validate_body,
 )
 from ..journal.journal import Journal
@@ -41,7 +45,6 @@ from .log import BuildLogStore
 from .queue import BuildQueue, announce_finished
 from .retention import Retention, SweepItem, builder_image_unused, owns_tar
 from .slot import BuilderSlot
-from .workspace import validate_ref
 
 log = logging.getLogger("xpresso_env.images")
 
@@ -52,24 +55,6 @@ WIRE_KEYS = frozenset(wire.IMAGE.keys)
 
 
 # --------------------------------------------------------------------------- field rules
-
-@dataclass(frozen=True)
-class GitRef:
-    """A git ref or commit id: workspace.validate_ref (the check made before git runs) explains a
-    refusal; the grammar the document states is checked too, so the two never disagree."""
-
-    field: str
-
-    def __call__(self, value: Any) -> str:
-        try:
-            value = validate_ref(self.field, value)
-        except ValidationError as exc:
-            raise FieldError(" ".join(exc.fields.get(self.field) or [exc.detail])) from None
-        return Text(wire.GIT_REF)(value)
-
-    def schema(self) -> wire.Schema:
-        return wire.GIT_REF.schema()
-
 
 @dataclass(frozen=True)
 class GroupList:
@@ -84,7 +69,7 @@ class GroupList:
             raise FieldError(f"Ensure this field has no more than {wire.MAX_GROUPS} elements.")
         out: list[str] = []
         for item in value:
-            if not isinstance(item, str) or not NAME_RE.fullmatch(item):
+            if not isinstance(item, str) or not wire.ACCOUNT_NAME.matches(item):
                 raise FieldError(f"Not a valid group name: {str(item)[:100]!r}.")
             if item not in out:
                 out.append(item)
@@ -92,13 +77,13 @@ class GroupList:
 
     def schema(self) -> wire.Schema:
         return {"type": ["array", "null"], "maxItems": wire.MAX_GROUPS,
-                "items": {"type": "string", "pattern": NAME_RE.pattern},
+                "items": wire.ACCOUNT_NAME.schema(),
                 "description": "further groups the image is visible in; each must exist and the caller "
                                "must be a member"}
 
 
 SUBMIT_VALIDATORS: dict[str, Rule] = {"name": Text(wire.IMAGE_NAME), "tag": Text(wire.IMAGE_TAG),
-                                      "git_ref": GitRef("git_ref"), "base_ref": Nullable(GitRef("base_ref")),
+                                      "git_ref": git_ref, "base_ref": Nullable(git_ref),
                                       "groups": GroupList()}
 SUBMIT_REQUIRED = frozenset({"name", "tag", "git_ref"})
 SUBMIT_FIELDS = frozenset(SUBMIT_VALIDATORS)
@@ -120,22 +105,23 @@ class BuilderStatus:
 class ImageService:
     """Submit, list, read, change, cancel and delete images; read and follow their logs.
 
-    :param queue: runs the builds (started and stopped with the service).
-    :param retention: the sweep (started and stopped with the service).
+    :param queue: runs the builds (its loops are started by the app, in a process that builds).
+    :param retention: the sweep (its loop likewise; :meth:`sweep` runs it on demand).
+    :param journal: webhook outbox entries, in each change's transaction (shared with the queue).
+    :param logs: where build logs live (storage), shared with the queue: every process reads them.
     :param cancel_wait_s: how long a cancel waits for a build running here to stop.
     :param follow_poll_s: how often a followed log looks for new bytes.
     """
 
-    def __init__(self, storage: StorageBackend, images: ImagesSettings, polaris: PolarisSettings,
+    def __init__(self, storage: StorageBackend, reads: Reads, images: ImagesSettings, polaris: PolarisSettings,
                  paths: ImagePaths, builders: BuilderSlot, queue: BuildQueue, retention: Retention,
-                 events: Events, clock: Clock, new_id: Callable[[], uuid.UUID], cancel_wait_s: float = 30.0,
-                 follow_poll_s: float = 0.2, builds: Optional[BuildsSettings] = None,
-                 logs: Optional[BuildLogStore] = None, journal: Optional[Journal] = None):
+                 events: Events, clock: Clock, new_id: Callable[[], uuid.UUID], builds: BuildsSettings,
+                 logs: BuildLogStore, journal: Journal, cancel_wait_s: float = 30.0, follow_poll_s: float = 0.2):
         self.storage = storage
-        self.journal = journal or Journal(clock, new_id)  # webhook outbox entries, in each change's transaction
-        self.builds = builds or BuildsSettings()
-        # Where build logs live (storage), shared with the queue: every process reads them.
-        self.logs = logs or queue.logs
+        self._reads = reads  # the read scope of the API's reads
+        self.journal = journal
+        self.builds = builds
+        self.logs = logs
         self.images = images
         self.polaris = polaris
         self.paths = paths
@@ -147,30 +133,18 @@ class ImageService:
         self._new_id = new_id
         self._cancel_wait_s = cancel_wait_s
         self._follow_poll_s = follow_poll_s
-        self._started = False
 
     # -- life cycle ---------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the workers and the retention sweeper. A builder named in the configuration that
-        cannot be set up is a start-up error; ``auto`` finding none is a warning (submits get 503)."""
-        if self._started or not self.builds.enabled:
-            return  # builds.enabled false: `xpresso-env worker` processes build and sweep
+    def check_builder(self) -> None:
+        """Run by the app before a process starts building: a builder named in the configuration
+        that cannot be set up is a start-up error; ``auto`` finding none is a warning (submits
+        get 503), and so is a missing ``polaris.repo``."""
         try:
             self.builders.get()
         except ServiceUnavailable as exc:
             log.warning("image builds are refused until a builder is available: %s", exc.detail)
         if not self.polaris.repo:
             log.warning("polaris.repo is not configured: image builds are refused until it is set")
-        self._started = True
-        self.queue.start()
-        self.retention.start()
-
-    def stop(self) -> None:
-        if not self._started:
-            return
-        self._started = False
-        self.retention.stop()
-        self.queue.stop()
 
     def builder_status(self) -> BuilderStatus:
         if not self.builds.enabled:
@@ -185,14 +159,21 @@ class ImageService:
     def parse_query(params: Mapping[str, Any]) -> ListQuery:
         return parse_list_query(params, FILTERS)
 
-    def list(self, tx: Tx, caller: Caller, query: ListQuery) -> tuple[list[Image], int]:
-        docs = tx.query(Image.KIND, caller.group, include_deleted=query.include_deleted)
+    # The API's reads, each in the caller's read scope (the query checked after the caller):
+    # snapshots of Image records.
+    def list(self, credentials: Credentials, params: Mapping[str, Any]) -> Snapshot:
+        with self._reads.scope(credentials, Image.KIND) as scope:
+            query = self.parse_query(params)
+            docs = scope.tx.query(Image.KIND, scope.caller.group, include_deleted=query.include_deleted)
         docs = filter_docs(docs, query.filters) if query.filters else docs
         chosen, total = page(docs, query)
-        return [from_doc(d) for d in chosen], total
+        return scope.snapshot([from_doc(d) for d in chosen], total)
 
-    def get(self, tx: Tx, caller: Caller, image_id: str) -> Image:
-        return self._visible(tx, caller, image_id)
+    def get(self, credentials: Credentials, image_id: str, params: Mapping[str, Any]) -> Snapshot:
+        with self._reads.scope(credentials, Image.KIND) as scope:
+            reject_unknown_params(params)
+            image = self._visible(scope.tx, scope.caller, image_id)
+        return scope.snapshot(image)
 
     @staticmethod
     def _visible(tx: Tx, caller: Caller, image_id: str, lock: bool = False) -> Image:

@@ -95,10 +95,9 @@ class BuilderSlot:
 
     def remove_stale(self, older_than_s: float) -> list[str]:
         """The builder's temporary tags left by builds killed with their server, removed (see
-        ``Builder.remove_stale``); a builder without that method, or none available: nothing."""
+        ``Builder.remove_stale``); none available: nothing."""
         try:
-            remove = getattr(self.get(), "remove_stale", None)
-            return list(remove(older_than_s)) if remove is not None else []
+            return list(self.get().remove_stale(older_than_s))
         except Exception as exc:
             log.warning("could not look for temporary images left by killed builds: %s", exc)
             return []

@@ -1,26 +1,26 @@
 """The access log: one line per request (method, path, status, ms, user, group, request id),
 written off the request threads.
 
-A request thread only appends a tuple to a queue; a writer thread turns the queued tuples into
-lines every ``interval_s``, so the logging handlers' lock and their write calls never hold a
-request up. When the ``xpresso_env.access`` logger ends only in the handler ``serve`` configured
-(``logfmt.plain_handlers``), a batch is formatted by that handler's formatter from plain values and
-written in one call: a ``LogRecord`` and a write per line cost the server's one shared
-interpreter more than a cached answer did (benchmarks/README.md). Otherwise (a test's handler, an
-embedding application's configuration) each line goes through ``logging`` as a record. Values a
-client chose (path, group) are escaped, so a ``%0A`` in a path cannot forge a second line. Each record also
-carries the values as fields (``logfmt.FIELDS``) for the JSON log format, which escapes by itself.
-The request passes through ``api/edge.py``, which calls ``record``.
+A request thread only appends a tuple to a queue; a writer (``writer``, a background loop the app
+starts) turns the queued tuples into lines every ``interval_s``, so the logging handlers' lock and
+their write calls never hold a request up. When the ``xpresso_env.access`` logger ends only in the
+handler ``serve`` configured (``logfmt.plain_handlers``), a batch is formatted by that handler's
+formatter from plain values and written in one call: a ``LogRecord`` and a write per line cost the
+server's one shared interpreter more than a cached answer did (benchmarks/README.md). Otherwise (a
+test's handler, an embedding application's configuration) each line goes through ``logging`` as a
+record. Values a client chose (path, group) are escaped, so a ``%0A`` in a path cannot forge a
+second line. Each record also carries the values as fields (``logfmt.FIELDS``) for the JSON log
+format, which escapes by itself. The request passes through ``http/edge.py``, which calls ``record``.
 """
 from __future__ import annotations
 
 import collections
 import logging
-import threading
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 from ..runtime.logfmt import FIELDS, JsonFormatter, plain_handlers, write_lines
+from ..runtime.loop import Loop
 
 ACCESS_LOGGER = "xpresso_env.access"
 FORMAT = "%s %s %s %.1fms user=%s group=%s request_id=%s"
@@ -40,30 +40,18 @@ def escape(value: str) -> str:
 class AccessLog:
     def __init__(self, logger: logging.Logger, interval_s: float = 0.05, wall_clock: Callable[[], float] = time.time):
         self._logger = logger
-        self._interval_s = interval_s
         self._wall_clock = wall_clock
         self._queue: collections.deque[tuple] = collections.deque()  # append/popleft are thread-safe
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        # Stopped, it writes what the requests queued meanwhile. A broken handler is logged by the
+        # loop and never ends the writer.
+        self.writer = Loop("xpresso-access-log", self.flush, interval_s, logger=logging.getLogger("xpresso_env"),
+                           wait_first=True, on_stop=self.flush)
 
     def record(self, method: str, path: str, status: str, ms: float, user: str, group: str,
                request_id: str = "-") -> None:
         self._queue.append((self._wall_clock(), method, path, status, ms, user, group, request_id))
-        if self._thread is None:  # not started (a tool or a test without a writer): write now
+        if not self.writer.running:  # not started (a tool or a test without a writer): write now
             self.flush()
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="xpresso-access-log", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join(5)
-            self._thread = None
-        self.flush()
 
     def flush(self) -> None:
         if not self._logger.isEnabledFor(logging.INFO):
@@ -89,13 +77,6 @@ class AccessLog:
         record.created = entry[0]
         record.msecs = (entry[0] - int(entry[0])) * 1000
         self._logger.handle(record)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.flush()
-            except Exception:  # a broken handler must not end the writer
-                logging.getLogger("xpresso_env").exception("access log writer failed")
 
 
 def _message(entry: tuple) -> str:

@@ -1,13 +1,14 @@
 """The delivery loop: makes the deliveries the journal put in the outbox.
 
-One dispatcher thread per server process claims work and hands it to ``events.concurrency``
-delivery threads (the slots); request threads never wait on a receiver. A receiver that hangs
-costs one slot for ``events.timeout_s``.
+One dispatcher loop per server process (:attr:`DeliveryService.dispatcher`, a ``runtime/loop.py``
+loop the app starts) claims work and hands it to ``events.concurrency`` delivery threads (the
+slots); request threads never wait on a receiver. A receiver that hangs costs one slot for
+``events.timeout_s``.
 
-* **Claims with expiry**, as builds are claimed (``build_queue.py``): an outbox entry is claimed
-  in a write transaction (``claimed_by``, ``lease_until``), so with several processes on one store
-  each entry is attempted by one of them at a time; the claim of a process that died expires and
-  another process takes the entry over (at least once, never lost).
+* **Claims with expiry**, the lease builds and probes use too (``runtime/lease.py``): an outbox
+  entry is claimed in a write transaction (``claimed_by``, ``lease_until``), so with several
+  processes on one store each entry is attempted by one of them at a time; the claim of a process
+  that died expires and another process takes the entry over (at least once, never lost).
 * **Per-webhook order**: a webhook's outbox entries are numbered in commit order (``journal.py``:
   ``webhook_queue`` keeps head and tail); only the head is ever claimed, and the next entry waits
   until it is delivered or has failed. Finding work is a read of the queue documents (one per
@@ -27,12 +28,10 @@ import hmac
 import http.client
 import json
 import logging
-import os
 import socket
 import ssl
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
@@ -43,12 +42,15 @@ from ..config import EventsSettings
 from ..core.errors import XpressoError
 from ..core.metrics import NULL_METRICS, MetricsSink
 from ..core.timeutil import Clock, format_time
+from ..runtime import lease
+from ..runtime.loop import Loop
 from ..storage import Doc, StorageBackend
 from .journal import DELIVERY_KIND, OUTBOX_KIND, QUEUE_KIND, WEBHOOK_KIND, Webhook, outbox_id
 from .webhooks import PrivateAddress, Resolver, check_destination, resolve, url_host_port
 
 log = logging.getLogger("xpresso_env.webhooks")
 
+EAGER_LOOKS, EAGER_S = 10, 0.02  # after a wake: looks this often, this far apart, before the next poll
 MAX_ERROR = 500  # characters of an error kept in a delivery's last_error
 READ_LIMIT = 65536  # bytes of a receiver's answer read (and dropped)
 
@@ -173,40 +175,33 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float, al
 
 class DeliveryService:
     """The dispatcher and its delivery slots. ``run_once`` claims and makes what is due now, in the
-    calling thread (tests, benchmarks, `serve` uses ``start``)."""
+    calling thread (tests, benchmarks); `serve` runs the :attr:`dispatcher` loop."""
 
     def __init__(self, storage: StorageBackend, settings: EventsSettings, clock: Clock,
                  metrics: MetricsSink = NULL_METRICS, resolver: Resolver = resolve,
-                 wall: Callable[[], float] = time.time, worker_id: Optional[str] = None):
+                 wall: Callable[[], float] = time.time, *, worker_id: str):
         self._storage = storage
         self._settings = settings
         self._clock = clock
         self._metrics = metrics
         self._resolver = resolver
         self._wall = wall  # claims and retries are in wall time: every process shares it
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self.worker_id = worker_id  # whose claims (``lease.worker_id()``)
+        self._woken = threading.Event()  # a wake since the dispatcher's last look
+        self._eager = 0  # short looks left (the dispatcher's own)
         self._pool: Optional[ThreadPoolExecutor] = None
         self._inflight = 0
         self._lock = threading.Lock()
+        # Looks for work every poll_s or when woken; the slots start with it, and its stop gives
+        # the attempts in flight a moment to record their outcome.
+        self.dispatcher = Loop("webhook-dispatch", self._look, settings.poll_s, logger=log, join_s=5.0,
+                               on_start=self._open_slots, on_stop=self._close_slots)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
+    def _open_slots(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self._settings.concurrency, thread_name_prefix="webhook")
-        self._thread = threading.Thread(target=self._run, name="webhook-dispatch", daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+    def _close_slots(self) -> None:
         if self._pool is not None:
             # Give in-flight attempts a moment to record their outcome (storage closes next); one
             # that does not finish in time leaves its claim, which expires and is retried.
@@ -217,35 +212,42 @@ class DeliveryService:
             self._pool = None
 
     def wake(self) -> None:
-        """Look for work now (the journal calls it when it queued deliveries)."""
-        self._wake.set()
+        """Look for work now (the journal calls it when it queued deliveries, a slot when it is free)."""
+        self._woken.set()
+        self.dispatcher.wake()
 
-    def _run(self) -> None:
-        # A wake-up comes from inside the waker's transaction, before its commit: after one, look
-        # again a few times at short intervals rather than only at the next poll.
-        eager = 0
-        while not self._stop.is_set():
-            self._wake.clear()
-            claimed = 0
-            try:
-                free = self._settings.concurrency - self._inflight
-                if free > 0:
-                    entries = self.claim(free)
-                    claimed = len(entries)
-                    for entry in entries:
-                        self._submit(entry)
-            except XpressoError as exc:  # storage down: try again at the next poll
-                log.warning("webhook dispatch: %s", exc.detail)
-            except Exception:
-                log.exception("webhook dispatch failed")
-            if claimed and self._inflight < self._settings.concurrency:
-                continue  # there may be more due right now
-            if eager and not claimed:
-                eager -= 1
-                if self._wake.wait(0.02):
-                    eager = 10
-                continue
-            eager = 10 if self._wake.wait(self._settings.poll_s) else 0
+    def _look(self) -> Optional[float]:
+        """One round of the dispatcher; when it runs next. A wake-up comes from inside the waker's
+        transaction, before its commit: after one, look again a few times at short intervals
+        rather than only at the next poll."""
+        if self._woken.is_set():
+            self._woken.clear()
+            self._eager = EAGER_LOOKS
+        claimed = self._dispatch()
+        if claimed and self._inflight < self._settings.concurrency:
+            return 0.0  # there may be more due right now
+        if self._eager and not claimed:
+            self._eager -= 1
+            return EAGER_S
+        self._eager = 0
+        return None
+
+    def _dispatch(self) -> int:
+        """One look for work: claim what the free slots can take and hand it to them; the number
+        claimed. Never raises (storage down: the next look tries again)."""
+        try:
+            free = self._settings.concurrency - self._inflight
+            if free <= 0:
+                return 0
+            entries = self.claim(free)
+            for entry in entries:
+                self._submit(entry)
+            return len(entries)
+        except XpressoError as exc:
+            log.warning("webhook dispatch: %s", exc.detail)
+        except Exception:
+            log.exception("webhook dispatch failed")
+        return 0
 
     def _submit(self, entry: Doc) -> None:
         assert self._pool is not None
@@ -260,7 +262,7 @@ class DeliveryService:
             finally:
                 with self._lock:
                     self._inflight -= 1
-                self._wake.set()
+                self.wake()
 
         self._pool.submit(work)
 
@@ -278,8 +280,11 @@ class DeliveryService:
     # -- claims -------------------------------------------------------------------------------
     @staticmethod
     def _due(entry: Optional[Doc], now: float) -> bool:
-        return (entry is not None and entry.body["next_at"] <= now
-                and (entry.body["claimed_by"] is None or entry.body["lease_until"] <= now))
+        """Due for an attempt at wall time ``now``, and held by no live claim."""
+        if entry is None or entry.body["next_at"] > now:  # next_at: a retry's time, in wall seconds
+            return False
+        body = entry.body
+        return lease.takeable(lease.read(body.get("claimed_by"), body.get("lease_until")), lease.epoch_micros(now))
 
     def _due_heads(self, tx: Any, now: float) -> list[str]:
         """The outbox ids of the webhooks' heads that are due and free: a read of the (few) queue
@@ -301,13 +306,14 @@ class DeliveryService:
         if not candidates:
             return []
         claimed: list[Doc] = []
-        lease = now + self._settings.timeout_s + self._settings.lease_s  # an attempt ends by timeout_s
+        # An attempt ends by timeout_s: the claim outlives it by lease_s.
+        held = lease.claim(self.worker_id, lease.epoch_micros(now), self._settings.timeout_s + self._settings.lease_s)
         with self._storage.write() as tx:
             for entry_id in candidates:
                 current = tx.get(OUTBOX_KIND, entry_id, lock=True)  # another process may have won it
                 if not self._due(current, now):
                     continue
-                doc = replace(current, body={**current.body, "claimed_by": self.worker_id, "lease_until": lease})
+                doc = replace(current, body={**current.body, **held.fields()})
                 tx.update(doc)
                 claimed.append(doc)
         return claimed
@@ -347,8 +353,7 @@ class DeliveryService:
                 outcome = "retry"
             if outcome == "retry":
                 wait = self._settings.retry_base_s * (2 ** (attempts - 1))
-                tx.update(replace(current, body={**current.body, "claimed_by": None, "lease_until": 0.0,
-                                                   "next_at": now + wait}))
+                tx.update(replace(current, body={**current.body, **lease.release(), "next_at": now + wait}))
             else:  # done with it: the next entry of the webhook becomes its head
                 tx.purge(OUTBOX_KIND, entry.id)
                 queue = tx.get(QUEUE_KIND, entry.body["webhook_id"], lock=True)

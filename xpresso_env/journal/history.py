@@ -6,16 +6,16 @@ describe; this module only reads them, and removes the old ones.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
-from ..access.auth import Caller
+from ..access.reads import Credentials, Reads, Snapshot
 from ..core import wire
-from ..core.errors import NotFound, XpressoError
+from ..core.errors import NotFound
 from ..core.timeutil import Clock, format_time
 from ..core.validation import page, parse_list_query, parse_uuid, reject_unknown_params
-from ..storage import StorageBackend, Tx
+from ..runtime.loop import Loop
+from ..storage import StorageBackend
 from .journal import DELIVERY_KIND, HISTORY_KIND
 
 log = logging.getLogger("xpresso_env.history")
@@ -25,27 +25,36 @@ def history_wire(body: Mapping[str, Any]) -> dict[str, Any]:
     return {key: body.get(key) for key in wire.HISTORY_ENTRY.keys}
 
 
+class HistoryReads:
+    """GET /api/v2/{harnesses,engines}/{id}/history: the API's reads of history, each in the
+    caller's read scope (the sweep below runs in every role, HTTP or not)."""
+
+    def __init__(self, reads: Reads):
+        self._reads = reads
+
+    def history(self, credentials: Credentials, kind: str, record_id: str, params: Mapping[str, Any]) -> Snapshot:
+        """Oldest first. A record of another group (or none) is a 404."""
+        with self._reads.scope(credentials, kind) as scope:
+            reject_unknown_params(params, {"limit", "offset"})
+            query = parse_list_query(params, {})
+            key = str(parse_uuid(record_id))
+            doc = scope.tx.get(kind, key)
+            if doc is None or doc.group != scope.caller.group:
+                raise NotFound()
+            rows = [d.body for d in scope.tx.query(HISTORY_KIND, key) if d.body.get("record_kind") == kind]
+        chosen, total = page(rows, query)
+        return scope.snapshot([history_wire(r) for r in chosen], total)
+
+
 class HistoryService:
+    """The retention sweep: run by :attr:`sweeper` (at start, then every
+    ``sweep_interval_s``; the app starts it) or on demand by :meth:`sweep`."""
+
     def __init__(self, storage: StorageBackend, clock: Clock, retention_days: int, sweep_interval_s: float = 3600.0):
         self._storage = storage
         self._clock = clock
         self._retention = timedelta(days=retention_days)
-        self._interval_s = sweep_interval_s
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def history(self, tx: Tx, caller: Caller, kind: str, record_id: str,
-                params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:
-        """Oldest first. A record of another group (or none) is a 404."""
-        reject_unknown_params(params, {"limit", "offset"})
-        query = parse_list_query(params, {})
-        key = str(parse_uuid(record_id))
-        doc = tx.get(kind, key)
-        if doc is None or doc.group != caller.group:
-            raise NotFound()
-        rows = [d.body for d in tx.query(HISTORY_KIND, key) if d.body.get("record_kind") == kind]
-        chosen, total = page(rows, query)
-        return [history_wire(r) for r in chosen], total
+        self.sweeper = Loop("history-sweep", self._sweep_round, sweep_interval_s, logger=log)
 
     # -- retention ----------------------------------------------------------------------------
     def sweep(self) -> int:
@@ -65,26 +74,7 @@ class HistoryService:
                             removed += bool(tx.purge(kind, id_))
         return removed
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="history-sweep", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                removed = self.sweep()
-                if removed:
-                    log.info("history sweep removed %d rows", removed)
-            except XpressoError as exc:
-                log.warning("history sweep: %s", exc.detail)
-            except Exception:
-                log.exception("history sweep failed")
-            self._stop.wait(self._interval_s)
+    def _sweep_round(self) -> None:
+        removed = self.sweep()
+        if removed:
+            log.info("history sweep removed %d rows", removed)

@@ -172,7 +172,7 @@ def enqueue(tx: Tx, webhook_id: str, delivery_id: str, created: str) -> str:
     entry = outbox_id(webhook_id, n)
     tx.insert(Doc(kind=OUTBOX_KIND, id=entry, group=None, name=None, deleted=False, created=created,
                   body={"webhook_id": webhook_id, "delivery_id": delivery_id, "n": n, "next_at": 0.0,
-                        "claimed_by": None, "lease_until": 0.0}))
+                        "claimed_by": None, "lease_until": None}))
     tx.update(Doc(kind=QUEUE_KIND, id=queue.id, group=None, name=None, deleted=False, created=queue.created,
                   body={**queue.body, "tail": n + 1}))
     return entry
@@ -195,11 +195,11 @@ class Journal:
     the entries are only visible to it once the caller commits)."""
 
     def __init__(self, clock: Clock, new_id: Callable[[], uuid.UUID] = uuid.uuid4,
-                 ids: Optional[SequenceIds] = None, wake: Optional[Callable[[], None]] = None):
+                 wake: Optional[Callable[[], None]] = None):
         """:param wake: called after a journal entry queued deliveries (the delivery loop's nudge)."""
         self._clock = clock
         self._new_id = new_id
-        self._ids = ids or SequenceIds()
+        self._ids = SequenceIds()  # this journal's own: the order of what it writes
         self._wake = wake
 
     def record(self, tx: Tx, *, kind: str, event: str, group: str, record_id: str,

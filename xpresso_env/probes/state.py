@@ -1,7 +1,8 @@
 """Operational state bookkeeping: the ``probe_state`` document, the hysteresis rule, the reset rule.
 
-Pure functions and a dataclass, no threads and no I/O: the probe service (``probes.py``) and the
-``/state`` route use them, and tests hold the rules to the contract without a clock or a network.
+Pure functions and a dataclass, no threads and no I/O of their own (``read_state`` reads through
+the caller's transaction): the probe service (``scheduler.py``, ``claims.py``) and the ``/state``
+route use them, and tests hold the rules to the contract without a clock or a network.
 
 One ``probe_state`` document per probed record (id = the record's id, group = its group): the
 hysteresis counters, the last probe, the claim (who probes it now, until when) and when it is due
@@ -15,13 +16,17 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
+from ..core.errors import NotFound
 from ..core.models import ConfigurationState, OperationalState
-from ..core.timeutil import format_time, parse_time
-from ..storage import Doc
+from ..core.render import probe_state
+from ..core.timeutil import format_time
+from ..core.validation import parse_uuid
+from ..runtime import lease
+from ..storage import Doc, Tx
 
 STATE_KIND = "probe_state"
 RECORD_KINDS = ("harness", "engine")
@@ -98,7 +103,9 @@ class ProbeState:
     disabled: bool = False  # the record was DISABLED when last looked at
     next_at: Optional[str] = None  # due from then on (None: due now)
     claimed_by: Optional[str] = None  # the process probing it now ...
-    lease_until: Optional[str] = None  # ... until then, unless it renews (it does not: probes are short)
+    # ... until then (runtime/lease.py's stored time; ISO text in documents of earlier versions),
+    # unless it renews (it does not: probes are short)
+    lease_until: Optional[int] = None
 
     @classmethod
     def fresh(cls, record: Doc, kind: str, now: datetime) -> "ProbeState":
@@ -137,9 +144,9 @@ class ProbeState:
         new.__dict__ = {**self.__dict__, **changes}
         return new
 
-    def claimed_elsewhere(self, owner: str, now: datetime) -> bool:
-        return (self.claimed_by is not None and self.claimed_by != owner and self.lease_until is not None
-                and parse_time(self.lease_until) > now)
+    def claim(self) -> Optional[lease.Claim]:
+        """Who probes the record now, until when (None: nobody)."""
+        return lease.read(self.claimed_by, self.lease_until)
 
 
 _FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ProbeState))
@@ -189,10 +196,6 @@ def next_due(record_id: str, now: datetime, interval_s: float) -> datetime:
     return datetime.fromtimestamp(nxt, timezone.utc)
 
 
-def lease_end(now: datetime, lease_s: float) -> str:
-    return format_time(now + timedelta(seconds=lease_s))
-
-
 def describe(kind: str, record: Mapping[str, Any], state: Optional[ProbeState],
              probed: bool) -> dict[str, Any]:
     """The ``/state`` answer for a record (stored body) and its probe state document, if any.
@@ -214,6 +217,17 @@ def describe(kind: str, record: Mapping[str, Any], state: Optional[ProbeState],
         reason = None  # a state set by fixtures or an import, not by a probe
     since = state.since if ours and state is not None and state.since else record.get("date_modified")
     last = state.last_probe if current_target and state is not None else None
-    return {"operational_state": current, "since": since, "reason": reason, "last_probe": last,
-            "consecutive_failures": state.consecutive_failures if current_target and state else 0,
-            "consecutive_successes": state.consecutive_successes if current_target and state else 0}
+    return probe_state({"operational_state": current, "since": since, "reason": reason, "last_probe": last,
+                        "consecutive_failures": state.consecutive_failures if current_target and state else 0,
+                        "consecutive_successes": state.consecutive_successes if current_target and state else 0})
+
+
+def read_state(tx: Tx, group: str, kind: str, record_id: str, probed_types: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The ``/state`` answer for the record ``record_id`` of ``kind`` in ``group`` (404 for a
+    record of another group: no leak), read through ``tx``."""
+    doc = tx.get(kind, str(parse_uuid(record_id)))
+    if doc is None or doc.group != group:
+        raise NotFound()
+    state_doc = tx.get(STATE_KIND, doc.id)
+    state = ProbeState.from_doc(state_doc) if state_doc is not None else None
+    return describe(kind, doc.body, state, (kind, record_type(kind, doc.body)) in set(probed_types))

@@ -16,7 +16,6 @@ process, and each must report only its own numbers.
 """
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -25,8 +24,9 @@ from prometheus_client.exposition import choose_encoder
 
 from ..core.errors import XpressoError
 from ..core.models import Engine, Harness, Image, ImageStatus, OperationalState
-from ..core.timeutil import Clock, parse_time, utcnow
+from ..core.timeutil import Clock, utcnow
 from ..storage import StorageBackend
+from . import lease
 
 UNMATCHED = "unmatched"  # the route label of a request no route matched: never the raw path
 # Methods a client may invent any of: anything else is counted as "other", so a client cannot
@@ -49,9 +49,8 @@ class PrometheusMetrics:
     :param lease_clock: wall time that build leases are compared with (the build queue's).
     """
 
-    def __init__(self, storage: Optional[StorageBackend] = None, lease_clock: Clock = utcnow,
-                 registry: Optional[CollectorRegistry] = None):
-        self.registry = registry or CollectorRegistry()
+    def __init__(self, storage: Optional[StorageBackend] = None, lease_clock: Clock = utcnow):
+        self.registry = CollectorRegistry()  # this object's own: two contexts never share a metric
         r = self.registry
         self.http_requests = Counter("xpresso_http_requests", "HTTP requests answered, by route template",
                                      ["method", "route", "status"], registry=r)
@@ -143,7 +142,7 @@ class StorageGauges:
     def _builds(self, images: list[dict]) -> Iterator[Metric]:
         by_status = {s.value: 0 for s in ImageStatus}
         queued = 0
-        now = self._lease_clock()
+        now = lease.micros(self._lease_clock())
         for body in images:
             status = body.get("status")
             by_status[status] = by_status.get(status, 0) + 1
@@ -173,12 +172,8 @@ class StorageGauges:
         return family
 
 
-def _held(body: dict, now: datetime) -> bool:
-    """Whether a building image is claimed by a worker whose lease still runs (the build queue's
-    own rule, ``BuildQueue._claimable``, without the same-machine dead-owner shortcut)."""
-    if body.get("claimed_by") is None or not body.get("lease_until"):
-        return False
-    try:
-        return parse_time(str(body["lease_until"])) > now
-    except ValueError:
-        return False
+def _held(body: dict, now: lease.Micros) -> bool:
+    """Whether a building image is held by a live claim: the lease's rule, as the build queue
+    applies it, without the same-machine dead-owner check (it would make the number depend on the
+    machine that answers the scrape)."""
+    return not lease.takeable(lease.read(body.get("claimed_by"), body.get("lease_until")), now)

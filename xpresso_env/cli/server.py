@@ -1,0 +1,177 @@
+"""The `xpresso-env` commands that set up and run a server (CONTRACT section 5): `init` (the
+schema, the token secret, a first administrator), `serve` (the API with waitress) and `worker`
+(builds without HTTP), with what running needs: listening, waiting for the storage, the
+open-files limit and signals.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Callable
+
+from ..config import ServerSettings, Settings
+from ..core.errors import ConfigError, StorageUnavailable
+from ..http.server import waitress_options
+from ..runtime.redact import redact
+from .admin import opened
+
+if TYPE_CHECKING:
+    from ..storage import StorageBackend
+
+# One logger for the whole command line, whichever module logs: operators filter on this name.
+log = logging.getLogger("xpresso_env.cli")
+
+SWITCH_INTERVAL_S = 0.001
+STORAGE_RETRY_S = 2.0  # `serve` started while the storage is unreachable tries again this often
+# Descriptors beside the connections: storage, log files, build processes and their pipes.
+FD_HEADROOM = 256
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    from ..access.auth import load_secret
+    from ..plugin import make_plugin_manager, pick_storage
+
+    storage = pick_storage(make_plugin_manager(), settings.storage.backend).factory(settings)
+    try:
+        before = storage.current_version()
+        after = storage.init()
+    finally:
+        storage.close()
+    load_secret(settings, create=True)
+    where = settings.storage.dsn if settings.storage.backend == "postgres" else (
+        settings.storage_path("xpresso.yaml" if settings.storage.backend == "yaml" else "xpresso.sqlite3"))
+    change = "created" if before == 0 else ("upgraded" if after > before else "already up to date")
+    print(f"storage {settings.storage.backend} at {redact(str(where))}: schema version {after} ({change})")
+    if args.group or args.admin:
+        _first_admin(args, settings)
+    return 0
+
+
+def _first_admin(args: argparse.Namespace, settings: Settings) -> None:
+    """`init --group G --admin NAME`: a first group and system administrator, and their token."""
+    from ..core.errors import AlreadyExists
+
+    with opened(settings, images=False) as ctx:
+        if args.group:
+            try:
+                ctx.auth.add_group(args.group)
+                print(f"group {args.group} created")
+            except AlreadyExists:
+                print(f"group {args.group} exists")
+        if args.admin:
+            try:
+                ctx.auth.add_user(args.admin, superuser=True)
+                print(f"system administrator {args.admin} created")
+            except AlreadyExists:
+                print(f"user {args.admin} exists")
+            issued = ctx.auth.issue_token(args.admin)
+            print(f"token for {issued.user}, id (jti) {issued.jti}, expires {issued.expires}")
+            print(issued.display)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from ..app import Role, build_context, create_wsgi_app
+
+    s = settings.server
+    # A thread back from SQLite or a socket waits for the GIL up to one switch interval while
+    # other threads compute. A write transaction makes several such calls under a lock every
+    # writer needs, so with Python's default interval a write held that lock many times longer
+    # than its own work under load (figures: benchmarks/README.md, mixed load).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    _raise_open_files_limit(s.connection_limit + FD_HEADROOM)
+    ctx = build_context(settings, check_schema=False, role=Role.SERVE)
+    try:
+        # Bind first: a port in use is reported before anything else happens.
+        server = _listen(create_wsgi_app(ctx), s)
+        try:
+            # waitress ignores SIGTERM; turn it into a clean exit so running builds are handed back.
+            signal.signal(signal.SIGTERM, _exit_on_signal)
+            _wait_for_storage(ctx.storage, redact(settings.storage.dsn or ""))
+            ctx.start()
+            log.info("xpresso-env serving on http://%s:%s/ (storage %s, %s threads, at most %s connections)",
+                     s.host, s.port, settings.storage.backend, s.threads, s.connection_limit)
+            server.run()
+        finally:
+            server.close()
+    finally:
+        ctx.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Claim and run builds, and the retention sweep, without serving HTTP (CONTRACT section 11).
+    Builds whatever ``builds.enabled`` says (that key keeps `serve` processes out of building) and
+    runs no probes: the worker role (``app.background``)."""
+    import threading
+
+    from ..app import Role, build_context
+
+    threads = args.concurrency or settings.builds.max_concurrent
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    ctx = build_context(settings, check_schema=False, role=Role.WORKER, build_threads=threads)
+    try:
+        # SIGTERM (and Ctrl-C) end it cleanly: running builds are handed back to the queue.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        _wait_for_storage(ctx.storage, redact(settings.storage.dsn or ""))
+        ctx.start()
+        log.info("xpresso-env worker: %d build thread(s) on storage %s, no HTTP", threads, settings.storage.backend)
+        threading.Event().wait()  # until a signal ends the process
+    finally:
+        ctx.close()
+    return 0
+
+
+# -- what running needs: listening, the storage, the open-files limit, signals -----------------
+
+def _listen(app: Callable, s: ServerSettings):
+    """The waitress server, bound and listening; a ConfigError naming the address if it cannot."""
+    import waitress
+
+    try:
+        return waitress.create_server(app, **waitress_options(s))
+    except OSError as exc:
+        reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise ConfigError(f"cannot listen on {s.host}:{s.port}: {reason}; "
+                          f"choose another port with --port (or address with --host)") from None
+
+
+def _wait_for_storage(storage: "StorageBackend", where: str) -> None:
+    """Return once the storage answers with the schema this code needs. An unreachable storage
+    (a database still starting) is retried for as long as it takes; an outdated schema stops
+    at once (SchemaOutdated: a person must run `init`)."""
+    from ..storage import check_ready
+
+    while True:
+        try:
+            check_ready(storage)
+            return
+        except StorageUnavailable as exc:
+            at = f" at {where}" if where else ""
+            log.warning("storage %s%s not reachable (%s): retrying in %g s", storage.name, at, exc.detail,
+                        STORAGE_RETRY_S)
+            time.sleep(STORAGE_RETRY_S)
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Each connection holds a file descriptor: raise the soft limit toward ``wanted`` (within
+    the hard limit), and say so when server.connection_limit cannot be reached."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("open files are limited to %d (ulimit -n): fewer than server.connection_limit "
+                    "plus %d can be open", target, FD_HEADROOM)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    log.info("signal %s: stopping", signum)
+    raise SystemExit(0)
