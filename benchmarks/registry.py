@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""HTTP benchmark of the harness registry (issues 2 and 7, "Speed").
+"""HTTP benchmark of the harness registry (issues 2, 7 and 15, "Speed").
 
 Seeds 10,000 harnesses over 200 groups into a SQLite store in a temporary folder. Each round
 starts the real `xpresso-env serve` on 127.0.0.1 on a fresh copy of that store, waits for its
@@ -7,12 +7,15 @@ first probe round to end (``--probes settled``; ``--probes off`` turns probing o
 with wrk:
 
 * ``GET /api/v2/harnesses`` (50 records a group; each request names one of the 200 groups),
-* ``GET /api/v2/harnesses/{id}`` (over all 10,000 ids, each with its own group: cache misses),
+* ``GET /api/v2/harnesses/{id}`` (over all 10,000 ids, each with its own group: every one a cache
+  miss, see ``LUA``),
 
 then stops it and runs the same against the ceiling: a bare WSGI app on waitress with the same
-thread count that answers the exact bytes the service answered. Prints each round, then medians
-of requests/s and p99, the median of the rounds' service / ceiling ratios, the server's resident
-memory, and the targets of issues 2 and 7.
+thread count that answers the exact bytes the service answered. Each run also reads the server
+process's CPU time (user + system, ``/proc/<pid>/stat``) before and after: CPU per request.
+Prints each round, then medians of requests/s, p99 and CPU per request, the medians of the
+rounds' paired ratios (service / ceiling in req/s, ceiling / service in CPU per request), the
+server's resident memory, and the targets of issues 2, 7 and 15.
 
     python benchmarks/registry.py                       # the full run (about 3 minutes)
     python benchmarks/registry.py --access-log on --rounds 2   # a quicker one
@@ -53,28 +56,42 @@ from _common import (  # noqa: E402
 LIST_PATH = "/api/v2/harnesses"
 MARK = "XPRESSO-BENCH"
 
-# One wrk Lua script for both scenarios; each wrk thread starts at a different point of the list.
+# One wrk Lua script for both scenarios. List: each wrk thread starts at a different point of the
+# group list. Item: each wrk thread walks its own slice of the ids, and every pass over the slice
+# spells the Authorization header differently (`Jwt`, then more spaces before the token: the same
+# token; each run against one server starts at its own spelling, the wrk argument), so every
+# request is a cache miss however fast the server answers (a repeated (path, header) would be a
+# hit). Each pass authenticates once per group afresh (the memo is per header value): one request
+# in 50.
 LUA = r"""
 local token = %(token)s
+local bare = %(bare)s
 local mode = %(mode)s
+local threads = %(threads)d
 local groups = {%(groups)s}
 local items = {%(items)s}
 local counter = 0
 function setup(thread)
-  thread:set("offset", counter * 7919)
+  thread:set("tid", counter)
   counter = counter + 1
 end
 function init(args)
-  i = offset or 0
+  i = 0
+  n = tid or 0
+  per = math.floor(#items / threads)
+  first = 1 + 100 * tonumber(args[1] or "0")
 end
 function request()
   i = i + 1
   if mode == "list" then
-    local g = groups[(i %% #groups) + 1]
+    local g = groups[((i + n * 7919) %% #groups) + 1]
     return wrk.format("GET", "%(list_path)s", {["Authorization"] = token, ["Group"] = g})
   end
-  local it = items[(i %% #items) + 1]
-  return wrk.format("GET", "%(list_path)s/" .. it[2], {["Authorization"] = token, ["Group"] = it[1]})
+  local k = i %% per
+  local pass = math.floor(i / per)
+  local it = items[n * per + k + 1]
+  local auth = "Jwt" .. string.rep(" ", first + pass) .. bare
+  return wrk.format("GET", "%(list_path)s/" .. it[2], {["Authorization"] = auth, ["Group"] = it[1]})
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -83,6 +100,14 @@ function done(summary, latency, requests)
     summary.bytes, e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15
 
 
 @dataclass
@@ -95,6 +120,7 @@ class Result:
     max_ms: float
     errors: int
     non2xx: int
+    cpu_us: float = float("nan")  # server CPU (user + system) per request answered, microseconds
 
     def row(self, ceiling: Optional["Result"]) -> list[str]:
         ratio = f"{100 * self.rps / ceiling.rps:.0f} %" if ceiling and ceiling.rps else "-"
@@ -106,19 +132,25 @@ def lua_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid Lua string for these characters
 
 
-def write_lua(folder: Path, mode: str, token: str, seeded: Seeded) -> Path:
+def write_lua(folder: Path, mode: str, token: str, seeded: Seeded, threads: int) -> Path:
     groups = ",".join(lua_str(g) for g in seeded.groups)
     items = ",".join("{%s,%s}" % (lua_str(g), lua_str(i)) for g, ids in seeded.ids.items() for i in ids)
     path = folder / f"{mode}.lua"
-    path.write_text(LUA % {"token": lua_str(token), "mode": lua_str(mode), "groups": groups, "items": items,
-                           "list_path": LIST_PATH, "mark": MARK})
+    path.write_text(LUA % {"token": lua_str(token), "bare": lua_str(token.split()[-1]), "mode": lua_str(mode),
+                           "threads": threads, "groups": groups, "items": items, "list_path": LIST_PATH,
+                           "mark": MARK})
     return path
 
 
-def run_wrk(label: str, port: int, script: Path, duration: int, connections: int, threads: int) -> Result:
+def run_wrk(label: str, port: int, script: Path, duration: int, connections: int, threads: int,
+            pid: Optional[int] = None, run: int = 0) -> Result:
+    """One wrk run; with ``pid``, the server's CPU per request over it (read before and after).
+    ``run``: the how-manieth run against this server (item reads start at a new spelling)."""
     cmd = ["wrk", "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
-           "--timeout", "5s", "-s", str(script), f"http://127.0.0.1:{port}/"]
+           "--timeout", "5s", "-s", str(script), f"http://127.0.0.1:{port}/", "--", str(run)]
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    cpu = cpu_seconds(pid) - cpu_before if pid is not None else float("nan")
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-1000:]}")
     out = done.stdout
@@ -126,7 +158,8 @@ def run_wrk(label: str, port: int, script: Path, duration: int, connections: int
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out}")
     n, dur_us, p50, p99, mx, _bytes, conn, read, write, status, timeout = map(int, line.split()[1:])
-    return Result(label, n, n / (dur_us / 1e6), p50 / 1000, p99 / 1000, mx / 1000, conn + read + write + timeout, status)
+    return Result(label, n, n / (dur_us / 1e6), p50 / 1000, p99 / 1000, mx / 1000, conn + read + write + timeout, status,
+                  cpu_us=1e6 * cpu / n if n else float("nan"))
 
 
 def get(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -275,38 +308,45 @@ def spy_report(proc: Optional[subprocess.Popen], out: Path, title: str, top: int
 
 # -- in-process profile ---------------------------------------------------------------------------------
 def profile_app(settings, token: str, seeded: Seeded, n: int = 2000) -> None:
-    """cProfile of the falcon app called directly (no socket, no waitress): where a request's time goes."""
+    """cProfile of the app `serve` runs (``create_wsgi_app``: the edge, the cache's frontend, falcon)
+    called directly (no socket, no waitress): where a request's time goes. Item reads are misses,
+    each with a new spelling of the Authorization header (as in ``LUA``)."""
     import cProfile
     import io
     import pstats
 
     from falcon.testing import create_environ
 
-    from xpresso_env.app import build_context, create_app
+    from xpresso_env.app import build_context, create_wsgi_app
 
     ctx = build_context(settings, images=False)
-    app = create_app(ctx)
+    app = create_wsgi_app(ctx)
     groups = seeded.groups
+    items = [(g, i) for g in groups for i in seeded.ids[g]]
+    bare = token.split()[-1]
 
-    def call(path: str, group: str) -> None:
-        env = create_environ(path=path, headers={"Authorization": token, "Group": group})
+    def call(path: str, authorization: str, group: str) -> None:
+        env = create_environ(path=path, headers={"Authorization": authorization, "Group": group})
         out = []
         body = app(env, lambda status, headers, exc_info=None: out.append(status))
         b"".join(body)
         assert out[0].startswith("200"), out
 
-    for label, make in (("list", lambda i: (LIST_PATH, groups[i % len(groups)])),
-                        ("item", lambda i: (f"{LIST_PATH}/{seeded.ids[groups[i % len(groups)]][i % 50]}",
-                                            groups[i % len(groups)]))):
+    def item(i: int) -> tuple[str, str, str]:
+        group, record_id = items[i % len(items)]
+        return f"{LIST_PATH}/{record_id}", "Jwt" + " " * (1 + i // len(items)) + bare, group
+
+    for label, make in (("list (hits)", lambda i: (LIST_PATH, token, groups[i % len(groups)])),
+                        ("item (misses)", item)):
         for i in range(200):
             call(*make(i))
         t0 = time.perf_counter()
-        for i in range(n):
+        for i in range(200, 200 + n):
             call(*make(i))
         per = (time.perf_counter() - t0) / n
         prof = cProfile.Profile()
         prof.enable()
-        for i in range(n):
+        for i in range(200 + n, 200 + 2 * n):
             call(*make(i))
         prof.disable()
         buf = io.StringIO()
@@ -339,7 +379,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="measure with the access log off (the figure), on, or both (default)")
     p.add_argument("--profile", action="store_true", help="also profile the app in-process with cProfile")
     p.add_argument("--py-spy", action="store_true",
-                   help="sample the server with py-spy during the list run (all threads, then --gil holders)")
+                   help="sample the server with py-spy during extra list and item runs (all threads, then "
+                        "--gil holders)")
     p.add_argument("--serve-command", metavar="CMD",
                    help="run this instead of `xpresso-env --config {config} serve` ({config} is replaced; "
                         "it must listen on the configured 127.0.0.1 port)")
@@ -383,6 +424,15 @@ def _start_service(args, tmp: Path, servers: list, access_log: bool, total: int)
     return server
 
 
+def cache_answers(port: int) -> dict[str, float]:
+    """The response cache's answers so far by result (hit, miss, bypass), from the server's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, _, body = get(port, "/metrics", {})
+    return {s.labels["result"]: s.value for f in text_string_to_metric_families(body.decode())
+            if f.name == "xpresso_response_cache_requests" for s in f.samples if s.name.endswith("_total")}
+
+
 def _check_answers(port: int, token: str, seeded: Seeded, per_group: int) -> tuple[bytes, bytes]:
     first = seeded.groups[0]
     status, headers, body = get(port, LIST_PATH, {"Authorization": token, "Group": first})
@@ -402,7 +452,7 @@ def _run(args, tmp: Path, servers: list) -> int:
                                 access_log=False)
     seeded, token = seed_bench_store(settings, args.groups, args.per_group, "member")
 
-    scripts = {m: write_lua(tmp, m, token, seeded) for m in ("list", "item")}
+    scripts = {m: write_lua(tmp, m, token, seeded, args.wrk_threads) for m in ("list", "item")}
     labels = {"list": f"GET {LIST_PATH}", "item": f"GET {LIST_PATH}/{{id}}"}
     pairs: dict[tuple[str, str], list[tuple[Result, Result]]] = {}
     rss: dict[str, dict[str, int]] = {}
@@ -429,15 +479,22 @@ def _run(args, tmp: Path, servers: list) -> int:
                             args.wrk_threads)
             if args.warmup:
                 run_wrk("warm-up", server.port, scripts["list"], args.warmup, args.connections, args.wrk_threads)
-            served = {mode: run_wrk(f"{labels[mode]}  [serve, {tag}]", server.port, scripts[mode], args.duration,
-                                    args.connections, args.wrk_threads) for mode in ("list", "item")}
+            served = {}
+            for mode in ("list", "item"):
+                before = cache_answers(server.port)
+                served[mode] = run_wrk(f"{labels[mode]}  [serve, {tag}]", server.port, scripts[mode], args.duration,
+                                       args.connections, args.wrk_threads, pid=server.pid)
+                after = cache_answers(server.port)
+                counted = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                print(f"  round {rnd}, {tag}, {mode}: the response cache answered "
+                      + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(counted.items()) if v), flush=True)
             if args.py_spy and rnd == 1:
-                for gil in (False, True):
-                    raw = tmp / f"py-spy-{'gil' if gil else 'all'}.txt"
+                for n, (mode, gil) in enumerate((("list", False), ("list", True), ("item", False), ("item", True))):
+                    raw = tmp / f"py-spy-{mode}-{'gil' if gil else 'all'}.txt"
                     spy = spy_start(server.pid, args.duration, raw, gil)
-                    run_wrk("profiled", server.port, scripts["list"], args.duration, args.connections,
-                            args.wrk_threads)
-                    spy_report(spy, raw, f"list, {tag}, {'threads holding the GIL' if gil else 'all busy threads'}")
+                    run_wrk("profiled", server.port, scripts[mode], args.duration, args.connections,
+                            args.wrk_threads, run=n + 1)
+                    spy_report(spy, raw, f"{mode}, {tag}, {'threads holding the GIL' if gil else 'all busy threads'}")
             if rnd == args.rounds:
                 rss[f"after the runs ({tag})"] = proc_status(server.pid)
             if access_log:
@@ -451,10 +508,12 @@ def _run(args, tmp: Path, servers: list) -> int:
             for mode in ("list", "item"):
                 svc = served[mode]
                 top = run_wrk(f"{labels[mode]}  [ceiling]", ceiling.port, scripts[mode], args.duration,
-                              args.connections, args.wrk_threads)
+                              args.connections, args.wrk_threads, pid=ceiling.pid)
                 pairs.setdefault((tag, mode), []).append((svc, top))
-                print(f"  round {rnd}, {tag}, {mode}: serve {svc.rps:,.0f} req/s (p99 {svc.p99_ms:.1f} ms), "
-                      f"ceiling {top.rps:,.0f} req/s (p99 {top.p99_ms:.1f} ms): {svc.rps / top.rps:.2f}", flush=True)
+                print(f"  round {rnd}, {tag}, {mode}: serve {svc.rps:,.0f} req/s (p99 {svc.p99_ms:.1f} ms, "
+                      f"{svc.cpu_us:.0f} us CPU a request), ceiling {top.rps:,.0f} req/s (p99 {top.p99_ms:.1f} ms, "
+                      f"{top.cpu_us:.0f} us): {svc.rps / top.rps:.2f} in req/s, {top.cpu_us / svc.cpu_us:.2f} in CPU "
+                      f"per request; load average {os.getloadavg()[0]:.2f}", flush=True)
     if ceiling is not None:
         ceiling.stop()
         servers.remove(ceiling)
@@ -464,21 +523,26 @@ def _run(args, tmp: Path, servers: list) -> int:
           f"{args.rounds} rounds (a fresh server each, then the ceiling's runs with it stopped); {total:,} "
           f"harnesses over {args.groups} groups; list body {len(list_body):,} bytes, item body {len(item_body):,} "
           f"bytes; {os.cpu_count()} CPUs shared by wrk and the server. Medians over the rounds; the ratio is the "
-          f"median of each round's service / ceiling")
+          f"median of each round's service / ceiling (req/s), ceiling / service (CPU per request: the server "
+          f"process's user + system time over the run, /proc/<pid>/stat, divided by the requests answered)")
     rows = []
     summary: dict[tuple[str, str], dict[str, float]] = {}
     for (tag, mode), runs in pairs.items():
         ratios = [svc.rps / top.rps for svc, top in runs]
+        cpu_ratios = [top.cpu_us / svc.cpu_us for svc, top in runs]
         row = {"rps": _median([svc.rps for svc, _ in runs]), "p99": _median([svc.p99_ms for svc, _ in runs]),
                "ceiling_rps": _median([top.rps for _, top in runs]),
                "ceiling_p99": _median([top.p99_ms for _, top in runs]), "ratio": _median(ratios),
+               "cpu_us": _median([svc.cpu_us for svc, _ in runs]),
+               "ceiling_cpu_us": _median([top.cpu_us for _, top in runs]), "cpu_ratio": _median(cpu_ratios),
                "errors": sum(svc.errors + svc.non2xx + top.errors + top.non2xx for svc, top in runs)}
         summary[(tag, mode)] = row
         rows.append([f"{labels[mode]}  [{tag}]", f"{row['rps']:,.0f}", f"{row['p99']:.1f}",
                      f"{row['ceiling_rps']:,.0f}", f"{row['ceiling_p99']:.1f}", f"{row['ratio']:.2f}",
-                     " ".join(f"{r:.2f}" for r in ratios), f"{int(row['errors'])}"])
+                     " ".join(f"{r:.2f}" for r in ratios), f"{row['cpu_us']:.0f}", f"{row['ceiling_cpu_us']:.0f}",
+                     f"{row['cpu_ratio']:.2f}", " ".join(f"{r:.2f}" for r in cpu_ratios), f"{int(row['errors'])}"])
     print(table(rows, ["endpoint", "req/s", "p99 ms", "ceiling req/s", "ceiling p99", "ratio", "each round",
-                       "errors"]))
+                       "CPU us/req", "ceiling's", "CPU ratio", "each round", "errors"]))
     print()
     for when, st in rss.items():
         print(f"server memory {when}: VmRSS {st['VmRSS'] / 1024:.1f} MB, peak (VmHWM) {st['VmHWM'] / 1024:.1f} MB")
@@ -495,6 +559,13 @@ def _run(args, tmp: Path, servers: list) -> int:
         (f"issue 7: item ({on}) >= 0.50 of the ceiling", item["ratio"] >= 0.50, f"{item['ratio']:.2f}"),
         (f"issue 7: item p99 <= 2 x the ceiling's", item["p99"] <= 2 * item["ceiling_p99"],
          f"{item['p99']:.1f} ms against {item['ceiling_p99']:.1f} ms"),
+        (f"issue 15: list ({on}) >= 0.90 of the ceiling in CPU per request", lst["cpu_ratio"] >= 0.90,
+         f"{lst['cpu_ratio']:.2f} ({lst['cpu_us']:.0f} us against {lst['ceiling_cpu_us']:.0f} us)"),
+        (f"issue 15: item, every one a miss ({on}) >= 0.70 of the ceiling in req/s", item["ratio"] >= 0.70,
+         f"{item['ratio']:.2f}"),
+        (f"issue 15: item, every one a miss ({on}) >= 0.70 of the ceiling in CPU per request",
+         item["cpu_ratio"] >= 0.70,
+         f"{item['cpu_ratio']:.2f} ({item['cpu_us']:.0f} us against {item['ceiling_cpu_us']:.0f} us)"),
         ("issue 2: list p99 < 25 ms", lst["p99"] < 25, f"{lst['p99']:.2f} ms"),
         ("issue 2: server RSS < 80 MB with the records", worst_rss < 80, f"{worst_rss:.1f} MB"),
         ("no errors, no non-2xx", all(r["errors"] == 0 for r in summary.values()), ""),

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BACKENDS, backend_settings, postgres_database, seed_harnesses, table  # noqa: E402
 
 from xpresso_env.access.auth import Caller  # noqa: E402
-from xpresso_env.registry.service import HARNESS  # noqa: E402
+from xpresso_env.registry.service import HARNESS, find, select  # noqa: E402
 
 
 @dataclass
@@ -201,13 +201,13 @@ def bench_backend(backend: str, args, tmp: Path) -> Row:
         def op_list(i: int) -> None:
             g = groups[(i * step) % len(groups)]
             with storage.read() as tx:
-                records, total = reg.list(tx, callers[g], HARNESS, query)
+                records, total = select(tx, callers[g].group, HARNESS, query)
             assert total == args.per_group, total
 
         def op_get(i: int) -> None:
             g, rid = ids[(i * step) % len(ids)]
             with storage.read() as tx:
-                reg.get(tx, callers[g], HARNESS, rid)
+                find(tx, callers[g].group, HARNESS, rid)
 
         def op_auth(i: int) -> None:
             g = groups[(i * step) % len(groups)]

@@ -73,14 +73,14 @@ def run(args: argparse.Namespace, tmp: Path, dsn=None) -> int:
         writes_s = time.perf_counter() - started
         total = args.events * args.webhooks
         started = time.perf_counter()
-        ctx.deliveries.start()
+        ctx.deliveries.dispatcher.start()
         while True:
             with ctx.storage.read() as tx:
                 if all(q.body["head"] == q.body["tail"] for q in tx.query(QUEUE_KIND)):
                     break
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
-        ctx.deliveries.stop()
+        ctx.deliveries.dispatcher.stop()
         with ctx.storage.read() as tx:
             delivered = sum(1 for d in tx.query(DELIVERY_KIND) if d.body["status"] == "delivered")
         print(f"backend {args.backend}: {args.events} changes x {args.webhooks} webhooks = {total} deliveries, "

@@ -5,10 +5,15 @@
 * The authentication memo never outlives a revocation, a role change, a deleted user or a
   deleted group, made through another app on the same store.
 * The 403 body keeps DRF's words; the server's log line says which permission, group and user.
+* A read flows one way: no transaction reaches ``http/``, a cache miss looks the cache up once,
+  and /api/v2/me authenticates in the same read scope as every other read.
 """
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from contextlib import contextmanager
 
 from falcon.testing import TestClient
 
@@ -145,3 +150,169 @@ def test_health_says_503_and_why_when_storage_does_not_answer(tmp_path):
     w.ctx.storage.close()  # the memory backend refuses every transaction once closed
     r = w.client.simulate_get("/api/v2/health")
     assert r.status_code == 503 and r.json["status"] == "storage unavailable: The memory storage is closed."
+
+
+# -- a read flows one way ---------------------------------------------------------------------------
+
+class _WatchedTx:
+    """A read transaction that checks, on every use, who is using it: the read scope's owners
+    (services in the domain rooms, through ``access/reads.py``), never a frame of ``http/``."""
+
+    def __init__(self, tx, seen: list):
+        self._tx = tx
+        self._seen = seen
+
+    def __getattr__(self, name):
+        real = getattr(self._tx, name)
+        if not callable(real):
+            return real
+
+        def call(*args, **kwargs):
+            frame = sys._getframe(1)
+            users = []
+            while frame is not None:
+                path = frame.f_code.co_filename.replace(os.sep, "/")
+                if "/xpresso_env/" in path:
+                    users.append((path.split("/xpresso_env/")[-1], any(v is self or v is self._tx
+                                                                     for v in frame.f_locals.values())))
+                frame = frame.f_back
+            self._seen.append((name, users))
+            return real(*args, **kwargs)
+        return call
+
+
+def _watch_reads(world: World, monkeypatch) -> list:
+    seen: list = []
+    real = world.ctx.storage.read
+
+    @contextmanager
+    def read():
+        with real() as tx:
+            yield _WatchedTx(tx, seen)
+
+    monkeypatch.setattr(world.ctx.storage, "read", read)
+    return seen
+
+
+def test_no_transaction_reaches_the_http_layer(world, monkeypatch):
+    """Every GET (and the authentication of a write) reads through a transaction the read scope
+    opened for a service: no frame of ``http/`` calls it or holds it."""
+    h = world.post(LIST, {"name": "h", "path": "/p"}, user="priv").json
+    hook = world.post("/api/v2/webhooks", {"url": "http://127.0.0.1:9/x", "events": ["*"], "secret": "s" * 20},
+                      user="ga").json
+    seen = _watch_reads(world, monkeypatch)
+    paths = [LIST, f"{LIST}/{h['id']}", "/api/v1/harnesses", f"/api/v1/harnesses/{h['id']}",
+             "/api/v2/resources/harnesses/h", f"{LIST}/{h['id']}/history", f"{LIST}/{h['id']}/state",
+             "/api/v2/me", "/api/v2/webhooks", f"/api/v2/webhooks/{hook['id']}",
+             f"/api/v2/webhooks/{hook['id']}/deliveries"]
+    if world.ctx.images is not None:
+        paths.append("/api/v2/images")
+    for path in paths:
+        r = world.get(path, user="ga")
+        assert r.status_code == 200, (path, r.text)
+    assert world.patch(f"{LIST}/{h['id']}", {"site": "X"}, user="priv").status_code == 200  # `who`
+    assert seen and all(any(path.startswith("http/resources/") for path, _ in users) for _, users in seen)
+    for name, users in seen:
+        assert not users[0][0].startswith("http/"), (name, users)  # who calls the transaction
+        assert not any(path.startswith("http/") and holds for path, holds in users), (name, users)
+
+
+def test_a_miss_looks_the_cache_up_once(world, monkeypatch):
+    h = world.post(LIST, {"name": "h", "path": "/p"}, user="priv").json
+    looked: list = []
+    real = world.ctx.cached.cache.fresh
+    monkeypatch.setattr(world.ctx.cached.cache, "fresh", lambda key: looked.append(key) or real(key))
+    served = TestClient(create_wsgi_app(world.ctx))
+    for path in (LIST, f"{LIST}/{h['id']}"):
+        looked.clear()
+        assert served.simulate_get(path, headers=world.headers("mem")).status_code == 200
+        assert len(looked) == 1  # the miss: the frontend asked, the resource did not ask again
+        looked.clear()
+        assert served.simulate_get(path, headers=world.headers("mem")).status_code == 200
+        assert len(looked) == 1  # the hit
+    # the falcon app alone (no frontend): the resource asks, once
+    looked.clear()
+    assert world.get(f"{LIST}?site=", user="mem").status_code == 200
+    assert len(looked) == 1
+    assert world.get(f"{LIST}?site=", user="mem").status_code == 200
+    assert len(looked) == 2
+
+
+def test_cache_answers_are_counted_once_each(world):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def counted() -> dict:
+        text = world.ctx.metrics.exposition(None)[0].decode()
+        return {s.labels["result"]: s.value for f in text_string_to_metric_families(text)
+                if f.name == "xpresso_response_cache_requests" for s in f.samples if s.name.endswith("_total")}
+
+    served = TestClient(create_wsgi_app(world.ctx))
+    before = counted()
+    for _ in range(3):
+        assert served.simulate_get(LIST, headers=world.headers("mem")).status_code == 200
+    assert served.simulate_get(LIST, headers={"Authorization": "Jwt forged", "Group": "g1"}).status_code == 401
+    after = counted()
+    assert after.get("miss", 0) - before.get("miss", 0) == 2  # the first read, and the refused one
+    assert after.get("hit", 0) - before.get("hit", 0) == 2
+
+
+def test_me_goes_through_the_read_scope(world, monkeypatch):
+    """/api/v2/me authenticates in the read scope like every read: its authentication is
+    memoised (the counters vouch for it) and a revocation still shows at once."""
+    scopes: list = []
+    real_scope = world.ctx.reads.scope
+    monkeypatch.setattr(world.ctx.reads, "scope",
+                        lambda credentials, kind=None, group_required=True:
+                        scopes.append((kind, group_required)) or real_scope(credentials, kind, group_required))
+    checks: list = []
+    real_auth = world.ctx.auth.authenticate
+    monkeypatch.setattr(world.ctx.auth, "authenticate", lambda *a, **k: checks.append(a[1]) or real_auth(*a, **k))
+    for _ in range(2):
+        r = world.get("/api/v2/me", user="multi", group=None)
+        assert r.status_code == 200 and r.json["group"] is None
+    assert scopes == [(None, False)] * 2
+    assert len(checks) == 1  # the second one was the memo's, vouched for by the counters
+    # the memo of a Group-less /me never answers a read that needs a group
+    r = world.get(LIST, user="multi", group=None)
+    assert r.status_code == 400 and "Group header is required" in r.json["detail"]
+    assert world.get("/api/v2/me", user="admin", group=None).json["group"] is None
+    assert world.get(LIST, user="admin", group=None).status_code == 400
+    world.ctx.auth.revoke(_jti(world, "multi"))
+    assert world.get("/api/v2/me", user="multi", group=None).status_code == 401
+
+
+def test_the_frontend_reads_registry_misses_as_falcon_would(world, make_world, monkeypatch):
+    """What `serve` runs reads a miss of the registry's GETs without falcon's request and response;
+    every answer (and every refusal) is the one falcon gives for the same request."""
+    import falcon
+
+    other = make_world()  # a second app on the same store, its own cache: falcon reads its misses
+    other.tokens = world.tokens
+    h = world.post(LIST, {"name": "h", "path": "/p"}, user="priv").json
+    requests = [(LIST, "mem", "g1"), (f"{LIST}/{h['id']}", "mem", "g1"), (f"/api/v1/harnesses/{h['id']}", "mem", "g1"),
+                ("/api/v1/engines", "mem", "g1"), ("/api/v2/resouces/harnesses/h", "mem", "g1"),
+                ("/api/v1/resources/engines/none", "mem", "g1"), ("/api/v2/resources/nothing/h", "mem", "g1"),
+                (f"{LIST}/not-an-id", "mem", "g1"), (f"{LIST}/{h['id']}", "other", "g2"),
+                (f"{LIST}/{h['id']}", "mem", "g2"), (f"{LIST}/{h['id']}", "multi", None), (LIST, None, "g1"),
+                (LIST, "forged", "g1")]
+    served = TestClient(create_wsgi_app(world.ctx))
+    falcon_calls: list = []
+    real_call = falcon.App.__call__
+    monkeypatch.setattr(falcon.App, "__call__", lambda self, env, sr: falcon_calls.append(1) or real_call(self, env, sr))
+    for path, user, group in requests:
+        headers = {} if user is None else {"Authorization": "Jwt forged" if user == "forged" else world.tokens[user]}
+        if group is not None:
+            headers["Group"] = group
+        assert world.ctx.cached.cache.get((path, "", headers.get("Authorization"), group)) is None  # a miss
+        falcon_calls.clear()
+        answer = served.simulate_get(path, headers=headers)
+        assert falcon_calls == [], path
+        expected = other.client.simulate_get(path, headers=headers)  # the falcon app alone
+        assert (answer.status_code, answer.content) == (expected.status_code, expected.content), path
+        for name in ("Content-Type", "X-Total-Count", "WWW-Authenticate"):
+            assert answer.headers.get(name) == expected.headers.get(name), (path, name)
+    # a query string, or a trailing slash, is falcon's to parse
+    falcon_calls.clear()
+    assert served.simulate_get(f"{LIST}?limit=1", headers=world.headers("mem")).status_code == 200
+    assert served.simulate_get(f"{LIST}/", headers=world.headers("priv")).status_code == 200
+    assert len(falcon_calls) == 2

@@ -70,14 +70,17 @@ def test_expiry_is_checked_on_every_hit(make_world):
 
 def test_cache_is_bounded_in_bytes():
     from xpresso_env.access.cache import Entry, ResponseCache
+    from xpresso_env.access.reads import Dependencies
+    from xpresso_env.core.timeutil import utcnow
 
-    cache = ResponseCache(max_bytes=1000)
+    cache = ResponseCache(max_bytes=1000, counters=None, clock=utcnow)
+    nothing = Dependencies(keys=(), values=())
     for i in range(50):
-        cache.put((str(i), "", None, None), Entry(keys=(), values=(), body=b"x" * 100, total=None, user="u",
+        cache.put((str(i), "", None, None), Entry(depends=nothing, body=b"x" * 100, total=None, user="u",
                                               group="g", token_expires=0))
     assert cache._bytes <= 1000 and len(cache._entries) == 10
     assert cache.get(("49", "", None, None)) is not None and cache.get(("0", "", None, None)) is None
-    cache.put(("big", "", None, None), Entry(keys=(), values=(), body=b"x" * 600, total=None, user="u", group="g",
+    cache.put(("big", "", None, None), Entry(depends=nothing, body=b"x" * 600, total=None, user="u", group="g",
                                          token_expires=0))
     assert cache.get(("big", "", None, None)) is None  # larger than a quarter: not kept
 
@@ -114,7 +117,7 @@ def test_entries_are_restamped_after_unrelated_writes(world):
     entry = world.ctx.cached.cache.get((LIST, "", world.tokens["mem"], "g1"))
     stamp = world.ctx.storage.change_stamp()
     if stamp is not None:  # backends with a store-wide stamp (sqlite): the next hit needs no query
-        assert entry.seq == stamp
+        assert entry.depends.stamp == stamp
     world.post(LIST, {"name": "h2", "path": "/p"}, user="priv")  # related: the stamp cannot hide it
     assert len(world.get(LIST, user="mem").json) == 2
 

@@ -32,12 +32,16 @@ from ..core.errors import (
 )
 from ..core.models import ALL_PERMISSIONS, Group, Revocation, Role, TokenRecord, User, role_permissions
 from ..core.timeutil import Clock
+from ..core.wire import ACCOUNT_NAME
 from ..storage import StorageBackend, Tx
 
 ALGORITHM = "HS256"
 _SCHEMES = {"jwt", "bearer"}
-# Group and user names: printable, no whitespace at the ends, no path or header trouble.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
+
+
+# The group of a caller whose request named none, where that is allowed (GET /api/v2/me): no group
+# name is empty, so it holds no role and no permission.
+NO_GROUP = ""
 
 
 @dataclass(frozen=True)
@@ -142,8 +146,9 @@ def split_authorization(header: Optional[str]) -> str:
 
 
 def check_name(field: str, value: object) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise ValidationError.one(field, "Use 1-128 letters, digits and _ . @ + - (starting with a letter or digit).")
+    """A group's or a user's name (``wire.ACCOUNT_NAME``)."""
+    if not isinstance(value, str) or not ACCOUNT_NAME.matches(value):
+        raise ValidationError.one(field, ACCOUNT_NAME.message)
     return value
 
 
@@ -211,10 +216,17 @@ class AuthService:
         return claims
 
     # -- requests -------------------------------------------------------------------------
-    def authenticate(self, authorization: Optional[str], group_header: Optional[str], tx: Tx) -> Caller:
-        """Check the token, then the group (CONTRACT section 7 order), inside ``tx``."""
+    def authenticate(self, authorization: Optional[str], group_header: Optional[str], tx: Tx,
+                     group_required: bool = True) -> Caller:
+        """Check the token, then the group (CONTRACT section 7 order), inside ``tx``. Without
+        ``group_required`` (GET /api/v2/me) a request naming no group is answered too: by a
+        user of exactly one group in that group, else with ``NO_GROUP``."""
         user, claims = self._token_user(authorization, tx)
-        return Caller(user=user, group=self._pick_group(user, group_header, tx), token_expires=float(claims["exp"]))
+        if group_required or group_header or (not user.superuser and len(user.roles) == 1):
+            group = self._pick_group(user, group_header, tx)
+        else:
+            group = NO_GROUP
+        return Caller(user=user, group=group, token_expires=float(claims["exp"]))
 
     def _token_user(self, authorization: Optional[str], tx: Tx) -> tuple[User, dict]:
         claims = self._decode(split_authorization(authorization))
@@ -225,20 +237,17 @@ class AuthService:
             raise InvalidToken()
         return user, claims
 
-    def whoami(self, authorization: Optional[str], group_header: Optional[str]) -> "Identity":
-        """GET /api/v2/me: the token's user, their groups and what they may do in the request's
-        group. Unlike ``authenticate`` the group is optional: with no header (and not exactly one
-        group to fall back to) it is None and no permission is listed. A named group is checked
-        as everywhere else (403). A superuser's groups are every group; the role is None in the
-        ones they are not a member of (they act there as system administrator)."""
-        with self._storage.read() as tx:
-            user, _ = self._token_user(authorization, tx)
-            group: Optional[str] = None
-            if group_header or (not user.superuser and len(user.roles) == 1):
-                group = self._pick_group(user, group_header, tx)
-            names = [g.id for g in tx.query(Group.KIND)] if user.superuser else list(user.roles)
+    @staticmethod
+    def identity(caller: Caller, tx: Tx) -> "Identity":
+        """GET /api/v2/me: the caller's user, their groups and what they may do in the request's
+        group (None, with no permission listed, for ``NO_GROUP``: see ``authenticate``). A
+        superuser's groups are every group; the role is None in the ones they are not a member
+        of (they act there as system administrator)."""
+        user = caller.user
+        group = None if caller.group == NO_GROUP else caller.group
+        names = [g.id for g in tx.query(Group.KIND)] if user.superuser else list(user.roles)
         groups = {name: (None if user.role_in(name) is None else str(user.role_in(name))) for name in sorted(names)}
-        permissions = [] if group is None else sorted(p for p in ALL_PERMISSIONS if Caller(user, group).can(p))
+        permissions = [] if group is None else sorted(p for p in ALL_PERMISSIONS if caller.can(p))
         return Identity(user=user.name, superuser=user.superuser, groups=groups, group=group, permissions=permissions)
 
     def _pick_group(self, user: User, header: Optional[str], tx: Tx) -> str:
@@ -247,7 +256,7 @@ class AuthService:
                 return next(iter(user.roles))
             raise BadRequest("The Group header is required: name the group this request is for.")
         # A name no group could have is simply not there (and never reaches storage).
-        if not NAME_RE.match(header) or tx.get(Group.KIND, header) is None:
+        if not ACCOUNT_NAME.matches(header) or tx.get(Group.KIND, header) is None:
             raise PermissionDenied(why=f"group {header!r} does not exist (user {user.name!r})")
         if not user.superuser and header not in user.roles:
             raise PermissionDenied(why=f"user {user.name!r} is not a member of group {header!r}")

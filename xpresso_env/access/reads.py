@@ -1,27 +1,34 @@
-"""The read path: who is asking, and what a GET answers, from one read transaction.
+"""The read scope: who is asking, and the data they read, from one read transaction.
 
-Every request is authenticated here (token, then group: CONTRACT section 7 order) inside a read
-transaction that the service opens, so the caller's rights and the data come from one snapshot.
-A cacheable read also reports the change counters it depends on (``dependency_keys``): the
-response cache keeps them beside the answer and checks them again on every hit. They are read in
-the same transaction, or taken from an earlier read when the store's change stamp shows that
-nothing they depend on was written since (SQLite; the stamp follows ``STAMPED_KINDS`` only).
+A service's read opens the scope itself (``with reads.scope(credentials, kind) as scope:``): the
+request is authenticated there (token, then group: CONTRACT section 7 order) inside the read
+transaction the service then reads from (``scope.tx``, ``scope.caller``), so the caller's rights
+and the data come from one snapshot. After the block, ``scope.snapshot(data, total)`` is the
+answer: the data, the caller, and what the answer depends on (``Dependencies``): the change
+counters of ``dependency_keys(kind, group)`` as of that snapshot. The response cache keeps them
+beside the rendered answer and checks them again on every hit. They are read in the same
+transaction, or taken from an earlier read when the store's change stamp shows that nothing they
+depend on was written since (SQLite; the stamp follows ``STAMPED_KINDS`` only).
+
+Nothing here knows HTTP: the API layer hands in ``Credentials`` and renders the ``Snapshot``.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, cast
+from typing import Any, Optional, cast
 
 from ..core.timeutil import Clock
 from ..storage import STAMPED_KINDS, ChangeCounters, CountingTx, StorageBackend, Tx
-from .auth import AuthService, Caller
+from .auth import AuthService, Caller, Identity
 
 # (kind, group) change-counter keys; group "" for documents without a group.
-Stamp = tuple[tuple[str, str], ...]
-Produce = Callable[[Tx, Caller], tuple[Any, Optional[int]]]
+CounterKeys = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True)
+# The records of a read are slotted: one of each is made for every read (a frozen dataclass
+# without slots costs several times as much to make).
+@dataclass(frozen=True, slots=True)
 class Credentials:
     """What a request brings to be authenticated: its Authorization header and the group it
     names (already chosen between `Group` and `X-Group` by the API layer)."""
@@ -30,36 +37,105 @@ class Credentials:
     group: Optional[str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """What an answer depends on: change counters and their values in the snapshot it was read
+    from (empty without counters), and the store's change stamp when it vouches for them (it did
+    not move during the read, and every key is of ``STAMPED_KINDS``), else None."""
+
+    keys: CounterKeys
+    values: tuple[int, ...]
+    stamp: Optional[int] = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
-    caller: Caller
+    """A read's answer: ``data`` as the service chose to return it (stored bodies for the
+    registry), who asked, the unpaged count of a list, and what it depends on."""
+
     data: Any
-    total: Optional[int]  # the unpaged count, for lists
-    keys: Stamp  # the counters the answer depends on ...
-    values: tuple[int, ...]  # ... and their values in the snapshot (empty without counters)
-    stamp: Optional[int] = None  # the store's change stamp, when it did not move during the read
+    caller: Caller
+    total: Optional[int]
+    depends: Dependencies
 
 
 # What an authentication depends on: users (roles, deletion), revocations, groups.
-AUTH_KEYS: Stamp = (("user", ""), ("revocation", ""), ("group", ""))
+AUTH_KEYS: CounterKeys = (("user", ""), ("revocation", ""), ("group", ""))
 MEMO_SIZE = 4096
 
 
-def dependency_keys(kind: str, group: str) -> Stamp:
+def dependency_keys(kind: str, group: str) -> CounterKeys:
     """What an authenticated read of ``kind`` in ``group`` depends on: what the caller's
     authentication depends on, and the records of that kind visible in the group. A write to
     any of them bumps its counter in the writing transaction."""
     return AUTH_KEYS + ((kind, group),)
 
 
-@dataclass(frozen=True)
+def stamped(keys: CounterKeys) -> bool:
+    """Whether the store's change stamp follows every counter of ``keys`` (STAMPED_KINDS)."""
+    return all(kind in STAMPED_KINDS for kind, _ in keys)
+
+
+@dataclass(frozen=True, slots=True)
 class _Memo:
     caller: Caller
     values: tuple[int, ...]  # AUTH_KEYS' counters when it was worked out
 
 
+class ReadScope:
+    """One read (see the module docstring). Entered, it holds ``tx`` and ``caller``; after the
+    block, ``snapshot`` gives the answer with its dependencies, which are only known then."""
+
+    __slots__ = ("tx", "caller", "_reads", "_credentials", "_kind", "_group_required", "_one_statement", "_open",
+                 "_stamp", "_values", "_depends")
+
+    def __init__(self, reads: "Reads", credentials: Credentials, kind: Optional[str], group_required: bool,
+                 one_statement: bool):
+        self._reads = reads
+        self._credentials = credentials
+        self._kind = kind
+        self._group_required = group_required
+        self._one_statement = one_statement
+        self._depends: Optional[Dependencies] = None
+
+    def __enter__(self) -> "ReadScope":
+        reads = self._reads
+        counters = reads._counters
+        self._stamp = counters.change_stamp() if counters is not None else None
+        self._open = reads._storage.read()
+        self.tx = self._open.__enter__()
+        try:
+            self.caller, self._values = reads._authenticate(self._credentials, self.tx, self._kind,
+                                                            self._group_required, self._stamp)
+        except BaseException:
+            self._open.__exit__(*sys.exc_info())  # a read transaction: nothing to keep
+            raise
+        if self._one_statement:
+            # The caller's data is one statement: when authentication read nothing (its memo and
+            # the counters known at the stamp), a backend that can runs it alone, without BEGIN
+            # and COMMIT (SQLite). The dependencies stay right: their values are the stamp's,
+            # checked again after the read (``_dependencies``), as for any read.
+            alone = getattr(self.tx, "one_statement_left", None)
+            if alone is not None:
+                alone()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        suppressed = self._open.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            self._depends = self._reads._dependencies(self._kind, self.caller.group, self._values, self._stamp)
+        return bool(suppressed)
+
+    def snapshot(self, data: Any, total: Optional[int] = None) -> Snapshot:
+        if self._depends is None:
+            raise RuntimeError("ReadScope.snapshot is the answer of a finished read: call it after the block")
+        return Snapshot(data=data, caller=self.caller, total=total, depends=self._depends)
+
+
 class Reads:
-    """Authentication is memoised per (Authorization, group) when the backend keeps change
+    """The one read scope of every read, GETs and the authentication of writes alike.
+
+    Authentication is memoised per (Authorization, group) when the backend keeps change
     counters: a memo is used only while the counters of users, revocations and groups, read in
     the request's own snapshot, are those it was worked out under, and the token has not expired.
     So a revocation, a role change or a deleted user still takes effect at once, everywhere, and
@@ -71,32 +147,34 @@ class Reads:
         self._auth = auth
         self._counters = counters  # None: the backend keeps no change counters (and no memo)
         self._clock = clock
-        self._memo: dict[tuple[Optional[str], Optional[str]], _Memo] = {}
+        self._memo: dict[tuple[Optional[str], Optional[str], bool], _Memo] = {}
+        # dependency_keys of each (kind, group) read, made once, with whether the stamp follows them
+        self._keys: dict[tuple[Optional[str], str], tuple[CounterKeys, bool]] = {}
         # Counter values known to hold at a change stamp (see ChangeCounters.change_stamp): while
         # the store's stamp is still that one, nothing was written, so they need no query.
-        self._known: dict[Stamp, tuple[int, tuple[int, ...]]] = {}
+        self._known: dict[CounterKeys, tuple[int, tuple[int, ...]]] = {}
+
+    def scope(self, credentials: Credentials, kind: Optional[str] = None, group_required: bool = True,
+              one_statement: bool = False) -> ReadScope:
+        """A read of ``kind`` (None: nothing cacheable, the caller alone). ``group_required``
+        false: a request naming no group is still answered, with the caller's group ``""``
+        unless they belong to exactly one (GET /api/v2/me). ``one_statement``: the block reads
+        ``scope.tx`` with one statement at most (a ``get``, a ``find_name``)."""
+        return ReadScope(self, credentials, kind, group_required, one_statement)
 
     def caller(self, credentials: Credentials) -> Caller:
-        return self._snapshot(credentials, None, None).caller
+        """Who is asking (the authentication of a write, whose service opens its own write)."""
+        with self.scope(credentials) as scope:
+            return scope.caller
 
-    def read(self, credentials: Credentials, kind: str, produce: Produce) -> Snapshot:
-        """Authenticate, then ``produce(tx, caller) -> (data, total or None)``, in one snapshot."""
-        return self._snapshot(credentials, kind, produce)
+    def whoami(self, credentials: Credentials) -> Snapshot:
+        """GET /api/v2/me: the caller's identity, read in the same scope as every other read."""
+        with self.scope(credentials, group_required=False) as scope:
+            identity: Identity = self._auth.identity(scope.caller, scope.tx)
+        return scope.snapshot(identity)
 
-    def _snapshot(self, credentials: Credentials, kind: Optional[str], produce: Optional[Produce]) -> Snapshot:
-        stamp = self._counters.change_stamp() if self._counters is not None else None
-        with self._storage.read() as tx:
-            caller, values = self._authenticate(credentials, tx, kind, stamp)
-            data, total = produce(tx, caller) if produce is not None else (None, None)
-        keys = AUTH_KEYS if kind is None else dependency_keys(kind, caller.group)
-        if (stamp is not None and self._counters is not None and self._counters.change_stamp() == stamp
-                and all(k in STAMPED_KINDS for k, _ in keys)):
-            self._remember(keys, stamp, values)  # no write they depend on started or ended meanwhile
-        else:
-            stamp = None  # the stamp does not vouch for these counters
-        return Snapshot(caller=caller, data=data, total=total, keys=keys, values=values, stamp=stamp)
-
-    def _authenticate(self, credentials: Credentials, tx: Tx, kind: Optional[str],
+    # -- inside a scope ---------------------------------------------------------------------------
+    def _authenticate(self, credentials: Credentials, tx: Tx, kind: Optional[str], group_required: bool,
                       stamp: Optional[int]) -> tuple[Caller, tuple[int, ...]]:
         """The caller, and the counters of ``dependency_keys(kind, caller.group)`` (of AUTH_KEYS
         without a kind) as of this snapshot or of ``stamp``: values known at the stamp the store
@@ -104,18 +182,17 @@ class Reads:
         wait for the GIL when the server is busy). Counters older than the data read afterwards
         are safe: the answer is then cached under values that no longer match, and read again."""
         if self._counters is None:
-            return self._auth.authenticate(credentials.authorization, credentials.group, tx), ()
-        key = (credentials.authorization, credentials.group)
+            return self._auth.authenticate(credentials.authorization, credentials.group, tx, group_required), ()
+        key = (credentials.authorization, credentials.group, group_required)
         memo = self._memo.get(key)
         if memo is not None and self._clock().timestamp() < memo.caller.token_expires:
-            values = self._counters_of(tx, AUTH_KEYS if kind is None else dependency_keys(kind, memo.caller.group),
-                                       stamp)
+            values = self._counters_of(tx, self._keys_of(kind, memo.caller.group)[0], stamp)
             if values[:len(AUTH_KEYS)] == memo.values:
                 return memo.caller, values
         else:
             values = self._counters_of(tx, AUTH_KEYS, stamp)
         auth_values = values[:len(AUTH_KEYS)]
-        caller = self._auth.authenticate(credentials.authorization, credentials.group, tx)
+        caller = self._auth.authenticate(credentials.authorization, credentials.group, tx, group_required)
         if len(self._memo) >= MEMO_SIZE:
             self._memo.clear()  # many tokens at once: start over rather than track recency
         self._memo[key] = _Memo(caller, auth_values)
@@ -123,19 +200,34 @@ class Reads:
             return caller, auth_values
         return caller, auth_values + self._counters_of(tx, ((kind, caller.group),), stamp)
 
-    def _counters_of(self, tx: Tx, keys: Stamp, stamp: Optional[int]) -> tuple[int, ...]:
+    def _dependencies(self, kind: Optional[str], group: str, values: tuple[int, ...],
+                      stamp: Optional[int]) -> Dependencies:
+        keys, followed = self._keys_of(kind, group)
+        counters = self._counters
+        if stamp is not None and followed and counters is not None and counters.change_stamp() == stamp:
+            self._remember(keys, stamp, values)  # no write they depend on started or ended meanwhile
+        else:
+            stamp = None  # the stamp does not vouch for these counters
+        return Dependencies(keys=keys, values=values, stamp=stamp)
+
+    def _keys_of(self, kind: Optional[str], group: str) -> tuple[CounterKeys, bool]:
+        """``dependency_keys(kind, group)`` (AUTH_KEYS without a kind), and whether they are stamped."""
+        known = self._keys.get((kind, group))
+        if known is None:
+            keys = AUTH_KEYS if kind is None else dependency_keys(kind, group)
+            if len(self._keys) >= MEMO_SIZE:
+                self._keys.clear()
+            known = self._keys[(kind, group)] = (keys, stamped(keys))
+        return known
+
+    def _counters_of(self, tx: Tx, keys: CounterKeys, stamp: Optional[int]) -> tuple[int, ...]:
         known = self._known.get(keys) if stamp is not None else None
         if known is not None and known[0] == stamp:
             return known[1]
-        return self._versions(tx, keys)
+        return cast(CountingTx, tx).versions(keys)  # only with counters: the transactions are CountingTx
 
-    def _remember(self, keys: Stamp, stamp: int, values: tuple[int, ...]) -> None:
+    def _remember(self, keys: CounterKeys, stamp: int, values: tuple[int, ...]) -> None:
         if len(self._known) >= MEMO_SIZE:
             self._known.clear()
         self._known[keys] = (stamp, values)
         self._known[AUTH_KEYS] = (stamp, values[:len(AUTH_KEYS)])
-
-    @staticmethod
-    def _versions(tx: Tx, keys: Stamp) -> tuple[int, ...]:
-        # only called when the backend keeps counters: its transactions are CountingTx
-        return cast(CountingTx, tx).versions(keys)

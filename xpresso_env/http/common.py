@@ -1,4 +1,4 @@
-"""What the resources share: who is asking, a bounded JSON body, JSON answers."""
+"""What the resources share: who is asking (for a write), a bounded JSON body, JSON answers."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import falcon
 
 from ..access.auth import Caller
 from ..access.cache import Entry
-from ..access.reads import Reads
+from ..access.reads import Reads, Snapshot
 from ..core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .request import credentials_of, note_caller
 
@@ -18,21 +18,31 @@ BodySource = Callable[[], Any]
 
 
 def who(req: falcon.Request, reads: Reads) -> Caller:
-    """Authenticate the request (token, then group) and note the caller for the access log."""
+    """Authenticate a write (token, then group) and note the caller for the access log; the
+    service then opens its own write transaction. Reads authenticate in their read scope."""
     caller = reads.caller(credentials_of(req.env))
     note_caller(req.env, caller.user.name, caller.group)
     return caller
+
+
+def encode(data: Any) -> bytes:
+    """A JSON answer's bytes (what the response cache keeps)."""
+    return json.dumps(data).encode()
+
+
+def send_snapshot(req: falcon.Request, resp: falcon.Response, snap: Snapshot, data: Any) -> None:
+    """An uncached read's answer: ``data`` rendered from ``snap``, and who asked noted for the
+    access log (the list's unpaged count as X-Total-Count)."""
+    note_caller(req.env, snap.caller.user.name, snap.caller.group)
+    if snap.total is not None:
+        resp.set_header("X-Total-Count", str(snap.total))
+    send_json(resp, data)
 
 
 def send_json(resp: falcon.Response, data: Any, status: str = falcon.HTTP_200) -> None:
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
     resp.text = json.dumps(data)
-
-
-def send_list(resp: falcon.Response, items: list, total: int) -> None:
-    resp.set_header("X-Total-Count", str(total))
-    send_json(resp, items)
 
 
 def send_entry(req: falcon.Request, resp: falcon.Response, entry: Entry) -> None:

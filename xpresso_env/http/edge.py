@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Optional, Protocol
 
 from .access_log import AccessLog, escape
 from .request import GROUP_KEY, REQUEST_ID_KEY, ROUTE_KEY, USER_KEY
-from .request_id import ENVIRON_HEADER, HEADER, NewId, RequestIds, request_id_for
+from .request_id import ENVIRON_HEADER, HEADER, NewId, request_id_for
 
 log = logging.getLogger("xpresso_env.api")
 
@@ -31,12 +31,11 @@ class HttpMetrics(Protocol):
 
 
 class Edge:
-    def __init__(self, app: Callable, metrics: HttpMetrics, access_log: Optional[AccessLog] = None,
-                 new_id: Optional[NewId] = None):
+    def __init__(self, app: Callable, metrics: HttpMetrics, access_log: Optional[AccessLog], new_id: NewId):
         self._app = app
         self._metrics = metrics
         self._log = access_log
-        self._new_id = new_id or RequestIds()
+        self._new_id = new_id
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()

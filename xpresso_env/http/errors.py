@@ -48,17 +48,27 @@ def _send(resp: falcon.Response, status: str, body: dict) -> None:
     resp.text = json.dumps(body)
 
 
-def handle_domain_error(req: falcon.Request, resp: falcon.Response, error: e.XpressoError, params) -> None:
+def error_answer(method: str, path: str, error: e.XpressoError) -> tuple[str, list[tuple[str, str]], dict]:
+    """The answer to a domain error: status, extra headers and body (and the operator's log line).
+    Used by falcon's handler and by the response cache's frontend, which answers some reads itself."""
     status = status_for(error)
+    headers = []
     if status == falcon.HTTP_401:
-        resp.set_header("WWW-Authenticate", "Jwt")
+        headers.append(("WWW-Authenticate", "Jwt"))
     if isinstance(error, e.PermissionDenied) and error.why:
         # The client sees DRF's words; the operator learns why (permission, group, user).
-        log.warning("403 %s %s: %s", req.method, escape(req.path), escape(error.why))
+        log.warning("403 %s %s: %s", method, escape(path), escape(error.why))
     if status in (falcon.HTTP_503, falcon.HTTP_429):
-        log.warning("%s %s: %s", req.method, escape(req.path), error.detail)
-        resp.set_header("Retry-After", str(getattr(error, "retry_after_s", 5)))
-    _send(resp, status, body_for(error))
+        log.warning("%s %s: %s", method, escape(path), error.detail)
+        headers.append(("Retry-After", str(getattr(error, "retry_after_s", 5))))
+    return status, headers, body_for(error)
+
+
+def handle_domain_error(req: falcon.Request, resp: falcon.Response, error: e.XpressoError, params) -> None:
+    status, headers, body = error_answer(req.method, req.path, error)
+    for name, value in headers:
+        resp.set_header(name, value)
+    _send(resp, status, body)
 
 
 def handle_http_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError, params) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from .. import __version__
-from ..access.auth import NAME_RE
 from ..builds.idempotency import KEY_RE as IDEMPOTENCY_KEY_RE
 from ..builds.service import ADD, DELETE, PATCH_VALIDATORS, SUBMIT_REQUIRED, SUBMIT_VALIDATORS
 from ..builds.service import FILTERS as IMAGE_FILTERS
@@ -378,7 +377,7 @@ def build_openapi(include_images: bool = True, include_metrics: bool = True) -> 
                                         "description": "`Jwt <token>` (also `Bearer <token>` or the bare token)"}},
             "parameters": {
                 "group": {"name": "Group", "in": "header", "required": True,
-                          "schema": {"type": "string", "pattern": NAME_RE.pattern},
+                          "schema": wire.ACCOUNT_NAME.schema(),
                           "description": "the group the request is for (`X-Group` is read when `Group` is absent)"},
                 "limit": {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                 "offset": {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from ..access.auth import AuthService, Caller
+from ..access.reads import Credentials, Reads, Snapshot
 from ..config import EventsSettings
 from ..core import wire
 from ..core.errors import NotFound, ValidationError
@@ -166,29 +167,35 @@ def delivery_wire(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class WebhookService:
-    def __init__(self, storage: StorageBackend, clock: Clock, settings: EventsSettings,
+    def __init__(self, storage: StorageBackend, reads: Reads, clock: Clock, settings: EventsSettings,
                  new_id: Callable[[], uuid.UUID] = uuid.uuid4, resolver: Resolver = resolve,
                  wake: Optional[Callable[[], None]] = None):
         self._storage = storage
+        self._reads = reads  # the read scope of the API's reads
         self._clock = clock
         self._settings = settings
         self._new_id = new_id
         self._resolver = resolver
         self._wake = wake or (lambda: None)  # nudges the delivery loop after a redelivery
 
-    # -- reads --------------------------------------------------------------------------------
-    def list(self, tx: Tx, caller: Caller, params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:
-        AuthService.require(caller, PERMISSION)
-        reject_unknown_params(params, {"limit", "offset"})
-        query = parse_list_query(params, {})
-        hooks = [d.body for d in tx.query(WEBHOOK_KIND, caller.group, include_deleted=False)
-                 if d.group == caller.group]
+    # -- reads (each in the caller's read scope) -----------------------------------------------
+    def list(self, credentials: Credentials, params: Mapping[str, Any]) -> Snapshot:
+        with self._reads.scope(credentials, WEBHOOK_KIND) as scope:
+            caller = scope.caller
+            AuthService.require(caller, PERMISSION)
+            reject_unknown_params(params, {"limit", "offset"})
+            query = parse_list_query(params, {})
+            hooks = [d.body for d in scope.tx.query(WEBHOOK_KIND, caller.group, include_deleted=False)
+                     if d.group == caller.group]
         chosen, total = page(hooks, query)
-        return [webhook_wire(b) for b in chosen], total
+        return scope.snapshot([webhook_wire(b) for b in chosen], total)
 
-    def get(self, tx: Tx, caller: Caller, webhook_id: str) -> dict[str, Any]:
-        AuthService.require(caller, PERMISSION)
-        return webhook_wire(self._doc(tx, caller, webhook_id).body)
+    def get(self, credentials: Credentials, webhook_id: str, params: Mapping[str, Any]) -> Snapshot:
+        with self._reads.scope(credentials, WEBHOOK_KIND) as scope:
+            AuthService.require(scope.caller, PERMISSION)
+            body = self._doc(scope.tx, scope.caller, webhook_id).body
+            reject_unknown_params(params)  # after the 404, as it always was
+        return scope.snapshot(webhook_wire(body))
 
     @staticmethod
     def _doc(tx: Tx, caller: Caller, webhook_id: str, lock: bool = False) -> Doc:
@@ -197,22 +204,22 @@ class WebhookService:
             raise NotFound()  # also another group's webhook: no leak
         return doc
 
-    def deliveries(self, tx: Tx, caller: Caller, webhook_id: str,
-                   params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    def deliveries(self, credentials: Credentials, webhook_id: str, params: Mapping[str, Any]) -> Snapshot:
         """Newest first."""
-        AuthService.require(caller, PERMISSION)
-        doc = self._doc(tx, caller, webhook_id)
-        reject_unknown_params(params, {"limit", "offset", "status"})
-        query = parse_list_query({k: v for k, v in params.items() if k != "status"}, {})
-        status = params.get("status")
-        if status is not None and status not in DELIVERY_STATUSES:
-            raise ValidationError.one("status", f'"{str(status)[:100]}" is not a valid choice.')
-        bodies = [d.body for d in tx.query(DELIVERY_KIND, doc.id)]
+        with self._reads.scope(credentials, WEBHOOK_KIND) as scope:
+            AuthService.require(scope.caller, PERMISSION)
+            doc = self._doc(scope.tx, scope.caller, webhook_id)
+            reject_unknown_params(params, {"limit", "offset", "status"})
+            query = parse_list_query({k: v for k, v in params.items() if k != "status"}, {})
+            status = params.get("status")
+            if status is not None and status not in DELIVERY_STATUSES:
+                raise ValidationError.one("status", f'"{str(status)[:100]}" is not a valid choice.')
+            bodies = [d.body for d in scope.tx.query(DELIVERY_KIND, doc.id)]
         bodies.sort(key=lambda b: b.get("seq", ""), reverse=True)
         if status is not None:
             bodies = [b for b in bodies if b.get("status") == status]
         chosen, total = page(bodies, query)
-        return [delivery_wire(b) for b in chosen], total
+        return scope.snapshot([delivery_wire(b) for b in chosen], total)
 
     # -- writes -------------------------------------------------------------------------------
     def _validate(self, body: Any, partial: bool) -> dict[str, Any]:

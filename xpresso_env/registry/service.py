@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
 
 from ..access.auth import AuthService, Caller
+from ..access.reads import Credentials, Reads, Snapshot
 from ..core import wire
 from ..core.codec import from_doc, record_body, to_doc
 from ..core.errors import Conflict, NameConflict, NotFound
@@ -22,6 +23,7 @@ from ..core.validation import (
     page,
     parse_list_query,
     parse_uuid,
+    reject_unknown_params,
     validate_body,
 )
 from ..journal.journal import Journal
@@ -78,46 +80,78 @@ ENGINE = KindSpec(
 )
 
 SPECS = {HARNESS.kind: HARNESS, ENGINE.kind: ENGINE}
+CATEGORIES = {"harnesses": HARNESS, "engines": ENGINE}  # the name look-up's path segment
+
+
+# The reads of one group's records inside a read transaction (the service's reads and the storage
+# benchmark): stored bodies, as the API renders them.
+def select(tx: Tx, group: str, spec: KindSpec, query: ListQuery) -> tuple[list[dict[str, Any]], int]:
+    """A page of the group's records of ``spec`` that match ``query``, and their unpaged count."""
+    docs = tx.query(spec.kind, group, include_deleted=query.include_deleted)
+    docs = filter_docs(docs, query.filters) if query.filters else docs
+    chosen, total = page(docs, query)
+    return [d.body for d in chosen], total
+
+
+def find(tx: Tx, group: str, spec: KindSpec, record_id: str) -> dict[str, Any]:
+    doc = tx.get(spec.kind, str(parse_uuid(record_id)))
+    if doc is None or doc.group != group:
+        raise NotFound()  # also for another group's record: no leak
+    return doc.body
+
+
+def find_name(tx: Tx, group: str, spec: KindSpec, name: str) -> dict[str, Any]:
+    try:
+        name = spec.fields["name"](name)
+    except FieldError:
+        raise NotFound() from None  # no record can have such a name
+    doc = tx.find_name(spec.kind, group, name)
+    if doc is None:
+        raise NotFound()
+    return doc.body
 
 
 class RegistryService:
-    def __init__(self, storage: StorageBackend, clock: Clock, events: Events,
-                 new_id: Callable[[], uuid.UUID] = uuid.uuid4, journal: Optional[Journal] = None):
+    def __init__(self, storage: StorageBackend, reads: Reads, clock: Clock, events: Events,
+                 new_id: Callable[[], uuid.UUID] = uuid.uuid4, *, journal: Journal):
         self._storage = storage
+        self._reads = reads
         self._clock = clock
         self._events = events  # fired after commit
         self._new_id = new_id
         # History rows and webhook outbox entries, written inside each change's own transaction.
-        self._journal = journal or Journal(clock, new_id)
+        self._journal = journal
 
-    # -- reads (in the caller's transaction, so auth and data come from one snapshot) ----------
+    # -- reads --------------------------------------------------------------------------
+    # Each read opens the read scope (authentication, one read transaction, the answer's
+    # dependencies) and answers a Snapshot of stored bodies (wire-format values, see
+    # codec.record_body): the API renders them without decoding each record, which is most of the
+    # cost of a list. The query is checked after the caller (CONTRACT section 7 order).
     @staticmethod
     def parse_query(spec: KindSpec, params: Mapping[str, Any]) -> ListQuery:
         return parse_list_query(params, spec.filters)
 
-    # Reads answer stored bodies (wire-format values, see codec.record_body): the API renders
-    # them without decoding each record, which is most of the cost of a list.
-    def list(self, tx: Tx, caller: Caller, spec: KindSpec, query: ListQuery) -> tuple[list[dict[str, Any]], int]:
-        docs = tx.query(spec.kind, caller.group, include_deleted=query.include_deleted)
-        docs = filter_docs(docs, query.filters) if query.filters else docs
-        chosen, total = page(docs, query)
-        return [d.body for d in chosen], total
+    def list(self, credentials: Credentials, spec: KindSpec, params: Mapping[str, Any]) -> Snapshot:
+        with self._reads.scope(credentials, spec.kind) as scope:
+            bodies, total = select(scope.tx, scope.caller.group, spec, self.parse_query(spec, params))
+        return scope.snapshot(bodies, total)
 
-    def get(self, tx: Tx, caller: Caller, spec: KindSpec, record_id: str) -> dict[str, Any]:
-        doc = tx.get(spec.kind, str(parse_uuid(record_id)))
-        if doc is None or doc.group != caller.group:
-            raise NotFound()  # also for another group's record: no leak
-        return doc.body
+    def get(self, credentials: Credentials, spec: KindSpec, record_id: str, params: Mapping[str, Any]) -> Snapshot:
+        with self._reads.scope(credentials, spec.kind, one_statement=True) as scope:
+            reject_unknown_params(params)
+            body = find(scope.tx, scope.caller.group, spec, record_id)
+        return scope.snapshot(body)
 
-    def lookup(self, tx: Tx, caller: Caller, spec: KindSpec, name: str) -> dict[str, Any]:
-        try:
-            name = HARNESS.fields["name"](name)
-        except FieldError:
-            raise NotFound() from None  # no record can have such a name
-        doc = tx.find_name(spec.kind, caller.group, name)
-        if doc is None:
-            raise NotFound()
-        return doc.body
+    def lookup(self, credentials: Credentials, category: str, name: str, params: Mapping[str, Any]) -> Snapshot:
+        """GET /api/v{1,2}/resources/{category}/{name}: the live record of that name (a 404 for a
+        category other than ``CATEGORIES``, after the caller and the query are checked)."""
+        spec = CATEGORIES.get(category)
+        with self._reads.scope(credentials, spec.kind if spec is not None else None, one_statement=True) as scope:
+            reject_unknown_params(params)
+            if spec is None:
+                raise NotFound()
+            body = find_name(scope.tx, scope.caller.group, spec, name)
+        return scope.snapshot(body)
 
     # -- writes ---------------------------------------------------------------------------
     def validate(self, spec: KindSpec, body: Any, partial: bool) -> dict[str, Any]:

@@ -6,27 +6,22 @@ from __future__ import annotations
 
 import falcon
 
-from ...access.reads import Reads
-from ...journal.history import HistoryService
+from ...journal.history import HistoryReads
 from ...registry.service import ENGINE, HARNESS, KindSpec
-from ..common import send_list
-from ..request import credentials_of, note_caller
+from ..common import send_snapshot
+from ..request import credentials_of
 
 
 class History:
-    def __init__(self, reads: Reads, history: HistoryService, spec: KindSpec):
-        self.reads = reads
+    def __init__(self, history: HistoryReads, spec: KindSpec):
         self.history = history
         self.spec = spec
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, record_id: str) -> None:
-        snap = self.reads.read(credentials_of(req.env), self.spec.kind,
-                               lambda tx, caller: self.history.history(tx, caller, self.spec.kind, record_id,
-                                                                       req.params))
-        note_caller(req.env, snap.caller.user.name, snap.caller.group)
-        send_list(resp, snap.data, snap.total or 0)
+        snap = self.history.history(credentials_of(req.env), self.spec.kind, record_id, req.params)
+        send_snapshot(req, resp, snap, snap.data)
 
 
-def add_routes(app: falcon.App, reads: Reads, history: HistoryService) -> None:
+def add_routes(app: falcon.App, history: HistoryReads) -> None:
     for plural, spec in (("harnesses", HARNESS), ("engines", ENGINE)):
-        app.add_route(f"/api/v2/{plural}/{{record_id}}/history", History(reads, history, spec))
+        app.add_route(f"/api/v2/{plural}/{{record_id}}/history", History(history, spec))

@@ -1,4 +1,4 @@
-"""Image resources (CONTRACT section 4); the record's wire shape is rendered in ``serialize.py``.
+"""Image resources (CONTRACT section 4); the record's wire shape is rendered in ``core/render.py``.
 
 Routes: GET /api/v2/images, POST /api/v2/images/polaris_build, GET|PATCH|DELETE
 /api/v2/images/{uuid}, GET /api/v2/images/{uuid}/logs, POST /api/v2/images/{uuid}/cancel.
@@ -13,17 +13,14 @@ from typing import Any, Iterator
 
 import falcon
 
-from ...access.auth import Caller
-from ...access.reads import Produce, Reads, Snapshot
+from ...access.reads import Reads
 from ...builds import idempotency
 from ...builds.service import ImageService
 from ...core.errors import TooManyRequests, ValidationError
-from ...core.models import Image
-from ...core.serialize import image_v2
+from ...core.render import image_v2
 from ...core.validation import reject_unknown_params
-from ...storage import Tx
-from ..common import BodySource, JsonBody, send_json, send_list, who
-from ..request import credentials_of, note_caller
+from ..common import BodySource, JsonBody, send_json, send_snapshot, who
+from ..request import credentials_of
 
 TEXT = "text/plain; charset=utf-8"
 _DIGITS = re.compile(r"\s*([+-]?)[0-9]+\s*")
@@ -31,17 +28,14 @@ PAST_ANY_LOG = 2 ** 64
 
 
 class Collection:
-    def __init__(self, reads: Reads, images: ImageService):
-        self.reads = reads
+    """Images are not cached: builds change them from worker threads all the time."""
+
+    def __init__(self, images: ImageService):
         self.images = images
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        def produce(tx: Tx, caller: Caller) -> tuple[list[dict[str, Any]], int]:
-            found, total = self.images.list(tx, caller, self.images.parse_query(req.params))
-            return [image_v2(i) for i in found], total
-
-        snap = _read(req, self.reads, produce)
-        send_list(resp, snap.data, snap.total or 0)
+        snap = self.images.list(credentials_of(req.env), req.params)
+        send_snapshot(req, resp, snap, [image_v2(i) for i in snap.data])
 
 
 class PolarisBuild:
@@ -64,11 +58,8 @@ class Item:
         self.images = images
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
-        def produce(tx: Tx, caller: Caller) -> tuple[dict[str, Any], None]:
-            reject_unknown_params(req.params)
-            return image_v2(self.images.get(tx, caller, uuid)), None
-
-        send_json(resp, _read(req, self.reads, produce).data)
+        snap = self.images.get(credentials_of(req.env), uuid, req.params)
+        send_snapshot(req, resp, snap, image_v2(snap.data))
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
         image = self.images.update(who(req, self.reads), uuid, _content(req, self.body))
@@ -87,14 +78,6 @@ class Cancel:
     def on_post(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
         send_json(resp, image_v2(self.images.cancel(who(req, self.reads), uuid,
                                                     lambda: reject_unknown_params(req.params))))
-
-
-def _read(req: falcon.Request, reads: Reads, produce: Produce) -> Snapshot:
-    """A GET's answer from one read transaction (authentication included); images are not
-    cached: builds change them from worker threads all the time."""
-    snap = reads.read(credentials_of(req.env), Image.KIND, produce)
-    note_caller(req.env, snap.caller.user.name, snap.caller.group)
-    return snap
 
 
 def _content(req: falcon.Request, body: JsonBody) -> BodySource:
@@ -190,7 +173,7 @@ class Logs:
 
 
 def add_routes(app: falcon.App, reads: Reads, body: JsonBody, images: ImageService, server_threads: int) -> None:
-    app.add_route("/api/v2/images", Collection(reads, images))
+    app.add_route("/api/v2/images", Collection(images))
     app.add_route("/api/v2/images/polaris_build", PolarisBuild(reads, body, images))
     app.add_route("/api/v2/images/{uuid}", Item(reads, body, images))
     app.add_route("/api/v2/images/{uuid}/logs", Logs(reads, images, server_threads))

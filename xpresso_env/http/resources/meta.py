@@ -16,7 +16,7 @@ from ..openapi import build_openapi
 
 if TYPE_CHECKING:
     from ...builds.service import ImageService
-    from ...probes.service import ProbeService
+    from ...probes.scheduler import ProbeService
 
 
 class OpenAPIDocument:

@@ -1,44 +1,42 @@
-"""Harness and engine resources, v2 and v1, and the name look-up."""
+"""Harness and engine resources, v2 and v1, and the name look-up.
+
+Their GETs are cached reads (``CachedRead``): on a miss the registry is asked for a snapshot with
+the request's credentials, the snapshot is rendered here and the bytes go to the response cache.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import falcon
 
-from ...access.cache import CachedReads
-from ...access.reads import Reads
-from ...core import serialize
+from ...access.reads import Credentials, Reads, Snapshot
 from ...core.codec import record_body
-from ...core.errors import NotFound
-from ...core.validation import reject_unknown_params
+from ...core.render import engine_v1, engine_v2, harness_v1, harness_v2, resource_meta
 from ...registry.service import ENGINE, HARNESS, KindSpec, RegistryService
-from ..common import JsonBody, send_entry, send_json, who
+from ..cache_frontend import CachedAnswers, CachedRead
+from ..common import JsonBody, encode, send_json, who
 
 Render = Callable[[dict[str, Any]], dict[str, Any]]
-V2 = {HARNESS.kind: serialize.harness_v2, ENGINE.kind: serialize.engine_v2}
-V1 = {HARNESS.kind: serialize.harness_v1, ENGINE.kind: serialize.engine_v1}
+V2 = {HARNESS.kind: harness_v2, ENGINE.kind: engine_v2}
+V1 = {HARNESS.kind: harness_v1, ENGINE.kind: engine_v1}
 
 
-class Collection:
-    def __init__(self, cached: CachedReads, registry: RegistryService, spec: KindSpec, render: Render):
-        self.cached = cached
+class Collection(CachedRead):
+    def __init__(self, cached: CachedAnswers, registry: RegistryService, spec: KindSpec, render: Render):
+        super().__init__(cached)
         self.registry = registry
         self.spec = spec
         self.render = render
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        def produce(tx, caller):
-            query = self.registry.parse_query(self.spec, req.params)
-            records, total = self.registry.list(tx, caller, self.spec, query)
-            return [self.render(r) for r in records], total
-
-        send_entry(req, resp, self.cached.answer(req.env, self.spec.kind, produce))
+    def fresh(self, credentials: Credentials, params: dict) -> tuple[Snapshot, bytes]:
+        snap = self.registry.list(credentials, self.spec, params)
+        return snap, encode(list(map(self.render, snap.data)))
 
 
 class WritableCollection(Collection):
     """v2 only: v1 is read-only, as in XPRESSO."""
 
-    def __init__(self, cached: CachedReads, reads: Reads, body: JsonBody, registry: RegistryService,
+    def __init__(self, cached: CachedAnswers, reads: Reads, body: JsonBody, registry: RegistryService,
                  spec: KindSpec, render: Render):
         super().__init__(cached, registry, spec, render)
         self.reads = reads
@@ -49,23 +47,20 @@ class WritableCollection(Collection):
         send_json(resp, self.render(record_body(record)), falcon.HTTP_201)
 
 
-class Item:
-    def __init__(self, cached: CachedReads, registry: RegistryService, spec: KindSpec, render: Render):
-        self.cached = cached
+class Item(CachedRead):
+    def __init__(self, cached: CachedAnswers, registry: RegistryService, spec: KindSpec, render: Render):
+        super().__init__(cached)
         self.registry = registry
         self.spec = spec
         self.render = render
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, record_id: str) -> None:
-        def produce(tx, caller):
-            reject_unknown_params(req.params)
-            return self.render(self.registry.get(tx, caller, self.spec, record_id)), None
-
-        send_entry(req, resp, self.cached.answer(req.env, self.spec.kind, produce))
+    def fresh(self, credentials: Credentials, params: dict, record_id: str) -> tuple[Snapshot, bytes]:
+        snap = self.registry.get(credentials, self.spec, record_id, params)
+        return snap, encode(self.render(snap.data))
 
 
 class WritableItem(Item):
-    def __init__(self, cached: CachedReads, reads: Reads, body: JsonBody, registry: RegistryService,
+    def __init__(self, cached: CachedAnswers, reads: Reads, body: JsonBody, registry: RegistryService,
                  spec: KindSpec, render: Render):
         super().__init__(cached, registry, spec, render)
         self.reads = reads
@@ -80,30 +75,21 @@ class WritableItem(Item):
         resp.status = falcon.HTTP_204
 
 
-class NameLookup:
+class NameLookup(CachedRead):
     """GET /api/v{1,2}/resouces/{category}/{name} (XPRESSO's spelling; `resources` too)."""
 
-    CATEGORIES = {"harnesses": HARNESS, "engines": ENGINE}
-
-    def __init__(self, cached: CachedReads, registry: RegistryService, version: int):
-        self.cached = cached
+    def __init__(self, cached: CachedAnswers, registry: RegistryService, version: int):
+        super().__init__(cached)
         self.registry = registry
         self.id_key = "id" if version == 2 else "uuid"
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, category: str, name: str) -> None:
-        spec = self.CATEGORIES.get(category)
-
-        def produce(tx, caller):
-            reject_unknown_params(req.params)
-            if spec is None:
-                raise NotFound()
-            body = self.registry.lookup(tx, caller, spec, name)
-            return serialize.resource_meta(body, category, self.id_key), None
-
-        send_entry(req, resp, self.cached.answer(req.env, spec.kind if spec else "none", produce))
+    def fresh(self, credentials: Credentials, params: dict, category: str, name: str) -> tuple[Snapshot, bytes]:
+        snap = self.registry.lookup(credentials, category, name, params)
+        return snap, encode(resource_meta(snap.data, category, self.id_key))
 
 
-def add_routes(app: falcon.App, cached: CachedReads, reads: Reads, body: JsonBody, registry: RegistryService) -> None:
+def add_routes(app: falcon.App, cached: CachedAnswers, reads: Reads, body: JsonBody,
+               registry: RegistryService) -> None:
     for plural, spec in (("harnesses", HARNESS), ("engines", ENGINE)):
         app.add_route(f"/api/v1/{plural}", Collection(cached, registry, spec, V1[spec.kind]))
         app.add_route(f"/api/v1/{plural}/{{record_id}}", Item(cached, registry, spec, V1[spec.kind]))

@@ -107,7 +107,6 @@ class Static:
 ROUTES = ("/", "/ui/{name}")
 
 
-def add_routes(app: falcon.App, assets: Optional[Assets] = None) -> None:
-    assets = assets or Assets()
+def add_routes(app: falcon.App, assets: Assets) -> None:
     app.add_route("/", Page(assets))
     app.add_route("/ui/{name}", Static(assets))
