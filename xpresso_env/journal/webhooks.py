@@ -77,8 +77,10 @@ def refused_address(address: str) -> bool:
         if inner is not None:
             if refused_address(str(inner)):
                 return True
-            if ip.ipv4_mapped is not None or any(ip in net for net in _EMBEDS_IPV4):
-                return False  # what is reached is that (public) IPv4 address, e.g. through DNS64/NAT64
+            # What is reached is that (public) IPv4 address, e.g. through DNS64/NAT64 or a 6to4
+            # relay; judged by it, not by `is_global`, whose view of 2002::/16 changed in 3.11.
+            if ip.ipv4_mapped is not None or ip.sixtofour is not None or any(ip in net for net in _EMBEDS_IPV4):
+                return False
         if ip.is_site_local:  # fec0::/10: deprecated, but still private where it is used
             return True
     return (not ip.is_global) or ip.is_multicast or ip.is_private or ip.is_loopback or ip.is_link_local \
