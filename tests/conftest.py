@@ -3,6 +3,14 @@
 XPRESSO_TEST_BACKENDS (default: all three) picks the backends the API tests run on; each API
 test runs once per backend. PostgreSQL tests use one temporary database per session, emptied
 between tests.
+
+A run leaves nothing behind, even when tests fail: at its end (after every fixture's teardown)
+the run FAILS if a mount under its temp folders, a process it started, or a listening socket of
+its own is left (``xpresso_env.testing.leaks``); what was left is then ended.
+
+``-m "not slow"`` is the quick subset: ``slow`` marks every test that needs a real daemon,
+browser or installation (found here, from its fixtures and parameters) and, by hand, the tests
+that take more than about two seconds for another reason (real server processes, timeouts).
 """
 from __future__ import annotations
 
@@ -17,9 +25,26 @@ from falcon.testing import TestClient
 from xpresso_env.app import AppContext, build_context, create_app
 from xpresso_env.config import Settings, load_settings
 
-pytest_plugins = ["tests.daemon_fixtures"]
+# The run's temp folders in RAM (xpresso_env.testing.tempdirs); the run fails if it leaves a
+# mount, a process or a listening socket behind (xpresso_env.testing.leaks).
+pytest_plugins = ["xpresso_env.testing.tempdirs", "xpresso_env.testing.leaks", "tests.daemon_fixtures"]
 ALL_BACKENDS = ("sqlite", "yaml", "postgres")
 SECRET = "test-secret-" + "s" * 40
+# A test using one of these (directly or through its fixtures) needs Docker, buildah, Chromium,
+# pyATS or a registry; so does one parametrized with a real builder's name.
+SLOW_FIXTURES = frozenset({"docker_url", "docker_api", "docker_busybox", "buildah_store", "browser",
+                           "pyats_venv", "auth_registry"})
+REAL_BUILDERS = frozenset({"docker", "buildah"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or any(
+                isinstance(value, str) and value in REAL_BUILDERS for value in params):
+            item.add_marker(pytest.mark.slow)
 
 
 def selected_backends() -> list[str]:

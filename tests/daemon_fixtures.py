@@ -1,6 +1,7 @@
-"""Session fixtures for the real builders, shared by every test folder (loaded from
-tests/conftest.py through ``pytest_plugins``): ONE private dockerd and ONE buildah store serve the
-whole session, however many folders use them, since starting a daemon costs seconds.
+"""Session fixtures for the real parts, shared by every test folder (loaded from
+tests/conftest.py through ``pytest_plugins``): ONE private dockerd, ONE buildah store and ONE
+pyATS installation serve the whole session, however many folders use them, since making each
+costs seconds.
 
 * ``docker_url``: the daemon's ``unix://`` URL (``XPRESSO_TEST_DOCKER_HOST`` when set, as in CI,
   else a private dockerd started here and stopped at the end of the session).
@@ -8,6 +9,8 @@ whole session, however many folders use them, since starting a daemon costs seco
   test Dockerfiles can ``RUN`` without any network. ``docker_busybox``: that image's reference.
 * ``buildah_store``: a private buildah store (vfs, under a session temp folder) holding the same
   busybox base image.
+* ``pyats_venv``: a venv with the real pyATS from the package index. Its install starts in the
+  background as the run starts (when a collected test needs it), so it overlaps other tests.
 
 A test that needs dockerd or buildah skips when they are missing, except under CI=true where it
 fails (``xpresso_env.testing.require``).
@@ -17,26 +20,35 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from xpresso_env.testing import require
+from xpresso_env.testing.background import Background
 from xpresso_env.testing.daemons import (
     BUSYBOX_REF,
+    DOCKER_HOST_ENV,
     docker_daemon,
     dockerd_missing_reason,
     make_buildah_busybox_base,
     make_busybox_base,
+    private_folder,
 )
+from xpresso_env.testing.leaks import LeakWatch
 
 
 @pytest.fixture(scope="session")
-def docker_url() -> Iterator[str]:
+def docker_url(leak_watch: LeakWatch) -> Iterator[str]:
     reason = dockerd_missing_reason()
     require(reason is None, reason or "")
-    with docker_daemon() as url:
+    folder = None if os.environ.get(DOCKER_HOST_ENV) else private_folder()
+    if folder is not None:
+        leak_watch.watch(folder)  # whatever stays mounted there after the daemon stops is a leak
+    with docker_daemon(folder) as url:
         yield url
 
 
@@ -79,3 +91,37 @@ def buildah_store(tmp_path_factory) -> Iterator[BuildahStore]:
     store.buildah("rm", "--all")
     store.buildah("rmi", "--all", "--force")
     shutil.rmtree(base, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- prepared early
+
+@pytest.fixture(scope="session")
+def background() -> Iterator[Background]:
+    jobs = Background()
+    yield jobs
+    jobs.stop()  # a preparation no test waited for (a run stopped early) does not outlive the run
+
+
+def _pyats_commands(venv: Path) -> list[list[str]]:
+    # --no-compile: the prober reads the installation's metadata, never imports it.
+    return [[sys.executable, "-m", "venv", str(venv)],
+            [str(venv / "bin" / "pip"), "install", "-q", "--no-compile", "--disable-pip-version-check", "pyats"]]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early_start(request: pytest.FixtureRequest, background: Background,
+                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Start the slow preparations the collected tests will need, before the first test runs."""
+    used = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    if "pyats_venv" in used:
+        background.start("pyats", _pyats_commands(tmp_path_factory.getbasetemp() / "pyats-venv"))
+
+
+@pytest.fixture(scope="session")
+def pyats_venv(background: Background, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with the real pyATS from the package index, made once per test run."""
+    venv = tmp_path_factory.getbasetemp() / "pyats-venv"
+    outcome = background.wait("pyats", _pyats_commands(venv))
+    if outcome.returncode != 0:
+        pytest.fail(f"pip install pyats failed (the probe tests need the package index):\n{outcome.output[-2000:]}")
+    return venv

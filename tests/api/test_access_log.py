@@ -94,10 +94,10 @@ def test_stop_writes_what_is_queued():
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     log = AccessLog(logger, interval_s=60)
-    log.start()
+    log.writer.start()
     for i in range(100):
         log.record("GET", f"/p/{i}", "200", 1.0, "u", "g")
-    log.stop()
+    log.writer.stop()
     assert len(handler.lines) == 100 and handler.lines[-1].startswith("GET /p/99 200 1.0ms")
 
 
@@ -124,10 +124,10 @@ def test_the_batched_lines_of_serve_are_those_logging_would_write(log_format):
         assert (plain_handlers(logger, logging.INFO) is None) == (way == "records")
         clock = iter([1_700_000_000.0123, 1_700_000_000.9996, 1_700_000_001.5])
         log = AccessLog(logger, interval_s=60, wall_clock=lambda: next(clock))
-        log.start()
+        log.writer.start()
         for entry in ENTRIES:
             log.record(*entry)
-        log.stop()
+        log.writer.stop()
         lines[way] = stream.getvalue().splitlines()
         logger.removeHandler(handler)
     assert len(lines["batched"]) == 3 and lines["batched"] == lines["records"]

@@ -35,14 +35,16 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import World, make_settings
 from tests.git_repo import hello_polaris
-from xpresso_env.access.auth import NAME_RE
 from xpresso_env.admin.transfer import export_data, import_data
 from xpresso_env.app import AppContext, build_context, create_app
 from xpresso_env.builds.files import ImagePaths
 from xpresso_env.builds.idempotency import KEY_RE as IDEMPOTENCY_KEY_RE
 from xpresso_env.builds.idempotency import MAX_LENGTH as MAX_KEY_LENGTH
 from xpresso_env.config import Settings
+from xpresso_env.core import wire
 from xpresso_env.core.models import Image, ImageStatus
+
+pytestmark = pytest.mark.slow  # hypothesis-generated requests against every operation
 
 POSITIVE_CHECKS = [not_a_server_error, positive_data_acceptance, status_code_conformance, content_type_conformance,
                    response_schema_conformance, response_headers_conformance]
@@ -155,7 +157,7 @@ def existing_groups_only(case: Any) -> Any:
     (like a record id), so each well-formed generated name becomes a seeded group. A list with a
     malformed name (a negative case) is left as it is."""
     groups = case.body.get("groups") if isinstance(case.body, dict) else None
-    if isinstance(groups, list) and all(isinstance(g, str) and NAME_RE.fullmatch(g) for g in groups):
+    if isinstance(groups, list) and all(isinstance(g, str) and wire.ACCOUNT_NAME.matches(g) for g in groups):
         case.body["groups"] = [GROUPS[len(g) % len(GROUPS)] for g in groups]
     return case
 

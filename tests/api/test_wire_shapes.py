@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xpresso_env.builds.service import PATCH_VALIDATORS, SUBMIT_VALIDATORS, GitRef
+from xpresso_env.builds.service import PATCH_VALIDATORS, SUBMIT_VALIDATORS
 from xpresso_env.builds.workspace import validate_ref
-from xpresso_env.core import serialize, wire
+from xpresso_env.core import render, wire
 from xpresso_env.core.errors import ValidationError
-from xpresso_env.core.validation import FieldError, Nullable, Rule, Text
+from xpresso_env.core.validation import FieldError, GitRef, Nullable, Rule, Text
 from xpresso_env.http.openapi import SCHEMAS, build_openapi
 from xpresso_env.registry.service import ENGINE, HARNESS
 
@@ -95,6 +95,7 @@ TRICKY_REFS = ["main", "a.lock", "a.lock/b", "a/b.lock", "a/.b", ".a", "@", "a@b
 @SETTINGS
 @given(value=st.one_of(st.sampled_from(TRICKY_REFS), st.from_regex(wire.GIT_REF.regex, fullmatch=True),
                        st.text(EDGE_ALPHABET, max_size=30), st.from_regex(r"[0-9a-f]{7,40}", fullmatch=True)))
+@pytest.mark.slow
 def test_the_git_ref_grammar_is_the_one_git_commands_are_checked_with(value):
     """workspace.validate_ref guards every git call; the document's grammar must say the same."""
     try:
@@ -105,6 +106,7 @@ def test_the_git_ref_grammar_is_the_one_git_commands_are_checked_with(value):
     assert checked == wire.GIT_REF.matches(value), value
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(value=st.from_regex(wire.HTTP_URL.regex, fullmatch=True))
 def test_every_url_the_grammar_allows_parses_with_a_host_and_port(value):
@@ -152,7 +154,7 @@ def test_rendered_records_have_exactly_the_documented_keys_in_order(world):
 
 def test_an_old_body_without_support_liveview_renders_false():
     body = {k: "x" for k in wire.HARNESS.keys}
-    assert serialize.harness_v1(body)["support_liveview"] is False
+    assert render.harness_v1(body)["support_liveview"] is False
 
 
 def test_the_image_record_follows_the_wire_table():
@@ -165,7 +167,7 @@ def test_the_image_record_follows_the_wire_table():
     image = Image(id=uuid.uuid4(), group="g1", name="n", tag="t", git_ref="main", submitter="u",
                   nfs_path="/nfs/g1/n/t.tar", retention_day=30, date_created=now, date_updated=now,
                   worker_meta={"worker_id": "w", "host": "h", "pid": 1, "claimed_at": "x", "boot_id": "secret"})
-    record = serialize.image_v2(image)
+    record = render.image_v2(image)
     assert tuple(record) == wire.IMAGE.keys == tuple(SCHEMAS["Image"]["properties"])
     assert set(record["worker_meta"]) == set(wire.WORKER_KEYS)
     jsonschema_rs.validator_for(SCHEMAS["Image"]).validate(record)

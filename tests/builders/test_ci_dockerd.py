@@ -7,14 +7,19 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from xpresso_env.testing import require
+from xpresso_env.testing.leaks import mounts_under
 
 from .conftest import wait_until
+
+pytestmark = pytest.mark.slow  # a real dockerd
 
 CI_DIR = Path(__file__).resolve().parents[2] / ".ci"
 
 
-def test_start_and_stop_dockerd():
+def test_start_and_stop_dockerd(leak_watch):
     # Always starts its own daemon, even when XPRESSO_TEST_DOCKER_HOST names one.
     require(shutil.which("dockerd") is not None, "dockerd is not installed (Debian package docker.io)")
     require(os.geteuid() == 0, "a private dockerd needs root")
@@ -26,6 +31,7 @@ def test_start_and_stop_dockerd():
     exports = dict(line.removeprefix("export ").split("=", 1) for line in res.stdout.splitlines())
     assert set(exports) == {"XPRESSO_TEST_DOCKER_HOST", "XPRESSO_TEST_DOCKERD_DIR"}  # nothing else on stdout
     host, folder = exports["XPRESSO_TEST_DOCKER_HOST"], Path(exports["XPRESSO_TEST_DOCKERD_DIR"])
+    leak_watch.watch(folder)  # a mount left there fails the run
     try:
         assert time.monotonic() - started < 60
         assert host == f"unix://{folder}/docker.sock"
@@ -39,6 +45,11 @@ def test_start_and_stop_dockerd():
         finally:
             api.close()
         pid = int((folder / "dockerd.pid").read_text())
+        # What a dockerd that ran a host-network container leaves mounted after it stops (its
+        # exec/netns/default): stop-dockerd must unmount it to remove the folder.
+        leftover = folder / "exec" / "leftover"
+        leftover.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "xpresso-test-leftover", str(leftover)], check=True)
     finally:
         stop = subprocess.run(["bash", str(CI_DIR / "stop-dockerd"), str(folder)], capture_output=True,
                               text=True, timeout=60)
@@ -46,6 +57,7 @@ def test_start_and_stop_dockerd():
     assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or
                       Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 10)
     assert not folder.exists()
+    assert not mounts_under(folder)
     # The stop script refuses a folder it did not make.
     refused = subprocess.run(["bash", str(CI_DIR / "stop-dockerd"), "/"], capture_output=True, text=True)
     assert refused.returncode != 0 and "not a start-dockerd folder" in refused.stderr

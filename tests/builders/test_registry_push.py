@@ -25,8 +25,9 @@ from xpresso_env_plugins.builder_docker import DockerBuilder
 from xpresso_env_plugins.builder_dryrun import DryRunBuilder
 
 from tests.images.conftest import backend, builder_config, make_image_world, polaris_repo  # noqa: F401 (fixtures)
-from xpresso_env.builds.push import PushError, PushTarget, target_for
+from xpresso_env.builds.push import PushError, target_for
 from xpresso_env.builds.sdk.builder import BuildCancelled, BuildFailed, BuildTimedOut
+from xpresso_env.builds.sdk.push import PushTarget
 from xpresso_env.config import RegistrySettings, load_settings
 from xpresso_env.core.errors import ConfigError
 from xpresso_env.testing import require

@@ -18,15 +18,16 @@ import tarfile
 import threading
 from pathlib import Path
 
-import docker  # the module _kept_paths is given, as the builder gives it
+import docker  # the module kept_paths is given, as the builder gives it
 import docker.utils.build
 import pytest
-from xpresso_env_plugins.builder_docker import DockerBuilder, _filter_tar, _kept_paths
+from xpresso_env_plugins.builder_docker import DockerBuilder
+from xpresso_env_plugins.builder_docker.context import filter_tar, kept_paths
 
-from xpresso_env.builds import workspace
 from xpresso_env.builds.sdk import procrun
 from xpresso_env.builds.sdk.builder import BuildCancelled
 from xpresso_env.builds.workspace import GitTree, WorkspaceError, discover, prepare
+from xpresso_env.builds.workspace.tree import unquote
 
 from .conftest import make_context
 
@@ -185,10 +186,10 @@ def test_without_stream_dockerfile_prepare_checks_out_as_before(tree_repo, tmp_p
 
 
 def test_unquote_reads_what_git_quotes():
-    assert workspace._unquote('plain/name.txt') == "plain/name.txt"
-    assert workspace._unquote('"tab\\tname"') == "tab\tname"
-    assert workspace._unquote('"sp ace/\\303\\251\\"q\\\\.txt"') == 'sp ace/é"q\\.txt'
-    assert workspace._unquote('"\\377bad"') == os.fsdecode(b"\xffbad")
+    assert unquote('plain/name.txt') == "plain/name.txt"
+    assert unquote('"tab\\tname"') == "tab\tname"
+    assert unquote('"sp ace/\\303\\251\\"q\\\\.txt"') == 'sp ace/é"q\\.txt'
+    assert unquote('"\\377bad"') == os.fsdecode(b"\xffbad")
 
 
 # --------------------------------------------------------------------------- .dockerignore
@@ -212,7 +213,7 @@ def test_the_filter_keeps_what_the_sdk_keeps(tree_repo, tmp_path, ignore):
     result, _ = _prepare(tree_repo, tmp_path / "ws")
     checkout = _checkout(tree_repo, result.commit, tmp_path / "co")
     excludes = [ln.strip() for ln in ignore.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    assert _kept_paths(docker, result.tree.entries, list(excludes), "Dockerfile") == \
+    assert kept_paths(docker, result.tree.entries, list(excludes), "Dockerfile") == \
         docker.utils.build.exclude_paths(str(checkout), list(excludes), dockerfile="Dockerfile")
 
 
@@ -231,7 +232,7 @@ def test_the_tar_filter_passes_kept_members_byte_for_byte(make_repo, tmp_path):
     keep = {p for p in result.tree.entries if not p.startswith("drop") and not p.endswith("dropped.txt")}
     for piece in (1, 100, 512, 4096, 1 << 16):
         stream = io.BytesIO(whole)
-        filtered = b"".join(_filter_tar(lambda n: stream.read(min(n, piece)), keep, 1 << 16))
+        filtered = b"".join(filter_tar(lambda n: stream.read(min(n, piece)), keep, 1 << 16))
         with tarfile.open(fileobj=io.BytesIO(filtered)) as tar, tarfile.open(fileobj=io.BytesIO(whole)) as src:
             got = {m.name: (m.type, m.mode, m.linkname, tar.extractfile(m).read() if m.isfile() else None) for m in tar}
             want = {m.name: (m.type, m.mode, m.linkname, src.extractfile(m).read() if m.isfile() else None)

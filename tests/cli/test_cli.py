@@ -44,6 +44,7 @@ def test_init_is_idempotent_and_makes_a_private_secret(cfg):
     assert "already up to date" in second.stdout and secret.read_text() == content
 
 
+@pytest.mark.slow
 def test_groups_users_tokens(cfg):
     run(cfg, "init")
     run(cfg, "group", "add", "myGroup")
@@ -63,6 +64,7 @@ def test_groups_users_tokens(cfg):
     run(cfg, "token", "revoke", "not a jti", ok=False)
 
 
+@pytest.mark.slow
 def test_load_fixtures(cfg, tmp_path):
     run(cfg, "init")
     fixtures = tmp_path / "f.yaml"
@@ -158,6 +160,7 @@ def test_config_error_reads_file_key_message(cfg, tmp_path):
     assert p.stderr.startswith(f"xpresso-env: error: {bad}: storage.backnd: unknown key"), p.stderr
 
 
+@pytest.mark.slow
 def test_export_to_a_missing_folder_says_so(cfg, tmp_path):
     run(cfg, "init")
     target = tmp_path / "no" / "such" / "all.yaml"
@@ -174,6 +177,7 @@ def _rows(out: str) -> list[list[str]]:
     return [line.split(None) for line in out.strip().splitlines()[1:]]
 
 
+@pytest.mark.slow
 def test_group_and_user_lists_and_set_role(cfg):
     run(cfg, "init", "--group", "g1", "--admin", "root")
     run(cfg, "group", "add", "g2")
@@ -198,6 +202,7 @@ def test_group_and_user_lists_and_set_role(cfg):
     assert [r[0] for r in _rows(run(cfg, "user", "list").stdout)] == ["root", "alice"]
 
 
+@pytest.mark.slow
 def test_token_list_shows_issued_and_revoked_tokens(cfg):
     run(cfg, "init", "--group", "g1", "--admin", "root")
     run(cfg, "user", "add", "alice", "--group", "g1:member")

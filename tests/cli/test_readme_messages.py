@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,7 @@ def _error(cfg: Path, *args: str, env: dict | None = None) -> str:
     return p.stderr[len(prefix):].strip()
 
 
+@pytest.mark.slow
 def test_troubleshooting_quotes_the_real_messages(tmp_path):
     cfg = tmp_path / "xpresso.yaml"
     cfg.write_text(yaml.safe_dump({"storage": {"backend": "sqlite", "path": "db.sqlite3"},

@@ -11,10 +11,13 @@ import stat
 import threading
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.client.conftest import Site
 from xpresso_env.testing.server import cli, free_port
+
+pytestmark = pytest.mark.slow  # a real serve and the client as a subprocess in every test
 
 
 def test_login_keeps_url_token_and_group_in_a_0600_file(site: Site, home: Path):

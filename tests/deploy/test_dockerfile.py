@@ -141,6 +141,12 @@ def _python_rootfs(root: Path) -> None:
     shutil.copytree(stdlib, root / f"usr/local/lib/python{version}", symlinks=True,
                     ignore=lambda folder, names: [n for n in names if n in STDLIB_SKIP or n.startswith("_tkinter")])
     (root / f"usr/local/lib/python{version}/site-packages").mkdir()
+    # A distribution's Python may keep ensurepip's wheels outside its standard library (Debian:
+    # WHEEL_PKG_DIR=/usr/share/python-wheels, from python3-pip-whl); the Dockerfile's `python3 -m
+    # venv` looks for them at that path.
+    wheel_dir = sysconfig.get_config_var("WHEEL_PKG_DIR")
+    if wheel_dir and Path(wheel_dir).is_dir():
+        shutil.copytree(wheel_dir, root / wheel_dir.lstrip("/"))
 
     tools = [Path(shutil.which(t) or f"/usr/sbin/{t}") for t in ("useradd", "groupadd")]
     for tool in tools:
@@ -236,7 +242,7 @@ def build_context(tmp_path_factory) -> Path:
     # pip builds in the source folder: build from a copy so the shared tree gets no build/.
     source = base / "source"
     shutil.copytree(ROOT, source, ignore=SOURCE_SKIP)
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check",
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--use-pep517",
                           "--quiet", f"{source}[{EXTRAS}]", "-w", str(context / "wheels")],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, f"pip wheel failed:\n{res.stdout}\n{res.stderr}"

@@ -8,10 +8,12 @@ needs systemd as PID 1, which this machine does not have.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -71,7 +73,8 @@ def analyze_root(tmp_path_factory, unit) -> Path:
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy2(UNIT, root / "etc/systemd/system" / UNIT_NAME)
     name, _ = console_script()
-    installed = shutil.which(name)
+    # The running interpreter's scripts folder first: a venv's bin/ is on PATH only once activated.
+    installed = shutil.which(name, path=os.pathsep.join([sysconfig.get_path("scripts"), os.environ.get("PATH", "")]))
     assert installed, f"the console script {name} is not installed"
     for key in ("ExecStartPre", "ExecStart"):
         for line in unit["Service"].get(key, []):

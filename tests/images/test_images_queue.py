@@ -6,12 +6,12 @@ import subprocess
 from dataclasses import replace
 from datetime import timedelta
 
-from xpresso_env.builds.queue import process_identity
 from xpresso_env.core.codec import from_doc, to_doc
 from xpresso_env.core.models import Image
 from xpresso_env.core.timeutil import utcnow
 from xpresso_env.hookspecs import hookimpl
 from xpresso_env.plugin import make_plugin_manager
+from xpresso_env.runtime.lease import Identity
 
 from .conftest import ImageWorld, wait_until
 
@@ -49,7 +49,7 @@ def test_an_expired_claim_is_taken_over(make_image_world):
     done = w.wait(rec["uuid"])
     assert done["status"] == "successful" and done["meta"]["attempt"] == 2
     assert "stopped renewing its claim" in w.log(rec["uuid"])
-    assert done["worker_meta"]["pid"] == process_identity()["pid"]
+    assert done["worker_meta"]["pid"] == Identity.here().pid
     assert w.image(live["uuid"])["status"] == "building"
     assert wait_until(lambda: recorder.finished) and [str(i.id) for i in recorder.finished] == [rec["uuid"]]
 
@@ -59,9 +59,9 @@ def test_a_dead_local_owner_is_taken_over_without_waiting_for_its_lease(make_ima
     rec = w.submit({"name": "p", "tag": "1", "git_ref": "main"}).json
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid of this machine that no longer runs
-    me = process_identity()
+    me = Identity.here()
     _edit(w, rec["uuid"], lease_until=utcnow() + timedelta(hours=1),
-          **_dead_claim(pid=gone.pid, host=me["host"], boot=me["boot"], pidns=me["pidns"]))
+          **_dead_claim(pid=gone.pid, host=me.host, boot=me.boot, pidns=me.pidns))
     w.ctx.start()
     assert w.wait(rec["uuid"], timeout_s=20)["status"] == "successful"
 

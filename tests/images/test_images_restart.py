@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.git_repo import slow_clone_env
@@ -17,6 +18,8 @@ from xpresso_env.builds.sdk.procrun import group_members
 from xpresso_env.testing.server import cli, serve, write_config
 
 from .conftest import processes_running, wait_until
+
+pytestmark = pytest.mark.slow  # real serve processes, killed mid-build
 
 CLONE_SLEEP = ["sleep", "43"]  # a length no other test uses
 

@@ -73,7 +73,7 @@ def test_images_sweep_command(make_image_world, tmp_path, capsys):
     keep = _build(w, "keep")
     w.patch(f"/api/v2/images/{keep['uuid']}", {"pin_version": True}, user="mem")
     drop = _build(w, "drop")
-    w.ctx.images.stop()
+    w.ctx.stop()  # no sweep of its own while the command sweeps
     s = w.ctx.settings
     config = tmp_path / "cli.yaml"
     config.write_text(yaml.safe_dump({

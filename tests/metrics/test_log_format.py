@@ -31,6 +31,7 @@ def _config(tmp_path, log_format: str):
     return config, {"Authorization": token, "Group": "myGroup"}
 
 
+@pytest.mark.slow
 def test_serve_with_json_logs_writes_one_object_per_line(tmp_path):
     config, headers = _config(tmp_path, "json")
     with serve(config) as server:

@@ -16,6 +16,7 @@ from tests.git_repo import hello_polaris
 from tests.metrics.conftest import Scrape, scrape
 from xpresso_env.core.codec import from_doc, to_doc
 from xpresso_env.core.models import Image, ImageStatus
+from xpresso_env.runtime.lease import micros
 from xpresso_env.runtime.prometheus import PrometheusMetrics
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -135,7 +136,7 @@ def _storage_truth(ctx) -> tuple[dict[str, int], int]:
         images = [from_doc(d) for d in tx.query(Image.KIND) if not d.deleted]
     by_status = {s.value: sum(1 for i in images if i.status == s) for s in ImageStatus}
     queued = sum(1 for i in images if i.status == ImageStatus.BUILDING
-                 and (i.claimed_by is None or i.lease_until is None or i.lease_until <= now))
+                 and (i.claimed_by is None or i.lease_until is None or i.lease_until <= micros(now)))
     return by_status, queued
 
 
@@ -151,8 +152,8 @@ def test_build_gauges_are_the_shared_truth_of_two_contexts_on_one_store(make_edg
     images = [
         _image("queued-1", ImageStatus.BUILDING, 1),
         _image("queued-2", ImageStatus.BUILDING, 2),
-        _image("running", ImageStatus.BUILDING, 3, claimed_by="w-1", lease_until=now + timedelta(hours=1)),
-        _image("abandoned", ImageStatus.BUILDING, 4, claimed_by="w-2", lease_until=now - timedelta(minutes=5)),
+        _image("running", ImageStatus.BUILDING, 3, claimed_by="w-1", lease_until=micros(now + timedelta(hours=1))),
+        _image("abandoned", ImageStatus.BUILDING, 4, claimed_by="w-2", lease_until=micros(now - timedelta(minutes=5))),
         _image("ok-1", ImageStatus.SUCCESSFUL, 5),
         _image("ok-2", ImageStatus.SUCCESSFUL, 6),
         _image("bad", ImageStatus.FAILED, 7),

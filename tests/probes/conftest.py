@@ -1,11 +1,10 @@
-"""Fixtures for the probe tests: a REAL pyATS installation (installed once per test run), hand-made
+"""Fixtures for the probe tests (the REAL pyATS installation, ``pyats_venv``, is a session fixture
+of tests/daemon_fixtures.py, installed in the background as the run starts), hand-made
 installation layouts, the Jenkins stand-in (see jenkins_standin.py: Jenkins cannot be installed
 here), a fake clock, and apps whose probe service the test drives."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,19 +17,6 @@ from tests.conftest import World, make_settings, seed
 from tests.probes.jenkins_standin import JenkinsStandIn
 from xpresso_env.app import AppContext, build_context, create_app
 from xpresso_env.core.timeutil import utcnow
-
-
-@pytest.fixture(scope="session")
-def pyats_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv with the real pyATS from the package index, made once per test run (~40 s)."""
-    venv = tmp_path_factory.getbasetemp() / "pyats-venv"
-    if not (venv / "bin" / "pyats").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        p = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "pyats"],
-                           capture_output=True, text=True)
-        if p.returncode != 0:
-            pytest.fail(f"pip install pyats failed (the probe tests need the package index):\n{p.stderr[-2000:]}")
-    return venv
 
 
 def fake_install(root: Path, version: Optional[str], python: str = "file", pyver: str = "python3.11") -> Path:

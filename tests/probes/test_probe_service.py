@@ -281,7 +281,7 @@ def test_health_says_why_probing_is_down(probe_world):
     from contextlib import contextmanager
 
     from xpresso_env.core.errors import StorageUnavailable
-    from xpresso_env.probes.service import ProbeService
+    from xpresso_env.probes.scheduler import ProbeService
 
     class DeadStore:
         name = "dead"
@@ -295,8 +295,8 @@ def test_health_says_why_probing_is_down(probe_world):
 
     w = probe_world()
     real = w.ctx.probes
-    service = ProbeService(DeadStore(), real.settings, real.probers, real.journal, real.events)
-    service.start()
+    service = ProbeService(DeadStore(), real.settings, real.probers, w.ctx.journal, real.events, owner="dead-store")
+    service.scheduler.start()
     try:
         problem = wait_for(service.problem)
         assert problem == "storage: database is on fire"
@@ -319,7 +319,7 @@ def test_health_says_why_probing_is_down(probe_world):
         assert res.status_code == 503
         assert res.json["down"] == {"storage": "database is on fire", "probes": problem}
     finally:
-        service.stop()
+        service.scheduler.stop()
     assert w.client.simulate_get("/api/v2/health").json["down"] == {}  # the app's own service is fine
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests import waiting
@@ -14,6 +15,8 @@ from xpresso_env.app import build_context
 from xpresso_env.config import load_settings
 from xpresso_env.probes.state import STATE_KIND
 from xpresso_env.testing.server import cli, serve, write_config
+
+pytestmark = pytest.mark.slow  # real serve processes
 
 N = 12
 

@@ -97,6 +97,7 @@ def test_health_has_a_probes_part(world):
     assert body["probes"]["enabled"] is False and body["probes_problem"] is None
 
 
+@pytest.mark.slow
 def test_cli_probe_prints_one_line_per_record(tmp_path: Path, jenkins, refused_url):
     root = fake_install(tmp_path / "inst", "24.3")
     cfg = tmp_path / "xpresso.yaml"

@@ -8,6 +8,8 @@ import requests
 
 from xpresso_env.testing.server import cli, serve, write_config
 
+pytestmark = pytest.mark.slow  # a real serve process
+
 
 @pytest.fixture
 def running(tmp_path):

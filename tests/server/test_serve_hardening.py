@@ -7,10 +7,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from xpresso_env.testing import require
 from xpresso_env.testing.server import cli, free_port, serve, write_config
+
+pytestmark = pytest.mark.slow  # real serve processes
 
 
 def _config(tmp_path, **server):

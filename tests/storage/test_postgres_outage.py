@@ -124,6 +124,7 @@ def attempt(op: str, backend) -> float:
     return time.monotonic() - t0
 
 
+@pytest.mark.slow
 def test_dead_database_fails_fast_then_recovers(backend, pg_dsn):
     db = _dbname(pg_dsn)
     allow_connections(db, False)
@@ -157,6 +158,7 @@ def test_connection_lost_inside_a_transaction(backend, pg_dsn):
         assert tx.get("harness", str(uid(5))) is None
 
 
+@pytest.mark.slow
 def test_backend_starts_while_the_database_is_down(pg_dsn):
     # What `serve` needs to start and keep retrying check_ready: the backend is built without the
     # database, and asking it for the schema version fails fast, then works once the database is back.

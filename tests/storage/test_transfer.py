@@ -103,6 +103,7 @@ def test_import_is_all_or_nothing(tmp_path):
     ctx.close()
 
 
+@pytest.mark.slow
 def test_cli_export_import(tmp_path):
     from xpresso_env.testing.server import cli, write_config
 

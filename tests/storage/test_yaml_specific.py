@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from xpresso_env_plugins import storage_yaml_format as fmt
-from xpresso_env_plugins.storage_yaml import YamlStorage
+from xpresso_env_plugins.storage_yaml import YamlStorage, subset
+from xpresso_env_plugins.storage_yaml import format as fmt
 
 from xpresso_env.config import load_settings
 from xpresso_env.core.codec import from_doc, to_doc
@@ -118,7 +118,7 @@ def test_rewriting_the_same_data_gives_the_same_bytes(store, path):
 def test_every_sample_record_is_written_in_the_fast_subset(store, path):
     insert(store, *sample_records().values())
     text = path.read_text(encoding="utf-8")
-    fast = fmt.read_subset(text)
+    fast = subset.read_subset(text)
     assert fast is not None
     assert fast == yaml.load(text, Loader=fmt.Loader)
 
@@ -169,7 +169,7 @@ def test_any_yaml_style_written_by_hand_is_read(store, path):
         "      folded\n"
         "      name\n"
         "    date_created: '2024-01-03T00:00:00.000000Z'\n")
-    assert fmt.read_subset(path.read_text()) is None
+    assert subset.read_subset(path.read_text()) is None
     with store.read() as tx:
         assert [(d.id, d.name, d.deleted) for d in tx.query("harness", "alpha")] == \
             [("h1", "smoke", False), ("h2", "folded name", False)]
@@ -452,7 +452,7 @@ def both_readers(text: str):
         slow_error = None
     except yaml.YAMLError as exc:
         slow, slow_error = None, exc
-    fast = fmt.read_subset(text)
+    fast = subset.read_subset(text)
     if fast is not None:
         assert slow_error is None, (text, slow_error)
         assert fast == slow and repr(fast) == repr(slow), text
@@ -462,12 +462,12 @@ def both_readers(text: str):
 def test_whatever_the_writer_writes_reads_back_equal_by_both_readers():
     records = [{"id": f"r{i}", "value": v, "list": [v, v], "map": {"k": v}} for i, v in enumerate(TRICKY_VALUES)]
     records += [{k: "v"} for k in TRICKY_TEXT if k]  # tricky keys too
-    text = fmt.compose_yaml(2, [("harnesses", [fmt.render_yaml(r) for r in records])])
+    text = fmt.compose_yaml(2, [("harnesses", [subset.render_yaml(r) for r in records])])
     fast, slow = both_readers(text)
     assert slow["harnesses"] == records
     # The subset covers every value above (raw control characters go in double quotes); only
     # the long key and NaN-like corner cases may leave it, and then PyYAML reads the file.
-    per_record = [fmt.read_subset(fmt.compose_yaml(2, [("x", [fmt.render_yaml(r)])])) for r in records]
+    per_record = [subset.read_subset(fmt.compose_yaml(2, [("x", [subset.render_yaml(r)])])) for r in records]
     outside = [r for r, got in zip(records, per_record) if got is None]
     assert all(any(len(k) > 256 for k in r) for r in outside), outside
 
@@ -475,9 +475,9 @@ def test_whatever_the_writer_writes_reads_back_equal_by_both_readers():
 def test_mutated_files_are_read_as_pyyaml_reads_them_or_left_to_it():
     """Random damage to a real file: the line reader either agrees with PyYAML or gives up."""
     base = fmt.compose_yaml(2, [
-        ("groups", [fmt.render_yaml({"name": "alpha", "date_created": "2024-01-01T00:00:00.000000Z"})]),
-        ("harnesses", [fmt.render_yaml(to_doc(make_harness(1, name="x y", site="it's")).body),
-                       fmt.render_yaml({"id": "i", "roles": {"a": "member"}, "l": [1, "two", None],
+        ("groups", [subset.render_yaml({"name": "alpha", "date_created": "2024-01-01T00:00:00.000000Z"})]),
+        ("harnesses", [subset.render_yaml(to_doc(make_harness(1, name="x y", site="it's")).body),
+                       subset.render_yaml({"id": "i", "roles": {"a": "member"}, "l": [1, "two", None],
                                         "f": -1.5, "q": "say \"hi\"\n"})]),
         ("engines", []),
     ])
@@ -503,6 +503,7 @@ def test_mutated_files_are_read_as_pyyaml_reads_them_or_left_to_it():
     assert agreed > 300 and gave_up > 300  # both paths were exercised
 
 
+@pytest.mark.slow
 def test_first_load_of_10000_records_uses_the_line_reader(path):
     """Not a timing (that is benchmarks/yaml_startup.py): the big file stays in the fast subset."""
     backend = YamlStorage(path)
@@ -510,7 +511,7 @@ def test_first_load_of_10000_records_uses_the_line_reader(path):
     with backend.write() as tx:
         for n in range(10000):
             tx.insert(to_doc(make_harness(n + 1, group=f"g{n % 200}", created=n)))
-    assert fmt.read_subset(path.read_text(encoding="utf-8")) is not None
+    assert subset.read_subset(path.read_text(encoding="utf-8")) is not None
     with YamlStorage(path).read() as tx:
         assert len(tx.query("harness", "g7")) == 50
     backend.close()

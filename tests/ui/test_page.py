@@ -13,9 +13,12 @@ import http.client
 import re
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from .conftest import XSS_ENGINE, XSS_NAME, XSS_SITE, Site
+
+pytestmark = pytest.mark.slow  # a real serve and Chromium
 
 
 def sign_in(page: Page, site: Site, user: str, with_prefix: bool = True) -> None:

@@ -16,6 +16,7 @@ from xpresso_env.core.metrics import NullMetrics
 from xpresso_env.journal.delivery import DeliveryService
 from xpresso_env.journal.journal import WEBHOOK_KIND
 from xpresso_env.journal.webhooks import refused_address
+from xpresso_env.runtime.lease import worker_id
 
 from .receiver import Receiver
 
@@ -92,7 +93,8 @@ def test_a_name_resolving_to_a_mapped_private_address_is_refused_at_delivery(wor
         return ["8.8.8.8", "::ffff:10.0.0.7"]
 
     settings = dataclasses.replace(world.ctx.settings.events, allow_private=False, max_attempts=1)
-    worker = DeliveryService(world.ctx.storage, settings, world.ctx.clock, NullMetrics(), resolver=resolver)
+    worker = DeliveryService(world.ctx.storage, settings, world.ctx.clock, NullMetrics(), resolver=resolver,
+                             worker_id=worker_id())
     assert worker.run_once() == 1
     assert asked == [("hooks.example.com", 80)]
     (d,) = world.get(f"/api/v2/webhooks/{res.json['id']}/deliveries", user="ga").json
@@ -141,7 +143,8 @@ def test_a_redirect_is_never_followed(world, status):
                              user="ga")
             world.post("/api/v2/harnesses", HARNESS)
             settings = dataclasses.replace(world.ctx.settings.events, max_attempts=1)
-            assert DeliveryService(world.ctx.storage, settings, world.ctx.clock, NullMetrics()).run_once() == 1
+            assert DeliveryService(world.ctx.storage, settings, world.ctx.clock, NullMetrics(),
+                                   worker_id=worker_id()).run_once() == 1
         finally:
             redirector.close()
         assert redirector.hits == 1
@@ -173,7 +176,8 @@ def test_a_stored_non_http_url_is_never_connected_to(world, scheme):
             tx.insert(queue_doc(hook.id, now))
         world.post("/api/v2/harnesses", HARNESS)
         settings = dataclasses.replace(world.ctx.settings.events, max_attempts=1)
-        assert DeliveryService(world.ctx.storage, settings, world.ctx.clock, NullMetrics()).run_once() == 1
+        assert DeliveryService(world.ctx.storage, settings, world.ctx.clock, NullMetrics(),
+                                   worker_id=worker_id()).run_once() == 1
         with pytest.raises(BlockingIOError):  # a connect() would have completed into the backlog
             listener.accept()
     finally:

@@ -12,6 +12,7 @@ import pytest
 from xpresso_env.core.metrics import NullMetrics
 from xpresso_env.journal.delivery import DeliveryService
 from xpresso_env.journal.journal import DELIVERY_KIND, OUTBOX_KIND, WEBHOOK_KIND
+from xpresso_env.runtime.lease import worker_id as new_worker_id
 
 from .receiver import Receiver
 
@@ -47,7 +48,7 @@ def events_settings(world, **changes):
 
 def loop(world, wall=None, metrics=None, worker_id=None, **changes) -> DeliveryService:
     return DeliveryService(world.ctx.storage, events_settings(world, **changes), world.ctx.clock,
-                           metrics or NullMetrics(), wall=wall or FakeWall(), worker_id=worker_id)
+                           metrics or NullMetrics(), wall=wall or FakeWall(), worker_id=worker_id or new_worker_id())
 
 
 def hook(world, url, events=("*",), secret=SECRET, user="ga", group="g1", **extra):
@@ -319,7 +320,7 @@ def test_a_hanging_receiver_holds_a_delivery_slot_not_a_request(make_world, sett
         settings, events=dataclasses.replace(settings.events, timeout_s=30.0, concurrency=2, poll_s=0.05)))
     hook(world, receiver.url)
     receiver.hang.set()
-    world.ctx.deliveries.start()
+    world.ctx.deliveries.dispatcher.start()
     try:
         assert world.post("/api/v2/harnesses", HARNESS).status_code == 201
         receiver.wait_for(1)
@@ -331,7 +332,7 @@ def test_a_hanging_receiver_holds_a_delivery_slot_not_a_request(make_world, sett
     finally:
         receiver.release.set()
         receiver.wait_for(6)  # then the others follow, in order
-        world.ctx.deliveries.stop()
+        world.ctx.deliveries.dispatcher.stop()
     assert receiver.events()[:6] == ["harness.created"] * 6
 
 
@@ -353,7 +354,8 @@ def test_two_delivery_loops_deliver_each_event_once(make_world, receiver):
     for n in range(20):
         world.post("/api/v2/harnesses", {**HARNESS, "name": f"h{n}"})
     workers = [loop(world, worker_id=None), DeliveryService(second.ctx.storage, world.ctx.settings.events,
-                                                             second.ctx.clock, wall=FakeWall())]
+                                                             second.ctx.clock, wall=FakeWall(),
+                                                             worker_id=new_worker_id())]
     threads = [threading.Thread(target=w.run_once) for w in workers]
     for t in threads:
         t.start()

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 
 from xpresso_env.testing.server import cli, free_port, serve, write_config
 
 from .receiver import Receiver
+
+pytestmark = pytest.mark.slow  # real serve processes, killed
 
 SECRET = "sigkill-test-secret-0123456789"
 

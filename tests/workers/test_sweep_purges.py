@@ -99,7 +99,7 @@ def test_the_sweep_purges_logs_of_deleted_images_past_retention(make_world, sett
 def test_a_build_deleted_while_queued_keeps_its_log_for_the_grace_after_deletion(make_world, settings, polaris):
     clock = FakeClock()
     w = _world(make_world, settings, polaris, clock)
-    w.ctx.images.stop()  # nothing builds: the image stays queued until it is deleted
+    w.ctx.stop()  # nothing builds: the image stays queued until it is deleted
     lease_s = w.ctx.settings.builds.lease_s
     r = w.client.simulate_post(BUILD, json={"name": "polaris", "tag": "q", "git_ref": "main"},
                                headers=w.headers("mem", "g1"))

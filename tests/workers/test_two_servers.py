@@ -26,6 +26,8 @@ from tests.waiting import wait_for
 from .conftest import run_worker
 from .test_worker_processes import database
 
+pytestmark = pytest.mark.slow  # real serve and worker processes
+
 LEASE_S = 3.0  # the worker's: a deleted image's log is purged 2 x lease_s after its deletion
 
 

@@ -22,6 +22,8 @@ from tests.waiting import wait_for
 from .conftest import run_worker
 from .test_worker_processes import database
 
+pytestmark = pytest.mark.slow  # real serve and worker processes
+
 CLONE_SLEEP = ["sleep", "53"]  # a length no other test uses
 
 

@@ -29,6 +29,8 @@ from tests.waiting import wait_for
 
 from .conftest import run_worker
 
+pytestmark = pytest.mark.slow  # real serve and worker processes
+
 CLONE_SLEEP = ["sleep", "47"]  # a length no other test uses
 
 

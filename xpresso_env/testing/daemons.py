@@ -1,8 +1,8 @@
 """Real daemons and base images for the builder tests.
 
 * :func:`docker_daemon` starts a PRIVATE ``dockerd`` (its own socket, data root, exec root, no
-  iptables, no bridge) and stops it afterwards, or uses the one named by
-  ``XPRESSO_TEST_DOCKER_HOST`` (what ``.ci/start-dockerd`` prints).
+  iptables, no bridge) and stops it afterwards, unmounting what it left mounted in its folder,
+  or uses the one named by ``XPRESSO_TEST_DOCKER_HOST`` (what ``.ci/start-dockerd`` prints).
 * :func:`make_busybox_base` imports a tiny base image holding Debian's static busybox into a
   Docker daemon, so test Dockerfiles can ``RUN`` without any network;
   :func:`make_buildah_busybox_base` makes the same image in a buildah store.
@@ -20,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
+
+from .leaks import mounts_under, unmount_under
+from .tempdirs import ram_temp_root
 
 DOCKER_HOST_ENV = "XPRESSO_TEST_DOCKER_HOST"
 BUSYBOX_REF = "xpresso-test/busybox:latest"
@@ -69,12 +72,19 @@ def dockerd_missing_reason() -> Optional[str]:
     return None
 
 
+def private_folder() -> Path:
+    """A new folder for a private dockerd's files: in RAM when there is room (image layers are
+    committed with fsyncs, see tempdirs), and short: a socket path is limited to 108 bytes."""
+    return Path(tempfile.mkdtemp(prefix="xpd-", dir=ram_temp_root() or "/tmp"))
+
+
 @contextlib.contextmanager
-def docker_daemon(start_timeout_s: float = 60.0) -> Iterator[str]:
+def docker_daemon(base: Optional[Path] = None, start_timeout_s: float = 60.0) -> Iterator[str]:
     """Yield the ``unix://`` URL of a Docker daemon for tests.
 
     ``XPRESSO_TEST_DOCKER_HOST`` set: that daemon is used as it is (and left running).
-    Otherwise a private dockerd is started under a temporary folder and stopped at the end.
+    Otherwise a private dockerd is started in folder ``base`` (default: a new
+    :func:`private_folder`), stopped at the end and its folder removed, mounts and all.
     """
     given = os.environ.get(DOCKER_HOST_ENV)
     if given:
@@ -82,7 +92,7 @@ def docker_daemon(start_timeout_s: float = 60.0) -> Iterator[str]:
             raise DaemonError(f"{DOCKER_HOST_ENV}={given} does not answer")
         yield given
         return
-    base = Path(tempfile.mkdtemp(prefix="xpd-", dir="/tmp"))  # short: socket paths max 108 bytes
+    base = base or private_folder()
     (base / "daemon.json").write_text("{}\n")  # not /etc/docker/daemon.json
     url = f"unix://{base}/docker.sock"
     logfile = open(base / "dockerd.log", "wb")
@@ -99,7 +109,11 @@ def docker_daemon(start_timeout_s: float = 60.0) -> Iterator[str]:
     finally:
         _stop(proc)
         logfile.close()
-        shutil.rmtree(base, ignore_errors=True)
+        # A dockerd that ran a host-network container leaves exec/netns/default mounted when it
+        # stops (and a killed one its containers' mounts): the folder cannot go while they stay.
+        unmount_under(base)
+        if not mounts_under(base):  # never remove files through a mount that stayed
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _stop(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
