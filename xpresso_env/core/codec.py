@@ -73,7 +73,7 @@ def _converter(tp: Any) -> Converter:
     if tp is datetime:
         return _none_or(_time)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        members = tp._value2member_map_
+        members = {m.value: m for m in tp}  # a dict look-up; tp(v) only for a value it lacks (an error)
         return _none_or(lambda v: members.get(v) or tp(v))
     return None
 
