@@ -274,3 +274,10 @@ def _free_port() -> int:
     s.close()
     return port
 
+
+
+def test_read_fields_reads_what_claim_fields_and_release_write():
+    held = lease.claim("w1", 5 * 1_000_000, 30)
+    assert lease.read_fields({"other": 1, **held.fields()}) == lease.Claim(owner="w1", until=held.until)
+    assert lease.read_fields(lease.release()) is None
+    assert lease.read_fields({}) is None

@@ -283,8 +283,7 @@ class DeliveryService:
         """Due for an attempt at wall time ``now``, and held by no live claim."""
         if entry is None or entry.body["next_at"] > now:  # next_at: a retry's time, in wall seconds
             return False
-        body = entry.body
-        return lease.takeable(lease.read(body.get("claimed_by"), body.get("lease_until")), lease.epoch_micros(now))
+        return lease.takeable(lease.read_fields(entry.body), lease.epoch_micros(now))
 
     def _due_heads(self, tx: Any, now: float) -> list[str]:
         """The outbox ids of the webhooks' heads that are due and free: a read of the (few) queue

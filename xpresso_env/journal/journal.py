@@ -36,6 +36,7 @@ from ..core import wire
 from ..core.codec import record_body
 from ..core.render import record_v2
 from ..core.timeutil import Clock, format_time
+from ..runtime import lease
 from ..storage import Doc, Tx
 
 HISTORY_KIND = "history"
@@ -172,7 +173,7 @@ def enqueue(tx: Tx, webhook_id: str, delivery_id: str, created: str) -> str:
     entry = outbox_id(webhook_id, n)
     tx.insert(Doc(kind=OUTBOX_KIND, id=entry, group=None, name=None, deleted=False, created=created,
                   body={"webhook_id": webhook_id, "delivery_id": delivery_id, "n": n, "next_at": 0.0,
-                        "claimed_by": None, "lease_until": None}))
+                        **lease.release()}))
     tx.update(Doc(kind=QUEUE_KIND, id=queue.id, group=None, name=None, deleted=False, created=queue.created,
                   body={**queue.body, "tail": n + 1}))
     return entry

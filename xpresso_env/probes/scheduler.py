@@ -245,7 +245,7 @@ class ProbeService:
             else:
                 due = parse_time(state["next_at"])
                 if state.get("claimed_by") is not None:  # (most are not: no claim to read)
-                    held = lease.read(state["claimed_by"], state.get("lease_until"))
+                    held = lease.read_fields(state)
                     if held is not None and not lease.takeable(held, now_us, by=self.owner):
                         due = max(due, lease.from_micros(held.until))  # another process's live claim
             schedule[doc.id] = Entry(kind, str(doc.group), due, target, disabled)

@@ -201,6 +201,12 @@ def read(claimed_by: Any, lease_until: Any, identity: Optional[Identity] = None)
     return Claim(owner=str(claimed_by), until=0 if until is None else until, identity=identity)
 
 
+def read_fields(fields: Mapping[str, Any]) -> Optional[Claim]:
+    """The claim a stored body holds in the fields :meth:`Claim.fields` and :func:`release` write
+    (an outbox entry, a probe state, a build record's body): :func:`read` of those two fields."""
+    return read(fields.get("claimed_by"), fields.get("lease_until"))
+
+
 def takeable(held: Optional[Claim], now: Micros, by: Optional[str] = None, here: Optional[Identity] = None) -> bool:
     """Whether the work may be claimed now: nobody holds it, its claim expired, it is ``by``'s own
     claim already (a probe service looking again after a failed write), or, given ``here``, its

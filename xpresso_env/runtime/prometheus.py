@@ -176,4 +176,4 @@ def _held(body: dict, now: lease.Micros) -> bool:
     """Whether a building image is held by a live claim: the lease's rule, as the build queue
     applies it, without the same-machine dead-owner check (it would make the number depend on the
     machine that answers the scrape)."""
-    return not lease.takeable(lease.read(body.get("claimed_by"), body.get("lease_until")), now)
+    return not lease.takeable(lease.read_fields(body), now)
