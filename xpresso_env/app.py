@@ -50,6 +50,7 @@ from .http.resources import webhooks as api_webhooks
 from .journal.delivery import DeliveryService
 from .journal.history import HistoryReads, HistoryService
 from .journal.journal import Journal
+from .journal.retention import DeliveryRetention
 from .journal.webhooks import WebhookService
 from .plugin import builders, make_plugin_manager, pick_storage
 from .probes.protocol import choose_probers, prober_infos
@@ -92,6 +93,7 @@ class AppContext:
     history_reads: Optional[HistoryReads] = None  # GET .../history
     webhooks: Optional[WebhookService] = None  # webhook subscriptions and deliveries list
     deliveries: Optional[DeliveryService] = None  # the webhook deliveries (its dispatcher loop is in ``loops``)
+    delivery_retention: Optional[DeliveryRetention] = None  # the finished deliveries' sweep
     images: Optional[ImageService] = None  # None when built without image builds
     access_log: Optional[AccessLog] = None  # None when server.access_log is off
     probes: Optional[ProbeService] = None  # operational state probes (runs when probes.enabled)
@@ -156,11 +158,13 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
     reads = Reads(storage, auth, counters, clock)
     cached = CachedAnswers(ResponseCache(settings.server.response_cache_bytes, counters, clock), metrics)
     worker = worker_id()  # this context's claims: webhook deliveries, probes and builds (runtime/lease.py)
-    deliveries = DeliveryService(storage, settings.events, clock, metrics, worker_id=worker)
-    # history and webhook outbox, in each change's transaction
-    journal = Journal(clock, new_id, wake=deliveries.wake)
+    deliveries = DeliveryService(storage, settings.events, clock, metrics, worker_id=worker, new_id=new_id)
+    # history and webhook events, in each change's transaction
+    journal = Journal(clock, wake=deliveries.wake)
     webhooks = WebhookService(storage, reads, clock, settings.events, new_id, wake=deliveries.wake)
     history = HistoryService(storage, clock, settings.history.retention_days, settings.history.sweep_interval_s)
+    delivery_retention = DeliveryRetention(storage, clock, settings.events.deliveries_retention_days,
+                                           settings.events.sweep_interval_s)
     registry = RegistryService(storage, reads, clock, events=events, new_id=new_id, journal=journal)
     probes = ProbeService(storage, settings.probes, choose_probers(prober_infos(pm), settings), journal, events,
                           metrics, clock=clock, owner=worker)
@@ -175,7 +179,7 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
                      reads=reads, cached=cached, body=JsonBody(settings.server.max_body_bytes),
                      registry=registry, metrics=metrics, images=image_service, access_log=access_log, journal=journal,
                      history=history, history_reads=HistoryReads(reads), webhooks=webhooks,
-                     deliveries=deliveries, probes=probes, role=role)
+                     deliveries=deliveries, delivery_retention=delivery_retention, probes=probes, role=role)
     ctx.loops = background(ctx)
     return ctx
 
@@ -185,7 +189,8 @@ def background(ctx: AppContext) -> list[Startable]:
     first (deliveries send what the others journal), the producers last, so at stop the builds
     and probes end first and what they journaled can still be delivered.
 
-    - serve: the access log writer; the history sweep and webhook deliveries; the builds (workers,
+    - serve: the access log writer; the history and deliveries sweeps and webhook deliveries (unless
+      ``events.deliver`` is false); the builds (workers,
       heartbeat, retention sweep) unless ``builds.enabled`` is false; the probes when
       ``probes.enabled``.
     - worker: the same without HTTP (no access log) and without probes (CONTRACT §8: a build host
@@ -199,7 +204,9 @@ def background(ctx: AppContext) -> list[Startable]:
         loops.append(ctx.access_log.writer)
     if ctx.history is not None:
         loops.append(ctx.history.sweeper)
-    if ctx.deliveries is not None:
+    if ctx.delivery_retention is not None:
+        loops.append(ctx.delivery_retention.sweeper)
+    if ctx.deliveries is not None and (ctx.role is Role.WORKER or ctx.settings.events.deliver):
         loops.append(ctx.deliveries.dispatcher)
     images = ctx.images
     if images is not None and (ctx.role is Role.WORKER or ctx.settings.builds.enabled):

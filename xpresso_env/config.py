@@ -138,6 +138,10 @@ class EventsSettings:
     concurrency: int = 4  # deliveries in flight at once per server process (the slots)
     poll_s: float = 0.5  # how often the outbox is looked at for work written by other processes
     lease_s: float = 30.0  # a claimed delivery whose process died is taken over after timeout_s + this
+    max_webhooks_per_group: int = 25  # live webhooks a group may have; one more is a 409
+    deliveries_retention_days: int = 7  # delivered and failed deliveries older than this are swept
+    sweep_interval_s: float = 3600.0  # how often a process runs that sweep
+    deliver: bool = True  # false: `serve` journals events but fans out and delivers none (a `worker` does)
 
 
 @dataclass(frozen=True)
@@ -342,6 +346,9 @@ def _check_values(s: Settings) -> None:
         "events.timeout_s": s.events.timeout_s, "events.retry_base_s": s.events.retry_base_s,
         "events.max_attempts": s.events.max_attempts, "events.concurrency": s.events.concurrency,
         "events.poll_s": s.events.poll_s, "events.lease_s": s.events.lease_s,
+        "events.max_webhooks_per_group": s.events.max_webhooks_per_group,
+        "events.deliveries_retention_days": s.events.deliveries_retention_days,
+        "events.sweep_interval_s": s.events.sweep_interval_s,
         "history.retention_days": s.history.retention_days,
         "history.sweep_interval_s": s.history.sweep_interval_s,
         "probes.interval_s": s.probes.interval_s, "probes.timeout_s": s.probes.timeout_s,

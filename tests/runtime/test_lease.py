@@ -233,6 +233,7 @@ def test_deliveries_take_over_an_expired_claim_and_leave_a_live_one(make_ctx, fo
                                         "secret": "a-secret-of-24-characters"}, user="ga")
         assert r.status_code == 201, r.text
     w.post("/api/v2/harnesses", {"name": "h1", "path": "/opt/pyats"})
+    assert ctx.deliveries.fan_out() == 2  # the one stored event: a delivery and an outbox entry per webhook
     with ctx.storage.write() as tx:
         entries = sorted(tx.query(OUTBOX_KIND), key=lambda d: d.id)
         assert len(entries) == 2

@@ -15,7 +15,8 @@ def hook_id(world) -> str:
     res = world.post("/api/v2/webhooks", {"url": "http://127.0.0.1:9/x", "events": ["*"], "secret": SECRET},
                      user="ga")
     assert res.status_code == 201
-    world.post("/api/v2/harnesses", {"name": "h1", "path": "/opt/pyats"})  # one pending delivery
+    world.post("/api/v2/harnesses", {"name": "h1", "path": "/opt/pyats"})
+    world.ctx.deliveries.fan_out()  # what the delivery loop does first: one pending delivery
     return res.json["id"]
 
 
@@ -46,6 +47,7 @@ def test_bad_query_parameters_are_400(world, hook_id, path, params, key):
 
 def test_delivery_list_paging_and_filter(world, hook_id):
     world.post("/api/v2/harnesses", {"name": "h2", "path": "/opt/pyats"})
+    world.ctx.deliveries.fan_out()
     res = world.get(f"/api/v2/webhooks/{hook_id}/deliveries", user="ga", params={"limit": "1"})
     assert res.status_code == 200 and res.headers["X-Total-Count"] == "2"
     (newest,) = res.json

@@ -5,6 +5,9 @@ loop the app starts) claims work and hands it to ``events.concurrency`` delivery
 slots); request threads never wait on a receiver. A receiver that hangs costs one slot for
 ``events.timeout_s``.
 
+* **Fan-out first**: each look first turns the events the journal stored (one per write, however
+  many webhooks) into deliveries and outbox entries (``fanout.py``): a write's cost does not grow
+  with the number of webhooks.
 * **Claims with expiry**, the lease builds and probes use too (``runtime/lease.py``): an outbox
   entry is claimed in a write transaction (``claimed_by``, ``lease_until``), so with several
   processes on one store each entry is attempted by one of them at a time; the claim of a process
@@ -32,6 +35,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional
@@ -45,6 +49,7 @@ from ..core.timeutil import Clock, format_time
 from ..runtime import lease
 from ..runtime.loop import Loop
 from ..storage import Doc, StorageBackend
+from .fanout import fan_out
 from .journal import DELIVERY_KIND, OUTBOX_KIND, QUEUE_KIND, WEBHOOK_KIND, Webhook, outbox_id
 from .webhooks import PrivateAddress, Resolver, check_destination, resolve, url_host_port
 
@@ -179,8 +184,11 @@ class DeliveryService:
 
     def __init__(self, storage: StorageBackend, settings: EventsSettings, clock: Clock,
                  metrics: MetricsSink = NULL_METRICS, resolver: Resolver = resolve,
-                 wall: Callable[[], float] = time.time, *, worker_id: str):
+                 wall: Callable[[], float] = time.time, *, worker_id: str,
+                 new_id: Callable[[], uuid.UUID] = uuid.uuid4):
+        """:param new_id: the ids of the deliveries the fan-out makes."""
         self._storage = storage
+        self._new_id = new_id
         self._settings = settings
         self._clock = clock
         self._metrics = metrics
@@ -297,8 +305,14 @@ class DeliveryService:
                     out.append((entry.created, entry.id))
         return [entry_id for _, entry_id in sorted(out)]
 
+    def fan_out(self) -> int:
+        """Turn the stored events into deliveries (``fanout.py``); the number of deliveries made."""
+        return fan_out(self._storage, self._new_id)
+
     def claim(self, limit: int) -> list[Doc]:
-        """Claim up to ``limit`` due heads (a read first: most polls find nothing to do)."""
+        """Fan out the waiting events, then claim up to ``limit`` due heads (a read first: most
+        polls find nothing to do)."""
+        self.fan_out()
         now = self._wall()
         with self._storage.read() as tx:
             candidates = self._due_heads(tx, now)[:limit]

@@ -16,7 +16,7 @@ from ..core.timeutil import Clock, format_time
 from ..core.validation import page, parse_list_query, parse_uuid, reject_unknown_params
 from ..runtime.loop import Loop
 from ..storage import StorageBackend
-from .journal import DELIVERY_KIND, HISTORY_KIND
+from .journal import HISTORY_KIND
 
 log = logging.getLogger("xpresso_env.history")
 
@@ -58,20 +58,17 @@ class HistoryService:
 
     # -- retention ----------------------------------------------------------------------------
     def sweep(self) -> int:
-        """Remove history rows, and delivered or failed deliveries, older than the retention."""
+        """Remove history rows older than the retention (webhook deliveries have their own
+        retention: ``retention.py``)."""
         cutoff = format_time(self._clock() - self._retention)
         removed = 0
         with self._storage.read() as tx:
             old_rows = [d.id for d in tx.query(HISTORY_KIND) if d.created < cutoff]
-            old_deliveries = [d.id for d in tx.query(DELIVERY_KIND)
-                              if d.created < cutoff and d.body.get("status") != "pending"]
-        for kind, ids in ((HISTORY_KIND, old_rows), (DELIVERY_KIND, old_deliveries)):
-            for start in range(0, len(ids), 500):  # short write transactions: writers never wait long
-                with self._storage.write() as tx:
-                    for id_ in ids[start:start + 500]:
-                        doc = tx.get(kind, id_, lock=True)
-                        if doc is not None and (kind == HISTORY_KIND or doc.body.get("status") != "pending"):
-                            removed += bool(tx.purge(kind, id_))
+        for start in range(0, len(old_rows), 500):  # short write transactions: writers never wait long
+            with self._storage.write() as tx:
+                for id_ in old_rows[start:start + 500]:
+                    if tx.get(HISTORY_KIND, id_, lock=True) is not None:
+                        removed += bool(tx.purge(HISTORY_KIND, id_))
         return removed
 
     def _sweep_round(self) -> None:

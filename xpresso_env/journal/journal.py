@@ -4,9 +4,13 @@ Every service that changes a harness, an engine or an image calls :meth:`Journal
 its write transaction. The journal then writes, in that same transaction:
 
 * a **history** row (harnesses and engines): ``GET .../{id}/history`` reads them back;
-* one **delivery** and one **outbox** entry per active webhook of the group whose patterns match
-  the event. The outbox is what the delivery loop (``webhook_delivery.py``) works from; the
-  delivery is what ``GET /api/v2/webhooks/{id}/deliveries`` shows.
+* one **event** entry when an active webhook of the group asks for the event: the event, its
+  record's wire shape and the ids of the webhooks that asked. That is all a write pays for its
+  webhooks, however many there are (CONTRACT section 16, bounded fan-out). The delivery loop
+  (``delivery.py``) then fans each event out, off the write path and in event order (``fanout.py``):
+  one **delivery** and one **outbox** entry per webhook, in one transaction that also removes the
+  event. The outbox is what the delivery loop works from; the delivery is what
+  ``GET /api/v2/webhooks/{id}/deliveries`` shows.
 
 So a change and its history and events are committed together or not at all: a crash right after
 the commit still delivers the event (at least once), and a refused write leaves nothing behind.
@@ -18,6 +22,8 @@ are index scans, never a scan of a whole kind):
   (created, id) with a time-ordered id so rows of one instant keep their order.
 * ``webhook``: group column = the webhook's group; the secret is in the body (never on the wire).
 * ``delivery``: group column = the webhook's id (its deliveries list is one ``query``).
+* ``event``: no group; one per journaled event some webhook asked for, until it is fanned out. The
+  id is time-ordered (``SequenceIds``): fanned out oldest first.
 * ``outbox``: no group; one document per delivery still to be made, with the id
   ``<webhook id>:<n>`` (n counts up per webhook), purged when it is delivered or failed.
 * ``webhook_queue``: one per webhook, ``{head, tail}``: entries head..tail-1 are pending. The delivery
@@ -43,6 +49,7 @@ HISTORY_KIND = "history"
 WEBHOOK_KIND = "webhook"
 DELIVERY_KIND = "delivery"
 OUTBOX_KIND = "outbox"
+EVENT_KIND = "event"  # one journaled event waiting to be fanned out to its webhooks
 
 RECORD_EVENTS = ("created", "updated", "deleted", "state")
 IMAGE_EVENTS = ("submitted", "finished")
@@ -149,7 +156,7 @@ class Webhook:
 
 QUEUE_KIND = "webhook_queue"  # one per webhook: {head, tail} of its outbox entries
 # What `export` / `import` carry besides the records (services/transfer.py).
-JOURNAL_KINDS: tuple[str, ...] = (HISTORY_KIND, WEBHOOK_KIND, QUEUE_KIND, DELIVERY_KIND, OUTBOX_KIND)
+JOURNAL_KINDS: tuple[str, ...] = (HISTORY_KIND, WEBHOOK_KIND, QUEUE_KIND, DELIVERY_KIND, OUTBOX_KIND, EVENT_KIND)
 
 
 def outbox_id(webhook_id: str, n: int) -> str:
@@ -189,17 +196,21 @@ def delivery_doc(webhook_id: str, delivery_id: str, event: str, at: str, group: 
                      "outbox_id": outbox})
 
 
+def event_doc(seq: str, event: str, at: str, group: str, data: Mapping[str, Any], webhooks: list[str]) -> Doc:
+    """One event for the webhooks that asked for it when it happened (``seq``: its time-ordered id)."""
+    return Doc(kind=EVENT_KIND, id=seq, group=None, name=None, deleted=False, created=at,
+               body={"event": event, "at": at, "group": group, "data": dict(data), "webhooks": list(webhooks)})
+
+
 class Journal:
-    """Writes history rows and outbox entries inside the caller's write transaction.
+    """Writes history rows and events inside the caller's write transaction.
 
     ``wake`` is called after each record that queued deliveries (the delivery loop looks sooner;
     the entries are only visible to it once the caller commits)."""
 
-    def __init__(self, clock: Clock, new_id: Callable[[], uuid.UUID] = uuid.uuid4,
-                 wake: Optional[Callable[[], None]] = None):
+    def __init__(self, clock: Clock, wake: Optional[Callable[[], None]] = None):
         """:param wake: called after a journal entry queued deliveries (the delivery loop's nudge)."""
         self._clock = clock
-        self._new_id = new_id
         self._ids = SequenceIds()  # this journal's own: the order of what it writes
         self._wake = wake
 
@@ -238,16 +249,14 @@ class Journal:
 
     def queue(self, tx: Tx, *, event: str, group: str, kind: str, record: Optional[Mapping[str, Any]],
               at: str) -> int:
-        """Queue one delivery per active webhook of ``group`` that asks for ``event``."""
+        """Store the event once for the active webhooks of ``group`` that ask for it (the delivery
+        loop fans it out); the number of those webhooks."""
         hooks = [Webhook.from_body(d.body) for d in tx.query(WEBHOOK_KIND, group, include_deleted=False)]
-        hooks = [h for h in hooks if h.active and h.group == group and matches_any(h.events, event)]
-        if not hooks:
+        hook_ids = [h.id for h in hooks if h.active and h.group == group and matches_any(h.events, event)]
+        if not hook_ids:
             return 0
-        data = record_v2(kind, dict(record or {}))
-        for hook in hooks:
-            delivery_id = str(self._new_id())
-            entry = enqueue(tx, hook.id, delivery_id, at)
-            tx.insert(delivery_doc(hook.id, delivery_id, event, at, group, data, self._ids.next(), entry))
+        seq = self._ids.next()
+        tx.insert(event_doc(seq, event, at, group, record_v2(kind, dict(record or {})), hook_ids))
         if self._wake is not None:
             self._wake()  # the loop re-reads shortly; an entry not yet committed is found on its next look
-        return len(hooks)
+        return len(hook_ids)

@@ -17,7 +17,8 @@ from ..access.auth import AuthService, Caller
 from ..access.reads import Credentials, Reads, Snapshot
 from ..config import EventsSettings
 from ..core import wire
-from ..core.errors import NotFound, ValidationError
+from ..core.errors import Conflict, NotFound, ValidationError
+from ..core.models import Group
 from ..core.timeutil import Clock, format_time
 from ..core.validation import (
     Boolean,
@@ -88,9 +89,18 @@ def refused_address(address: str) -> bool:
 
 
 def url_host_port(url: str) -> tuple[str, int]:
+    """The host (lower-cased, without the trailing dots of a fully qualified name: ``127.0.0.1.``
+    and ``localhost.`` are ``127.0.0.1`` and ``localhost``) and the port a URL reaches."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-    return parts.hostname or "", port
+    return (parts.hostname or "").rstrip("."), port
+
+
+def loopback_name(host: str) -> bool:
+    """``localhost`` and its subdomains are loopback by definition (RFC 6761), whatever a resolver
+    here says of them."""
+    host = host.lower()
+    return host == "localhost" or host.endswith(".localhost")
 
 
 class PrivateAddress(Exception):
@@ -103,6 +113,8 @@ def check_destination(url: str, resolver: Resolver, strict: bool) -> list[str]:
     ``strict``: the host must resolve (at delivery); at create time an unresolvable name is let
     through (it is checked again, after resolution, at each delivery)."""
     host, port = url_host_port(url)
+    if loopback_name(host):
+        raise PrivateAddress(f"{host} is a loopback name, and events.allow_private is false.")
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
@@ -241,9 +253,22 @@ class WebhookService:
                        secret=values["secret"], active=values.get("active", True), created_by=caller.user.name,
                        date_created=now, date_modified=now)
         with self._storage.write() as tx:
+            self._check_room(tx, caller.group)
             tx.insert(hook.doc())
             tx.insert(queue_doc(hook.id, now))  # its outbox queue, empty
         return webhook_wire(hook.body())
+
+    def _check_room(self, tx: Tx, group: str) -> None:
+        """At most ``events.max_webhooks_per_group`` live webhooks (active or not) per group
+        (CONTRACT section 16). The group's document is locked first, so two creates at once
+        cannot both take the last place."""
+        tx.get(Group.KIND, group, lock=True)
+        live = sum(1 for d in tx.query(WEBHOOK_KIND, group, include_deleted=False)
+                   if d.group == group and not d.deleted)
+        limit = self._settings.max_webhooks_per_group
+        if live >= limit:
+            raise Conflict(f"Group {group!r} already has {live} webhooks, the most allowed "
+                           f"(events.max_webhooks_per_group: {limit}). Delete one first.")
 
     def update(self, caller: Caller, webhook_id: str, body: Callable[[], Any]) -> dict[str, Any]:
         AuthService.require(caller, PERMISSION)
