@@ -126,7 +126,8 @@ def test_every_url_the_grammar_allows_parses_with_a_host_and_port(value):
 ])
 def test_base_url_examples(url, ok):
     assert wire.HTTP_URL.matches(url) is ok
-    assert _accepts(ENGINE.fields["base_url"], url) is ok
+    # an engine's base_url takes no user information (CONTRACT section 16): credentials go elsewhere
+    assert _accepts(ENGINE.fields["base_url"], url) is (ok and "@" not in url)
 
 
 # --------------------------------------------------------------------------- record shapes

@@ -64,6 +64,28 @@ def test_allow_private_false_refuses_ipv6_and_odd_spellings_at_create(make_world
         assert tx.query(WEBHOOK_KIND) == []
 
 
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1.:18901/hook", "http://localhost.:18901/", "http://LOCALHOST./", "http://127.0.0.1../x",
+    "http://[::1]./", "http://app.localhost/", "http://app.localhost.:8080/",
+])
+def test_allow_private_false_refuses_trailing_dots_and_localhost_names_at_create(make_world, settings, url):
+    """A fully qualified name's trailing dot changes nothing of where it leads (CONTRACT section 16);
+    ``localhost`` and its subdomains are loopback whatever a resolver says (RFC 6761)."""
+    world = make_world(settings_override=_strict(settings))
+    res = world.post("/api/v2/webhooks", {"url": url, "events": ["*"], "secret": SECRET}, user="ga")
+    if url == "http://[::1]./":  # not a URL at all
+        assert res.status_code == 400 and list(res.json) == ["url"], res.text
+        return
+    assert res.status_code == 400, (url, res.text)
+    assert list(res.json) == ["url"] and "allow_private" in res.json["url"][0]
+    with world.ctx.storage.read() as tx:
+        assert tx.query(WEBHOOK_KIND) == []
+    patched = world.post("/api/v2/webhooks", {"url": "http://8.8.8.8/hook", "events": ["*"], "secret": SECRET},
+                         user="ga").json
+    res = world.patch(f"/api/v2/webhooks/{patched['id']}", {"url": url}, user="ga")
+    assert res.status_code == 400 and "allow_private" in res.json["url"][0], res.text
+
+
 def test_allow_private_false_still_takes_public_addresses(make_world, settings):
     world = make_world(settings_override=_strict(settings))
     for url in ("http://8.8.8.8/hook", "https://[2001:4860:4860::8888]/hook"):

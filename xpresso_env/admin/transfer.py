@@ -19,8 +19,9 @@ import yaml
 from ..builds.files import ImagePaths
 from ..builds.log import BuildLogStore
 from ..core.errors import BadRequest
-from ..core.models import RECORD_TYPES, Image
+from ..core.models import RECORD_TYPES, Engine, Image
 from ..core.timeutil import Clock, format_time
+from ..core.validation import FieldError, ServerUrl
 from ..journal.journal import JOURNAL_KINDS
 from ..runtime.fsutil import atomic_write
 from ..storage import Doc, StorageBackend
@@ -53,6 +54,11 @@ def _doc_out(doc: Doc) -> dict[str, Any]:
 def _doc_in(kind: str, item: Any, where: str) -> Doc:
     if not isinstance(item, dict) or not isinstance(item.get("body"), dict) or not isinstance(item.get("id"), str):
         raise BadRequest(f"{where}: expected a document with id and body")
+    if kind == Engine.KIND:  # credentials never in a URL (CONTRACT section 16), whatever the store held
+        try:
+            ServerUrl()(item["body"].get("base_url"))
+        except FieldError as exc:
+            raise BadRequest(f"{where}: base_url: {exc.message}") from None
     try:
         return Doc(kind=kind, id=item["id"], group=item.get("group"), name=item.get("name"),
                    deleted=bool(item.get("deleted", False)), created=str(item["created"]), body=item["body"],

@@ -17,8 +17,11 @@ from .wire import (
     BOOLEAN,
     CONTROL_CHARS,
     GIT_REF,
+    HTTP_URL,
     RECORD_NAME,
+    SERVER_URL,
     UNENCODABLE_MESSAGE,
+    USERINFO_MESSAGE,
     Schema,
     TextGrammar,
     all_encodable,
@@ -73,6 +76,22 @@ class Text:
 
     def schema(self) -> Schema:
         return self.grammar.schema()
+
+
+@dataclass(frozen=True)
+class ServerUrl:
+    """An http(s) URL without user information (``wire.SERVER_URL``): ``user:pass@host``, and any
+    ``@`` before the host (``http://127.0.0.1:18901@evil.example/`` reaches evil.example), is
+    refused with its own message."""
+
+    def __call__(self, value: Any) -> str:
+        value = Text(HTTP_URL)(value)  # the URL's own mistakes first, with their messages
+        if SERVER_URL.regex.fullmatch(value) is None:
+            raise FieldError(USERINFO_MESSAGE)
+        return value
+
+    def schema(self) -> Schema:
+        return SERVER_URL.schema()
 
 
 # What makes a name a revision expression rather than a ref: said when such a name is refused.
@@ -210,14 +229,30 @@ class ListQuery:
     include_deleted: bool
 
 
-def _int_param(name: str, raw: str, low: int, high: Optional[int]) -> int:
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ValidationError.one(name, "A valid integer is required.") from None
+# A query string's integer: ASCII digits only (CONTRACT section 16). int() alone would also read
+# "٣" (Arabic-Indic), "３" (fullwidth), " 3", "+3" and "1_0"; a leading "-" is read only to say
+# the value is below the range.
+_QUERY_INT = re.compile(r"(-?)([0-9]+)")
+QUERY_INT_CEILING = 2 ** 64  # what more digits than that stand for: past the end of any list or log
+_MAX_DIGITS = len(str(QUERY_INT_CEILING))
+
+
+def query_int(name: str, raw: Any, low: int, high: Optional[int] = None) -> int:
+    """The one home of query-string integers: ``[0-9]+`` in ``low..high`` (``high`` None: no upper
+    bound, and a number too long to be meant is :data:`QUERY_INT_CEILING`)."""
+    if not isinstance(raw, str):
+        raise ValidationError.one(name, "Give this parameter once.")
+    match = _QUERY_INT.fullmatch(raw)
+    if match is None:
+        raise ValidationError.one(name, "A valid integer is required.")
+    sign, digits = match.groups()
+    digits = digits.lstrip("0") or "0"
+    value = int(digits) if len(digits) <= _MAX_DIGITS else QUERY_INT_CEILING + 1
+    if sign and value:
+        value = -value
     if value < low or (high is not None and value > high):
         raise ValidationError.one(name, f"Must be between {low} and {high}." if high else f"Must be at least {low}.")
-    return value
+    return min(value, QUERY_INT_CEILING)
 
 
 def reject_unknown_params(params: Mapping[str, Any], allowed: Iterable[str] = ()) -> None:
@@ -236,8 +271,8 @@ def parse_list_query(params: Mapping[str, Any], filters: Mapping[str, Optional[t
             raise ValidationError.one(key, "Give this parameter once.")
         if not encodable(value):
             raise ValidationError.one(key, UNENCODABLE_MESSAGE)
-    limit = _int_param("limit", params["limit"], 1, 1000) if "limit" in params else None
-    offset = _int_param("offset", params["offset"], 0, None) if "offset" in params else 0
+    limit = query_int("limit", params["limit"], 1, 1000) if "limit" in params else None
+    offset = query_int("offset", params["offset"], 0) if "offset" in params else 0
     deleted_raw = params.get("deleted", "false").lower()
     if deleted_raw not in ("true", "false", "1", "0"):
         raise ValidationError.one("deleted", "Must be true or false.")

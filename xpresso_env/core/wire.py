@@ -155,6 +155,14 @@ HTTP_URL = TextGrammar(
     f"[Hh][Tt][Tt][Pp][Ss]?://(?:{_USERINFO})?(?:{_REG_NAME}|\\[{_IPV6}\\])(?::{_PORT})?(?:{_URL_REST})?",
     2048, "Enter a valid http or https URL.", min_length=1,
     description="an http or https URL with a host (the scheme is case-insensitive)")
+# An engine's base_url: the same without user information (CONTRACT section 16): credentials go in
+# the write-only username and api_token, never in a URL every reader of the record sees.
+SERVER_URL = TextGrammar(
+    f"[Hh][Tt][Tt][Pp][Ss]?://(?:{_REG_NAME}|\\[{_IPV6}\\])(?::{_PORT})?(?:{_URL_REST})?",
+    2048, "Enter a valid http or https URL.", min_length=1,
+    description="an http or https URL with a host and no user information (no user:password@)")
+USERINFO_MESSAGE = ("User information (user:password@) is not allowed in this URL: give credentials in "
+                    "username and api_token.")
 
 # Docker's reference grammar (distribution/reference): path components of lower-case letters and
 # digits joined by '.', '_', '__' or dashes, separated by '/'. No registry host: the image is

@@ -19,6 +19,7 @@ from ..core.validation import (
     ListQuery,
     Nullable,
     Rule,
+    ServerUrl,
     Text,
     page,
     parse_list_query,
@@ -70,7 +71,7 @@ HARNESS = KindSpec(
 
 ENGINE = KindSpec(
     kind=Engine.KIND, cls=Engine, label="engine",
-    fields={**_COMMON, "type": Choice(EngineType), "base_url": Text(wire.HTTP_URL),
+    fields={**_COMMON, "type": Choice(EngineType), "base_url": ServerUrl(),
             "username": Nullable(Text(wire.USERNAME)), "api_token": Nullable(Text(wire.API_TOKEN))},
     required=frozenset({"name", "base_url"}),
     filters={"name": None, "type": EngineType, "site": None, "bldg": None,

@@ -7,7 +7,6 @@ uuid whatever the order the routes are added in.
 """
 from __future__ import annotations
 
-import re
 import threading
 from typing import Any, Iterator
 
@@ -18,13 +17,11 @@ from ...builds import idempotency
 from ...builds.service import ImageService
 from ...core.errors import TooManyRequests, ValidationError
 from ...core.render import image_v2
-from ...core.validation import reject_unknown_params
+from ...core.validation import query_int, reject_unknown_params
 from ..common import BodySource, JsonBody, send_json, send_snapshot, who
 from ..request import credentials_of
 
 TEXT = "text/plain; charset=utf-8"
-_DIGITS = re.compile(r"\s*([+-]?)[0-9]+\s*")
-PAST_ANY_LOG = 2 ** 64
 
 
 class Collection:
@@ -90,20 +87,7 @@ def _content(req: falcon.Request, body: JsonBody) -> BodySource:
 
 
 def _offset(req: falcon.Request) -> int:
-    raw = req.params.get("offset", "0")
-    if not isinstance(raw, str):
-        raise ValidationError.one("offset", "Give this parameter once.")
-    try:
-        value = int(raw)
-    except ValueError:
-        digits = _DIGITS.fullmatch(raw)
-        if digits is None:
-            raise ValidationError.one("offset", "A valid integer is required.") from None
-        # More digits than int() reads (sys.get_int_max_str_digits): past the end of any log.
-        value = -1 if digits.group(1) == "-" else PAST_ANY_LOG
-    if value < 0:
-        raise ValidationError.one("offset", "Must be at least 0.")
-    return value
+    return query_int("offset", req.params.get("offset", "0"), 0)  # a huge one: past the end of any log
 
 
 def _follow(req: falcon.Request) -> bool:
