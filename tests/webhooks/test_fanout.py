@@ -9,7 +9,15 @@ from datetime import datetime, timedelta, timezone
 
 from xpresso_env.core.metrics import NullMetrics
 from xpresso_env.journal.delivery import DeliveryService
-from xpresso_env.journal.journal import DELIVERY_KIND, EVENT_KIND, OUTBOX_KIND, QUEUE_KIND, outbox_id
+from xpresso_env.journal.journal import (
+    DELIVERY_KIND,
+    EVENT_KIND,
+    OUTBOX_KIND,
+    QUEUE_KIND,
+    SUBSCRIPTIONS_KIND,
+    outbox_id,
+    subscriptions,
+)
 from xpresso_env.journal.retention import DeliveryRetention
 from xpresso_env.runtime.lease import worker_id
 from xpresso_env.storage import Doc
@@ -125,3 +133,24 @@ def test_old_finished_deliveries_and_spent_outbox_entries_are_swept(world):
     (left,) = _stored(world, DELIVERY_KIND)
     assert left.body["status"] == "pending" and left.body["data"]["name"] == "h2"
     assert len(_stored(world, OUTBOX_KIND)) == 1 and sweep.sweep() == 0
+
+
+def test_a_write_reads_the_groups_subscriptions_and_they_follow_every_webhook_change(world):
+    """One document per group says what its live webhooks ask for: created, changed and deleted
+    webhooks are in it at once; a store without it (older, imported) is read the long way."""
+    a = _hook(world, "http://127.0.0.1:9/a").json["id"]
+    b = _hook(world, "http://127.0.0.1:9/b").json["id"]
+    world.patch(f"/api/v2/webhooks/{b}", {"events": ["engine.*"]}, user="ga")
+    c = _hook(world, "http://127.0.0.1:9/c").json["id"]
+    world.patch(f"/api/v2/webhooks/{c}", {"active": False}, user="ga")
+    with world.ctx.storage.read() as tx:
+        listed = {h["id"]: (h["events"], h["active"]) for h in subscriptions(tx, "g1")}
+    assert listed == {a: (["harness.*"], True), b: (["engine.*"], True), c: (["harness.*"], False)}
+    world.delete(f"/api/v2/webhooks/{a}", user="ga")
+    world.post("/api/v2/harnesses", {"name": "h1", "path": "/opt/pyats"})
+    world.post("/api/v2/engines", {"name": "e1", "base_url": "https://ci.example.com/"})
+    assert [e.body["webhooks"] for e in _stored(world, EVENT_KIND)] == [[b]]  # the engine's event, to b only
+    with world.ctx.storage.write() as tx:  # a store from before the subscriptions document
+        tx.purge(SUBSCRIPTIONS_KIND, "g1")
+    world.post("/api/v2/engines", {"name": "e2", "base_url": "https://ci.example.com/"})
+    assert [e.body["webhooks"] for e in _stored(world, EVENT_KIND)] == [[b], [b]]

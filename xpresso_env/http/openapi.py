@@ -316,7 +316,8 @@ def _history_and_webhook_paths() -> dict[str, Any]:
         "get": _op("List the group's webhooks",
                    {"200": _json("the webhooks", {"type": "array", "items": _ref("Webhook")}, TOTAL)}, PERMISSION,
                    parameters=paging),
-        "post": _op("Subscribe a URL to events", {"201": _json("created", _ref("Webhook")), **BODY_ERRORS},
+        "post": _op("Subscribe a URL to events", {"201": _json("created", _ref("Webhook")), **BODY_ERRORS,
+                                                  "409": _err("the group has events.max_webhooks_per_group webhooks")},
                     PERMISSION, requestBody=_request("WebhookCreate")),
     }
     paths["/api/v2/webhooks/{id}"] = {

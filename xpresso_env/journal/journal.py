@@ -26,6 +26,10 @@ are index scans, never a scan of a whole kind):
   id is time-ordered (``SequenceIds``): fanned out oldest first.
 * ``outbox``: no group; one document per delivery still to be made, with the id
   ``<webhook id>:<n>`` (n counts up per webhook), purged when it is delivered or failed.
+* ``webhook_group``: one per group that has had webhooks, id = the group: the ``id``, ``events`` and
+  ``active`` of its live webhooks, rewritten with each webhook change (rare). A write reads this
+  one document, not every webhook of its group (``subscriptions``); a group without one (a store
+  from before it, an import) is read the long way.
 * ``webhook_queue``: one per webhook, ``{head, tail}``: entries head..tail-1 are pending. The delivery
   loop reads these few documents and then looks each head up by id; it never lists the outbox.
 """
@@ -40,6 +44,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 from ..core import wire
 from ..core.codec import record_body
+from ..core.models import Group
 from ..core.render import record_v2
 from ..core.timeutil import Clock, format_time
 from ..runtime import lease
@@ -155,8 +160,36 @@ class Webhook:
 
 
 QUEUE_KIND = "webhook_queue"  # one per webhook: {head, tail} of its outbox entries
+SUBSCRIPTIONS_KIND = "webhook_group"  # one per group: what its live webhooks ask for
 # What `export` / `import` carry besides the records (services/transfer.py).
-JOURNAL_KINDS: tuple[str, ...] = (HISTORY_KIND, WEBHOOK_KIND, QUEUE_KIND, DELIVERY_KIND, OUTBOX_KIND, EVENT_KIND)
+JOURNAL_KINDS: tuple[str, ...] = (HISTORY_KIND, WEBHOOK_KIND, SUBSCRIPTIONS_KIND, QUEUE_KIND, DELIVERY_KIND,
+                                  OUTBOX_KIND, EVENT_KIND)
+
+
+def subscriptions(tx: Tx, group: str) -> list[dict[str, Any]]:
+    """``{"id", "events", "active"}`` of each live webhook of ``group``: one document read."""
+    doc = tx.get(SUBSCRIPTIONS_KIND, group)
+    if doc is not None:
+        return list(doc.body["webhooks"])
+    return [{"id": d.id, "events": list(d.body["events"]), "active": bool(d.body["active"])}
+            for d in tx.query(WEBHOOK_KIND, group, include_deleted=False) if d.group == group and not d.deleted]
+
+
+def refresh_subscriptions(tx: Tx, group: str, created: str) -> None:
+    """Rewrite ``group``'s subscriptions from its webhooks, in the transaction that changed one.
+    The group's document is locked first: two webhook changes at once in one group take turns,
+    and the second reads the first's webhook (READ COMMITTED), never an older list."""
+    tx.get(Group.KIND, group, lock=True)
+    webhooks = [{"id": d.id, "events": list(d.body["events"]), "active": bool(d.body["active"])}
+                for d in tx.query(WEBHOOK_KIND, group, include_deleted=False) if d.group == group and not d.deleted]
+    current = tx.get(SUBSCRIPTIONS_KIND, group, lock=True)
+    doc = Doc(kind=SUBSCRIPTIONS_KIND, id=group, group=None, name=None, deleted=False,
+              created=current.created if current is not None else created,
+              body={"group": group, "webhooks": webhooks})
+    if current is None:
+        tx.insert(doc)
+    else:
+        tx.update(doc)
 
 
 def outbox_id(webhook_id: str, n: int) -> str:
@@ -169,20 +202,44 @@ def queue_doc(webhook_id: str, created: str) -> Doc:
                body={"webhook_id": webhook_id, "head": 0, "tail": 0})
 
 
+class Queues:
+    """Appends to webhooks' outbox queues within one write transaction: each queue document is
+    locked and read once, and written once by :meth:`close`, however many entries it gets (the
+    fan-out of a batch of events). Entries of one webhook are numbered in commit order."""
+
+    def __init__(self, tx: Tx):
+        self._tx = tx
+        self._open: dict[str, tuple[Doc, int]] = {}  # webhook id -> (its queue as read, the tail now)
+
+    def append(self, webhook_id: str, delivery_id: str, created: str) -> str:
+        """A new outbox entry at the end of the webhook's queue; its id."""
+        if webhook_id not in self._open:
+            queue = self._tx.get(QUEUE_KIND, webhook_id, lock=True)
+            if queue is None:  # a webhook from before the queue (an import): start one
+                queue = queue_doc(webhook_id, created)
+                self._tx.insert(queue)
+            self._open[webhook_id] = (queue, int(queue.body["tail"]))
+        queue, n = self._open[webhook_id]
+        entry = outbox_id(webhook_id, n)
+        self._tx.insert(Doc(kind=OUTBOX_KIND, id=entry, group=None, name=None, deleted=False, created=created,
+                            body={"webhook_id": webhook_id, "delivery_id": delivery_id, "n": n, "next_at": 0.0,
+                                  **lease.release()}))
+        self._open[webhook_id] = (queue, n + 1)
+        return entry
+
+    def close(self) -> None:
+        """Write each queue's new tail."""
+        for queue, tail in self._open.values():
+            self._tx.update(Doc(kind=QUEUE_KIND, id=queue.id, group=None, name=None, deleted=False,
+                                created=queue.created, body={**queue.body, "tail": tail}))
+        self._open.clear()
+
+
 def enqueue(tx: Tx, webhook_id: str, delivery_id: str, created: str) -> str:
-    """Append a delivery to its webhook's outbox queue; returns the outbox entry's id. The queue
-    document is locked: entries of one webhook are numbered in commit order."""
-    queue = tx.get(QUEUE_KIND, webhook_id, lock=True)
-    if queue is None:  # a webhook from before the queue (an import): start one
-        queue = queue_doc(webhook_id, created)
-        tx.insert(queue)
-    n = int(queue.body["tail"])
-    entry = outbox_id(webhook_id, n)
-    tx.insert(Doc(kind=OUTBOX_KIND, id=entry, group=None, name=None, deleted=False, created=created,
-                  body={"webhook_id": webhook_id, "delivery_id": delivery_id, "n": n, "next_at": 0.0,
-                        **lease.release()}))
-    tx.update(Doc(kind=QUEUE_KIND, id=queue.id, group=None, name=None, deleted=False, created=queue.created,
-                  body={**queue.body, "tail": n + 1}))
+    """Append one delivery to its webhook's outbox queue (a redelivery); the outbox entry's id."""
+    queues = Queues(tx)
+    entry = queues.append(webhook_id, delivery_id, created)
+    queues.close()
     return entry
 
 
@@ -251,8 +308,7 @@ class Journal:
               at: str) -> int:
         """Store the event once for the active webhooks of ``group`` that ask for it (the delivery
         loop fans it out); the number of those webhooks."""
-        hooks = [Webhook.from_body(d.body) for d in tx.query(WEBHOOK_KIND, group, include_deleted=False)]
-        hook_ids = [h.id for h in hooks if h.active and h.group == group and matches_any(h.events, event)]
+        hook_ids = [h["id"] for h in subscriptions(tx, group) if h["active"] and matches_any(h["events"], event)]
         if not hook_ids:
             return 0
         seq = self._ids.next()

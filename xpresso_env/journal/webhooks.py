@@ -31,7 +31,17 @@ from ..core.validation import (
     validate_body,
 )
 from ..storage import Doc, StorageBackend, Tx  # noqa: F401
-from .journal import DELIVERY_KIND, OUTBOX_KIND, QUEUE_KIND, WEBHOOK_KIND, Webhook, enqueue, outbox_id, queue_doc
+from .journal import (
+    DELIVERY_KIND,
+    OUTBOX_KIND,
+    QUEUE_KIND,
+    WEBHOOK_KIND,
+    Webhook,
+    enqueue,
+    outbox_id,
+    queue_doc,
+    refresh_subscriptions,
+)
 
 PERMISSION = "manage_group"
 Resolver = Callable[[str, int], list[str]]  # host, port -> addresses
@@ -256,6 +266,7 @@ class WebhookService:
             self._check_room(tx, caller.group)
             tx.insert(hook.doc())
             tx.insert(queue_doc(hook.id, now))  # its outbox queue, empty
+            refresh_subscriptions(tx, hook.group, now)
         return webhook_wire(hook.body())
 
     def _check_room(self, tx: Tx, group: str) -> None:
@@ -280,6 +291,7 @@ class WebhookService:
                 changes["events"] = tuple(changes["events"])
             hook = replace(hook, **changes, date_modified=format_time(self._clock()))
             tx.update(hook.doc())
+            refresh_subscriptions(tx, hook.group, hook.date_modified)
         return webhook_wire(hook.body())
 
     def delete(self, caller: Caller, webhook_id: str) -> None:
@@ -288,6 +300,7 @@ class WebhookService:
         with self._storage.write() as tx:
             hook = Webhook.from_body(self._doc(tx, caller, webhook_id, lock=True).body)
             tx.update(replace(hook, deleted=True, date_modified=format_time(self._clock())).doc())
+            refresh_subscriptions(tx, hook.group, format_time(self._clock()))
             queue = tx.get(QUEUE_KIND, hook.id, lock=True)
             if queue is not None:
                 for n in range(int(queue.body["head"]), int(queue.body["tail"])):
