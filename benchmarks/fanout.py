@@ -36,7 +36,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from _common import backend_settings, free_port, postgres_database, run_in_tempdir, write_config
+from _common import (
+    backend_settings,
+    free_port,
+    postgres_database,
+    run_in_tempdir,
+    write_config,
+)
 from registry import Server, cpu_seconds, serve_command
 
 from xpresso_env.app import build_context

@@ -6,9 +6,9 @@
 What it does: a throw-away store; one group with W webhooks (events "*") pointing at one
 ThreadingHTTPServer on 127.0.0.1 that answers 204 at once and checks nothing (the receiver is not
 what is measured). N harness creates go through RegistryService (so each writes its history row
-and W outbox entries in its own transaction, as a request does): N x W deliveries. Then the
-delivery loop (DeliveryService, events.concurrency slots) is started and timed until every
-delivery is `delivered`. Prints deliveries/s, and the time the N writes took with the journal.
+and one event for the W webhooks in its own transaction, as a request does): N x W deliveries.
+Then the delivery loop (DeliveryService, events.concurrency slots) is started and timed, fan-out
+included, until every delivery is `delivered`. Prints deliveries/s, and the time the N writes took with the journal.
 
 Each webhook's deliveries go one at a time (per-webhook order), so the figure grows with the
 number of webhooks up to the concurrency; one webhook is bounded by one round trip plus two
@@ -26,7 +26,7 @@ from pathlib import Path
 from _common import backend_settings, postgres_database, run_in_tempdir  # noqa: F401
 
 from xpresso_env.app import build_context
-from xpresso_env.journal.journal import DELIVERY_KIND, QUEUE_KIND
+from xpresso_env.journal.journal import DELIVERY_KIND, EVENT_KIND, QUEUE_KIND
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, tmp: Path, dsn=None) -> int:
         ctx.deliveries.dispatcher.start()
         while True:
             with ctx.storage.read() as tx:
-                if all(q.body["head"] == q.body["tail"] for q in tx.query(QUEUE_KIND)):
+                if not tx.query(EVENT_KIND) and all(q.body["head"] == q.body["tail"] for q in tx.query(QUEUE_KIND)):
                     break
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
