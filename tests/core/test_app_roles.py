@@ -41,6 +41,13 @@ def test_serve_runs_every_loop_the_settings_turn_on_consumers_first(tmp_path, co
     assert off.settings.builds.enabled is False and off.images is not None  # the API still answers
 
 
+def test_events_deliver_false_leaves_fan_out_and_deliveries_to_the_worker(tmp_path, contexts):
+    serve = contexts(tmp_path / "serve", Role.SERVE, {"events": {"deliver": False}, "builds": {"enabled": False}})
+    assert _names(serve) == ["history-sweep", "delivery-sweep"]  # journals events, sweeps, delivers nothing
+    worker = contexts(tmp_path / "worker", Role.WORKER, {"events": {"deliver": False}, "builds": {"enabled": False}})
+    assert "webhook-dispatch" in _names(worker)
+
+
 def test_the_worker_builds_whatever_builds_enabled_says_and_runs_no_probes_nor_access_log(tmp_path, contexts):
     extra = {**ALL_ON, "builds": {"enabled": False, "max_concurrent": 2}}
     ctx = contexts(tmp_path, Role.WORKER, extra, build_threads=3)

@@ -33,6 +33,8 @@ def test_round_trip_through_every_backend(tmp_path):
     source.webhooks.create(caller, lambda: {"url": "http://127.0.0.1:9/hook", "events": ["*"], "secret": "s" * 16})
     from xpresso_env.registry.service import HARNESS
     source.registry.create(caller, HARNESS, lambda: {"name": "journalled", "path": "/p"})
+    source.deliveries.fan_out()  # its event becomes a delivery and an outbox entry
+    source.registry.create(caller, HARNESS, lambda: {"name": "not-yet-fanned-out", "path": "/p"})  # an event
     load_fixtures(source.storage, {"groups": ["myGroup"], "harnesses": [
         {"group": "myGroup", "id": "94f03015-5f0d-4c2e-a6e6-49ca71442a36", "name": "TestHarness",
          "path": "/p", "date_created": "2019-05-30T17:22:12.733397Z", "operational_state": "ONLINE",

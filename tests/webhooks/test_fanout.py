@@ -5,6 +5,7 @@ swept after ``events.deliveries_retention_days``. Every storage backend (the ``w
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import datetime, timedelta, timezone
 
 from xpresso_env.core.metrics import NullMetrics
@@ -154,3 +155,24 @@ def test_a_write_reads_the_groups_subscriptions_and_they_follow_every_webhook_ch
         tx.purge(SUBSCRIPTIONS_KIND, "g1")
     world.post("/api/v2/engines", {"name": "e2", "base_url": "https://ci.example.com/"})
     assert [e.body["webhooks"] for e in _stored(world, EVENT_KIND)] == [[b], [b]]
+
+
+def test_events_are_fanned_out_while_every_delivery_slot_is_held(make_world, settings):
+    """A hanging receiver holds the only slot: later writes still become pending deliveries."""
+    world = _strict_world(make_world, settings, timeout_s=30.0, concurrency=1, poll_s=0.05)
+    with Receiver() as receiver:
+        hook_id = _hook(world, receiver.url).json["id"]
+        receiver.hang.set()
+        world.ctx.deliveries.dispatcher.start()
+        try:
+            world.post("/api/v2/harnesses", {"name": "h0", "path": "/opt/pyats"})
+            receiver.wait_for(1)  # the slot is held from now on
+            world.post("/api/v2/harnesses", {"name": "h1", "path": "/opt/pyats"})
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and _stored(world, EVENT_KIND):
+                time.sleep(0.05)
+            listed = world.get(f"/api/v2/webhooks/{hook_id}/deliveries", user="ga").json
+            assert [d["status"] for d in listed] == ["pending", "pending"] and receiver.hanging == 1
+        finally:
+            receiver.release.set()
+            world.ctx.deliveries.dispatcher.stop()

@@ -245,7 +245,8 @@ class DeliveryService:
         claimed. Never raises (storage down: the next look tries again)."""
         try:
             free = self._settings.concurrency - self._inflight
-            if free <= 0:
+            if free <= 0:  # every slot busy (hanging receivers): the events still become deliveries
+                self.fan_out()
                 return 0
             entries = self.claim(free)
             for entry in entries:
