@@ -5,6 +5,7 @@ swept after ``events.deliveries_retention_days``. Every storage backend (the ``w
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -176,3 +177,28 @@ def test_events_are_fanned_out_while_every_delivery_slot_is_held(make_world, set
         finally:
             receiver.release.set()
             world.ctx.deliveries.dispatcher.stop()
+
+
+def test_creates_at_once_never_pass_the_bound(make_world, settings):
+    """Eight creates at once from two servers' contexts on one store: exactly the bound succeed."""
+    world = _strict_world(make_world, settings, max_webhooks_per_group=3)
+    other = make_world(settings_override=world.ctx.settings)  # another process's view of the store
+    other.tokens = world.tokens
+    results: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def create(n: int) -> None:
+        start.wait()
+        status = _hook((world, other)[n % 2], f"http://127.0.0.1:9/{n}").status_code
+        with lock:
+            results.append(status)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [201] * 3 + [409] * 5
+    with world.ctx.storage.read() as tx:
+        assert len(subscriptions(tx, "g1")) == 3
