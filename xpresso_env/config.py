@@ -146,7 +146,7 @@ class EventsSettings:
 
 @dataclass(frozen=True)
 class HistorySettings:
-    retention_days: int = 90  # history rows (and finished deliveries) older than this are removed
+    retention_days: int = 90  # history rows older than this are removed (deliveries: events.deliveries_retention_days)
     sweep_interval_s: float = 3600.0  # how often a server runs that sweep
 
 

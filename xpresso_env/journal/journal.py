@@ -262,11 +262,11 @@ def event_doc(seq: str, event: str, at: str, group: str, data: Mapping[str, Any]
 class Journal:
     """Writes history rows and events inside the caller's write transaction.
 
-    ``wake`` is called after each record that queued deliveries (the delivery loop looks sooner;
+    ``wake`` is called after each record that stored an event (the delivery loop looks sooner;
     the entries are only visible to it once the caller commits)."""
 
     def __init__(self, clock: Clock, wake: Optional[Callable[[], None]] = None):
-        """:param wake: called after a journal entry queued deliveries (the delivery loop's nudge)."""
+        """:param wake: called after a journal entry stored an event (the delivery loop's nudge)."""
         self._clock = clock
         self._ids = SequenceIds()  # this journal's own: the order of what it writes
         self._wake = wake
@@ -276,8 +276,8 @@ class Journal:
                reason: Optional[str] = None) -> None:
         """Journal one change of a record of ``kind`` (harness | engine | image) in ``tx``.
 
-        Harness/engine events (created, updated, deleted, state) write a history row and queue the
-        matching webhooks' deliveries; image events (submitted, finished) only queue deliveries.
+        Harness/engine events (created, updated, deleted, state) write a history row and store the
+        event for the matching webhooks; image events (submitted, finished) only store the event.
         ``before``/``after`` are the stored bodies before and after the change (None: absent).
         """
         at = format_time(self._clock())
