@@ -32,8 +32,8 @@ def contexts():
 def test_serve_runs_every_loop_the_settings_turn_on_consumers_first(tmp_path, contexts):
     ctx = contexts(tmp_path, Role.SERVE, ALL_ON)
     assert _names(ctx) == ["xpresso-access-log", "history-sweep", "delivery-sweep", "webhook-dispatch",
-                           "builder check", "xpresso-build-heartbeat", "xpresso-build", "xpresso-retention", "probe hooks",
-                           "xpresso-probe-scheduler"]
+                           "builder check", "xpresso-build-heartbeat", "xpresso-build", "xpresso-retention",
+                           "probe hooks", "xpresso-probe-scheduler"]
     assert all(isinstance(loop, (Loop, Step)) for loop in ctx.loops)  # one abstraction for every loop
     off = contexts(tmp_path / "off", Role.SERVE, {"builds": {"enabled": False}})
     # no access log, builds or probes here
