@@ -1,14 +1,18 @@
 """At least once, nothing lost: a real `xpresso-env serve` killed with SIGKILL right after it
 answered 201 still delivers the event once it is started again (the outbox is written in the
 change's own transaction). The receiver is down until after the crash, so the event cannot have
-been delivered before it."""
+been delivered before it. SQLite, PostgreSQL (a database of the test's own) and YAML."""
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import Iterator
 
 import pytest
 import requests
 
+from xpresso_env.testing import require
+from xpresso_env.testing.postgres import postgres_available, temp_database
 from xpresso_env.testing.server import cli, free_port, serve, write_config
 
 from .receiver import Receiver
@@ -18,9 +22,27 @@ pytestmark = pytest.mark.slow  # real serve processes, killed
 SECRET = "sigkill-test-secret-0123456789"
 
 
-def test_sigkill_right_after_201_still_delivers(tmp_path):
+@contextlib.contextmanager
+def _store(backend: str) -> Iterator[dict]:
+    """The storage section of a config for ``backend`` (PostgreSQL: a database of the test's own)."""
+    if backend == "postgres":
+        require(postgres_available(), "PostgreSQL is not available")
+        with temp_database() as dsn:
+            yield {"backend": "postgres", "dsn": dsn}
+    else:
+        yield {"backend": backend, "path": "store.yaml" if backend == "yaml" else "db.sqlite3"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "yaml"])
+def test_sigkill_right_after_201_still_delivers(tmp_path, backend):
+    """The event is stored with the change, and fanned out and delivered after the restart."""
+    with _store(backend) as storage:
+        _sigkill_right_after_201_still_delivers(tmp_path, storage)
+
+
+def _sigkill_right_after_201_still_delivers(tmp_path, storage: dict) -> None:
     config = write_config(tmp_path, {
-        "storage": {"backend": "sqlite", "path": "db.sqlite3"}, "auth": {"secret_file": "secret"},
+        "storage": storage, "auth": {"secret_file": "secret"},
         "images": {"nfs_root": "nfs", "logs_root": "logs", "workspace_root": "ws"},
         "events": {"retry_base_s": 0.2, "poll_s": 0.05, "timeout_s": 1.0, "lease_s": 1.0},
     })
