@@ -190,40 +190,53 @@ def test_backend_starts_while_the_database_is_down(pg_dsn):
             b.close()
 
 
-class FakeClock:
+class Database:
+    """The breaker's check, against a database that is down until ``up`` is set."""
+
     def __init__(self) -> None:
-        self.now = 100.0
+        self.up = threading.Event()
+        self.checks = 0
 
-    def __call__(self) -> float:
-        return self.now
+    def check(self) -> None:
+        self.checks += 1
+        if not self.up.is_set():
+            raise OSError("connection refused")
 
 
-def test_breaker_refuses_for_the_interval_then_lets_one_attempt_through():
-    clock = FakeClock()
-    breaker = CircuitBreaker(1.5, clock)
-    assert breaker.admit() and breaker.admit()  # closed: everything goes ahead
-    breaker.succeeded()
-    breaker.failed()
-    assert not breaker.admit()
-    clock.now += 1.4
-    assert not breaker.admit()  # still within the interval
-    clock.now += 0.2
-    assert breaker.admit()  # half-open: one attempt...
-    assert not breaker.admit() and not breaker.admit()  # ...and only one, while it is under way
-    breaker.failed()  # it failed: open again for a whole interval
-    clock.now += 1.0
-    assert not breaker.admit()
-    clock.now += 0.6
-    assert breaker.admit()
-    breaker.succeeded()  # it worked: closed
-    assert breaker.admit() and breaker.admit()
+def test_breaker_refuses_until_its_background_check_reaches_the_database():
+    db = Database()
+    breaker = CircuitBreaker(0.05, db.check)
+    try:
+        assert breaker.admit() and breaker.admit()  # closed: everything goes ahead
+        breaker.failed("refused")
+        t0 = time.monotonic()
+        while db.checks < 3:  # the check runs in the background, every interval
+            assert not breaker.admit()  # and no request waits for it
+            assert time.monotonic() - t0 < 5
+            time.sleep(0.01)
+        db.up.set()
+        while not breaker.admit():
+            assert time.monotonic() - t0 < 5
+            time.sleep(0.01)
+        checks = db.checks
+        time.sleep(0.2)
+        assert db.checks == checks  # closed: no more checks
+        breaker.failed("refused again")  # a new outage starts a new check loop
+        assert not breaker.admit()
+        while not breaker.admit():
+            assert time.monotonic() - t0 < 5
+            time.sleep(0.01)
+    finally:
+        breaker.close()
 
 
 def test_breaker_closed_by_any_success():
     # A request that got its connection before the outage was noticed closes it as well.
-    clock = FakeClock()
-    breaker = CircuitBreaker(1.0, clock)
-    breaker.failed()
-    assert not breaker.admit()
-    breaker.succeeded()
-    assert breaker.admit()
+    breaker = CircuitBreaker(60.0, Database().check)
+    try:
+        breaker.failed()
+        assert not breaker.admit()
+        breaker.succeeded()
+        assert breaker.admit()
+    finally:
+        breaker.close()
