@@ -16,6 +16,7 @@ process, and each must report only its own numbers.
 """
 from __future__ import annotations
 
+import threading
 from typing import Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -119,6 +120,9 @@ class StorageGauges:
     def __init__(self, storage: StorageBackend, lease_clock: Clock = utcnow):
         self._storage = storage
         self._lease_clock = lease_clock
+        # One scrape reads storage at a time; another meanwhile gives storage_up 0 at once: a
+        # hung database holds at most one scrape (CONTRACT §16: /metrics keeps answering).
+        self._reading = threading.Lock()
 
     def describe(self) -> list[Metric]:
         return []  # nothing to check at registration (and no storage read before `init`)
@@ -126,6 +130,10 @@ class StorageGauges:
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("xpresso_metrics_storage_up",
                                "1 when this scrape could read the shared-state gauges from storage")
+        if not self._reading.acquire(blocking=False):
+            up.add_metric([], 0)
+            yield up
+            return
         try:
             with self._storage.read() as tx:
                 images = [d.body for d in tx.query(Image.KIND, include_deleted=False)]
@@ -134,6 +142,8 @@ class StorageGauges:
             up.add_metric([], 0)
             yield up
             return
+        finally:
+            self._reading.release()
         up.add_metric([], 1)
         yield up
         yield from self._builds(images)
