@@ -30,7 +30,9 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         if self._open:
             with self._lock:
-                self._open = False
+                was_open, self._open = self._open, False
+            if was_open:
+                log.info("PostgreSQL reachable again")
 
     def failed(self, why: str = "") -> None:
         with self._lock:
