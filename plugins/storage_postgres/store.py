@@ -34,11 +34,15 @@ class PostgresStorage(QueryVersions):
                  statement_timeout_s: float = 5.0, connect_timeout_s: float = 2.0):
         psycopg = psycopg_module()
         try:
-            params = psycopg.conninfo.conninfo_to_dict(dsn)
+            psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.Error as exc:
             raise ConfigError(f"storage.dsn: not a valid PostgreSQL connection string: {exc}") from None
         self._dsn = dsn
-        self._connect_kwargs = connect_kwargs(params, timeout_s, statement_timeout_s, connect_timeout_s)
+        self._connect_kwargs = connect_kwargs(statement_timeout_s, connect_timeout_s)
+        # The server's own bounds: a row lock waited for like SQLite's busy timeout, a statement.
+        # SET rather than the startup packet's `options`, which PgBouncer refuses.
+        self._setup_sql = (f"SET lock_timeout = {max(1, int(timeout_s * 1000))}; "
+                           f"SET statement_timeout = {max(1, int(statement_timeout_s * 1000))}")
         self._closed = False
         self._counters_gate = SchemaGate(COUNTERS_VERSION)
         self._breaker = CircuitBreaker(retry_interval_s, self._check)
@@ -54,7 +58,14 @@ class PostgresStorage(QueryVersions):
     def _connect(self) -> psycopg.Connection:
         import psycopg
 
-        return psycopg.Connection.connect(self._dsn, **self._connect_kwargs)
+        conn = psycopg.Connection.connect(self._dsn, **self._connect_kwargs)
+        try:
+            with self._guard.bounded(conn):
+                conn.execute(self._setup_sql)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _check(self) -> None:
         """The circuit breaker's background check: a new connection answers a statement."""
@@ -218,18 +229,12 @@ class PostgresStorage(QueryVersions):
         self._pool.close()
 
 
-def connect_kwargs(params: dict[str, Any], busy_timeout_s: float, statement_timeout_s: float,
-                   connect_timeout_s: float) -> dict[str, Any]:
-    """How each connection is made: bounded (CONTRACT §16) and set up in its startup packet."""
-    # The server's own bounds: a row lock waited for like SQLite's busy timeout, a statement.
-    options = f"-c lock_timeout={max(1, int(busy_timeout_s * 1000))} " \
-              f"-c statement_timeout={max(1, int(statement_timeout_s * 1000))}"
-    if params.get("options"):
-        options = f"{params['options']} {options}"
+def connect_kwargs(statement_timeout_s: float, connect_timeout_s: float) -> dict[str, Any]:
+    """How each connection is made: bounded (CONTRACT §16)."""
     idle_s = max(1, math.ceil(connect_timeout_s))
     return {
         # autocommit: transactions are begun explicitly, with the isolation each one needs.
-        "autocommit": True, "application_name": "xpresso-env", "options": options,
+        "autocommit": True, "application_name": "xpresso-env",
         # libpq's unit is whole seconds, at least 2.
         "connect_timeout": max(2, math.ceil(connect_timeout_s)),
         # A peer gone silent (host down, partition) is found on an idle connection within

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from xpresso_env_plugins.storage_postgres import CircuitBreaker
+from xpresso_env_plugins.storage_postgres.errors import translated
 
 from xpresso_env.core.codec import to_doc
 from xpresso_env.core.errors import StorageUnavailable
@@ -240,3 +241,22 @@ def test_breaker_closed_by_any_success():
         assert breaker.admit()
     finally:
         breaker.close()
+
+
+def test_a_slow_statement_is_ended_by_the_server_and_the_database_stays_in_use(pg_dsn):
+    # storage.statement_timeout_s on a database that runs: the server cancels the statement (a 503
+    # saying so), the connection stays usable and the breaker stays closed.
+    b = open_backend({"storage": {"backend": "postgres", "dsn": pg_dsn, "statement_timeout_s": 0.5}})
+    try:
+        b.init()
+        insert(b, make_harness(1))
+        t0 = time.monotonic()
+        with pytest.raises(StorageUnavailable, match="took too long"):
+            with b.read() as tx, translated():
+                tx._execute("SELECT pg_sleep(3)")  # no API statement is this slow: a stand-in for one
+        assert time.monotonic() - t0 < 0.5 + 1.0
+        t0 = time.monotonic()
+        assert read_one(b) is not None  # at once: no breaker opened, the connection reused
+        assert time.monotonic() - t0 < INSTANT_S
+    finally:
+        b.close()
