@@ -142,7 +142,7 @@ class _Start:
 
     def _wait_then_start(self, announce: Callable[[], None]) -> None:
         try:
-            if _wait_for_storage(self._ctx.storage, self._where, self._stop):
+            if not self._stop.wait(STORAGE_RETRY_S) and _wait_for_storage(self._ctx.storage, self._where, self._stop):
                 self._start(announce)
         except BaseException as exc:  # SchemaOutdated: stop serving, as at start-up
             self._failure = exc
@@ -217,15 +217,10 @@ def _wait_for_storage(storage: "StorageBackend", where: str, stop: Optional[thre
             return True
         except StorageUnavailable as exc:
             attempt += 1
-            if tries is not None and attempt >= tries:
-                at = f" at {where}" if where else ""
-                log.warning("storage %s%s not reachable (%s): answering 503 until it is", storage.name, at,
-                            exc.detail)
-                return False
             at = f" at {where}" if where else ""
             log.warning("storage %s%s not reachable (%s): retrying in %g s", storage.name, at, exc.detail,
                         STORAGE_RETRY_S)
-            if stop.wait(STORAGE_RETRY_S):
+            if (tries is not None and attempt >= tries) or stop.wait(STORAGE_RETRY_S):
                 return False
 
 
