@@ -1,6 +1,6 @@
 """A hung or stopped PostgreSQL is an outage, not a freeze (CONTRACT §16), with the real `serve`.
 
-Each test owns a private PostgreSQL cluster (``xpresso_env.testing.pg_cluster``), never the shared
+Each test owns a private PostgreSQL cluster (the ``private_postgres`` fixture), never the shared
 server: it is hung with SIGSTOP (as a hung host or a network partition behaves), resumed with
 SIGCONT, stopped and started again.
 """
@@ -13,8 +13,6 @@ import time
 import pytest
 import requests
 
-from xpresso_env.testing import require
-from xpresso_env.testing.pg_cluster import cluster_missing_reason, private_cluster
 from xpresso_env.testing.server import cli, serve, write_config
 
 pytestmark = pytest.mark.slow  # a private PostgreSQL and a real serve process
@@ -32,11 +30,8 @@ RECOVER_S = 15.0
 
 
 @pytest.fixture
-def cluster():
-    reason = cluster_missing_reason()
-    require(reason is None, reason or "")
-    with private_cluster() as c:
-        yield c
+def cluster(private_postgres):
+    return private_postgres
 
 
 def _config(tmp_path, dsn: str):

@@ -260,3 +260,45 @@ def test_a_slow_statement_is_ended_by_the_server_and_the_database_stays_in_use(p
         assert time.monotonic() - t0 < INSTANT_S
     finally:
         b.close()
+
+
+HUNG_BOUND_S = 1.0 + 0.5 + 1.5  # statement_timeout_s, the guard's margin, a busy machine's margin
+
+
+@pytest.mark.slow
+def test_hung_database_cuts_statements_within_the_bound_then_recovers(private_postgres):
+    # SIGSTOP: the server neither answers nor cancels anything; its kernel still acknowledges, so
+    # only the client-side guard ends the wait (CONTRACT §16).
+    dsn = private_postgres.create_database("xpresso")
+    b = open_backend({"storage": {"backend": "postgres", "dsn": dsn, "statement_timeout_s": 1.0, "pool_max": 4}})
+    try:
+        b.init()
+        insert(b, make_harness(1))
+        fill_pool(b, 4)  # idle connections: each request finds one and sends its statement
+        private_postgres.pause()
+        outcomes: list = []
+
+        def request() -> None:
+            t0 = time.monotonic()
+            try:
+                read_one(b)
+                outcomes.append(("answered", time.monotonic() - t0))
+            except StorageUnavailable as exc:
+                outcomes.append((exc.detail, time.monotonic() - t0))
+
+        threads = [threading.Thread(target=request) for _ in range(8)]  # more than the pool
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(outcomes) == 8 and all(took < HUNG_BOUND_S for _, took in outcomes), outcomes
+        assert any("did not answer within 1.5 s" in why for why, _ in outcomes), outcomes
+        assert all(why != "answered" for why, _ in outcomes), outcomes
+        took = [attempt(op, b) for op in ("read", "write", "version")]  # the breaker is open: at once
+        assert max(took) < INSTANT_S, took
+        private_postgres.resume()
+        assert wait_until_served(b) < RECOVER_S
+        insert(b, make_harness(2))
+    finally:
+        private_postgres.resume()
+        b.close()
