@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
 
 log = logging.getLogger("xpresso_env.storage.postgres")
 
@@ -21,7 +21,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._open = False
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def admit(self) -> bool:
         """Whether an attempt may go ahead now."""
@@ -50,7 +50,7 @@ class CircuitBreaker:
             try:
                 self._check()
                 reached = True
-            except Exception:  # still down: the next check in interval_s
+            except Exception:  # noqa: BLE001 -- whatever the cause, still down: check again in interval_s
                 reached = False
             with self._lock:
                 if reached or not self._open:

@@ -13,8 +13,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from xpresso_env.core.errors import StorageUnavailable
 
@@ -37,7 +38,7 @@ class StatementGuard:
         self._closed = False
 
     @contextmanager
-    def bounded(self, conn: "psycopg.Connection") -> Iterator[None]:
+    def bounded(self, conn: psycopg.Connection) -> Iterator[None]:
         import psycopg
 
         with self._cond:
@@ -96,12 +97,13 @@ class StatementGuard:
             thread.join(5)
 
 
-def _shut_down(conn: "psycopg.Connection") -> None:
+def _shut_down(conn: psycopg.Connection) -> None:
     """Wake the thread waiting on ``conn``: its socket reads end of file."""
+    import psycopg
+
     try:
-        fd = conn.fileno()
-        sock = socket.socket(fileno=os.dup(fd))
-    except Exception:  # already closed: nothing waits on it
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+    except (psycopg.Error, OSError):  # already closed: nothing waits on it
         return
     try:
         sock.shutdown(socket.SHUT_RDWR)

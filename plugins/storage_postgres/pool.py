@@ -8,7 +8,8 @@ asked at once, and a hung database costs it at most ``storage.connect_timeout_s`
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from xpresso_env.core.errors import StorageUnavailable
 
@@ -20,7 +21,7 @@ class ConnectionPool:
     """Idle connections are reused newest first (the oldest idle ones are the likeliest to have
     been dropped by a firewall); one returned broken, closed or inside a transaction is closed."""
 
-    def __init__(self, connect: Callable[[], "psycopg.Connection"], max_size: int, wait_s: float):
+    def __init__(self, connect: Callable[[], psycopg.Connection], max_size: int, wait_s: float):
         self._connect = connect
         self._wait_s = wait_s  # for a free slot when all max_size connections are in use
         self._slots = threading.BoundedSemaphore(max_size)
@@ -28,7 +29,7 @@ class ConnectionPool:
         self._idle: list[psycopg.Connection] = []
         self._closed = False
 
-    def getconn(self) -> "psycopg.Connection":
+    def getconn(self) -> psycopg.Connection:
         if not self._slots.acquire(timeout=self._wait_s):
             raise StorageUnavailable("The database is busy, try again later.")
         try:
@@ -42,7 +43,7 @@ class ConnectionPool:
             self._slots.release()
             raise
 
-    def putconn(self, conn: "psycopg.Connection") -> None:
+    def putconn(self, conn: psycopg.Connection) -> None:
         from psycopg import pq
 
         try:
@@ -56,7 +57,7 @@ class ConnectionPool:
         finally:
             self._slots.release()
 
-    def discard(self, conn: "psycopg.Connection") -> None:
+    def discard(self, conn: psycopg.Connection) -> None:
         """Give back a connection that must not be reused."""
         _close(conn)
         self._slots.release()
@@ -78,7 +79,7 @@ class ConnectionPool:
         self.clear()
 
 
-def _close(conn: "psycopg.Connection") -> None:
+def _close(conn: psycopg.Connection) -> None:
     import psycopg
 
     try:

@@ -18,8 +18,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 from .server import free_port
 
@@ -27,7 +27,7 @@ BIN_ENV = "XPRESSO_TEST_PG_BIN"
 RUN_AS = "postgres"
 
 
-def pg_bin() -> Optional[Path]:
+def pg_bin() -> Path | None:
     """The folder of initdb and postgres, or None."""
     given = os.environ.get(BIN_ENV)
     if given:
@@ -37,7 +37,7 @@ def pg_bin() -> Optional[Path]:
     return Path(found[-1]).parent if found else None
 
 
-def cluster_missing_reason() -> Optional[str]:
+def cluster_missing_reason() -> str | None:
     """Why a private cluster cannot be made here, or None."""
     if pg_bin() is None:
         return "PostgreSQL's server binaries are not installed (Debian package postgresql)"
@@ -59,7 +59,7 @@ class PrivateCluster:
         self.data = folder / "data"
         self.port = port
         self.log_file = folder / "postgres.log"
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self._bin = pg_bin()
         self._as_other = os.geteuid() == 0
 
@@ -79,15 +79,12 @@ class PrivateCluster:
 
     def start(self, timeout_s: float = 30.0) -> None:
         assert self.proc is None, "already running"
-        log = open(self.log_file, "ab")
-        try:
+        with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
                 self._command(str(self._bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
                               "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.folder}",
                               "-c", "fsync=off", "-c", "max_connections=60", "-c", "shared_buffers=16MB"),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            log.close()
         deadline = time.monotonic() + timeout_s
         while not self.answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -112,7 +109,7 @@ class PrivateCluster:
         if self.proc is None:
             return []
         postmaster = self._postmaster_pid()
-        out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+        out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True, check=True).stdout
         children = [int(pid) for pid, ppid in (line.split() for line in out.splitlines()) if int(ppid) == postmaster]
         return sorted({self.proc.pid, postmaster, *children})
 
