@@ -9,6 +9,8 @@ costs seconds.
   test Dockerfiles can ``RUN`` without any network. ``docker_busybox``: that image's reference.
 * ``buildah_store``: a private buildah store (vfs, under a session temp folder) holding the same
   busybox base image.
+* ``private_postgres``: a PostgreSQL cluster of the test's own (per test, not per session: tests
+  stop and hang it).
 * ``pyats_venv``: a venv with the real pyATS from the package index. Its install starts in the
   background as the run starts (when a collected test needs it), so it overlaps other tests.
 
@@ -39,6 +41,7 @@ from xpresso_env.testing.daemons import (
     private_folder,
 )
 from xpresso_env.testing.leaks import LeakWatch
+from xpresso_env.testing.pg_cluster import PrivateCluster, cluster_missing_reason, private_cluster
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +94,16 @@ def buildah_store(tmp_path_factory) -> Iterator[BuildahStore]:
     store.buildah("rm", "--all")
     store.buildah("rmi", "--all", "--force")
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivateCluster]:
+    """A PostgreSQL cluster of the test's own (never the shared one at 5432), to stop, hang
+    (SIGSTOP) and resume at will; stopped and removed after the test (``testing.pg_cluster``)."""
+    reason = cluster_missing_reason()
+    require(reason is None, reason or "")
+    with private_cluster() as cluster:
+        yield cluster
 
 
 # --------------------------------------------------------------------------- prepared early

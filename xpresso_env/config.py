@@ -37,6 +37,10 @@ class StorageSettings:
     dsn: Optional[str] = None  # PostgreSQL connection string
     pool_max: int = 10
     busy_timeout_s: float = 10.0
+    # postgres (CONTRACT §16): the longest a statement may run, and a connection attempt may take,
+    # before the request answers 503: a hung database is an outage, never a frozen server.
+    statement_timeout_s: float = 5.0
+    connect_timeout_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -336,7 +340,8 @@ def load_settings(path: Optional[str | os.PathLike] = None,
 def _check_values(s: Settings) -> None:
     where = s.source or "configuration"
     positive = {
-        "storage.pool_max": s.storage.pool_max, "images.retention_days": s.images.retention_days + 1,
+        "storage.pool_max": s.storage.pool_max, "storage.statement_timeout_s": s.storage.statement_timeout_s,
+        "storage.connect_timeout_s": s.storage.connect_timeout_s, "images.retention_days": s.images.retention_days + 1,
         "builds.max_concurrent": s.builds.max_concurrent, "builds.timeout_s": s.builds.timeout_s,
         "builds.max_queued_per_group": s.builds.max_queued_per_group,
         "server.port": s.server.port, "server.threads": s.server.threads,

@@ -1,4 +1,4 @@
-"""PostgreSQL storage: for teams that outgrow one process. psycopg 3 with a psycopg_pool pool.
+"""PostgreSQL storage: for teams that outgrow one process. psycopg 3 with a pool of its own.
 
 The layout follows the SQLite plugin (one ``xpresso_docs`` table of documents plus their index
 columns, ``xpresso_visibility`` for the extra groups a document is visible in, the schema version
@@ -30,22 +30,27 @@ Choices worth knowing:
   transaction usable, as in the other backends: ``insert`` is one ``ON CONFLICT DO NOTHING``
   statement (then one look-up says which conflict it was), an ``update`` to a live name runs in a
   savepoint. Each write is one statement (plus one for new visible groups on update).
-* Connections come from a pool; one that a restart broke is dropped on its first statement
-  (nothing done yet, so the next connection is tried at once) and replaced in the background:
-  a database that restarts is used again without a restart of ours.
-  ``storage.busy_timeout_s`` bounds the wait for a connection and for a row lock (``lock_timeout``).
-* A circuit breaker keeps an outage from costing every request that wait: once a wait for a
-  connection has timed out (the database is unreachable, or every connection was held that long),
-  requests fail at once with ``StorageUnavailable`` (a 503) for ``retry_interval_s``; then one
-  request tries again while the others still fail at once, and its success closes the breaker.
-  The pool opens without waiting, so the backend is built (and ``serve`` starts) while the
-  database is down.
+* Connections come from a pool (:mod:`.pool`), made in the thread that asks for one: a refused
+  connection fails that request at once. One that a restart broke is dropped on its first
+  statement (nothing done yet, so the next connection is tried at once): a database that restarts
+  is used again without a restart of ours. ``storage.busy_timeout_s`` bounds the wait for a row
+  lock (``lock_timeout``) and, with ``statement_timeout_s``, for a free pooled connection.
+* A hung database is an outage, not a freeze (CONTRACT §16): each connection is made within
+  ``storage.connect_timeout_s``, has TCP keepalives and the server's ``statement_timeout``
+  (``storage.statement_timeout_s``), and :mod:`.guard` cuts a statement a hung server never
+  answers shortly after that. A request thread is never held longer than these bounds.
+* A circuit breaker keeps an outage from costing every request a wait: the first connection that
+  cannot be made, or statement cut, opens it; requests then fail at once with
+  ``StorageUnavailable`` (a 503) while a background check tries a new connection every
+  ``retry_interval_s``, and its success closes the breaker. Nothing connects at construction, so
+  the backend is built (and ``serve`` starts) while the database is down.
 * psycopg is imported only when this backend is used; without it, a ConfigError names the
   ``pip install`` to run.
 
 Its modules: :mod:`.schema` (the migrations), :mod:`.errors` (psycopg's errors as domain errors),
-:mod:`.tx` (a transaction's statements), :mod:`.breaker` (the circuit breaker) and :mod:`.store`
-(the pool, transactions, init).
+:mod:`.tx` (a transaction's statements), :mod:`.pool` (the connection pool), :mod:`.guard` (the
+client-side statement bound), :mod:`.breaker` (the circuit breaker) and :mod:`.store`
+(connections, transactions, init).
 """
 from __future__ import annotations
 
@@ -67,8 +72,9 @@ def _factory(settings: Settings) -> PostgresStorage:
     if not settings.storage.dsn:
         raise ConfigError("storage.dsn: required by the postgres storage backend "
                           "(e.g. 'postgresql://xpresso@db.example.com/xpresso')")
-    return PostgresStorage(settings.storage.dsn, pool_max=settings.storage.pool_max,
-                           timeout_s=settings.storage.busy_timeout_s)
+    s = settings.storage
+    return PostgresStorage(s.dsn, pool_max=s.pool_max, timeout_s=s.busy_timeout_s,
+                           statement_timeout_s=s.statement_timeout_s, connect_timeout_s=s.connect_timeout_s)
 
 
 @hookimpl

@@ -1,43 +1,70 @@
 """The circuit breaker that keeps a database outage from costing every request a wait."""
 from __future__ import annotations
 
+import logging
 import threading
-import time
-from typing import Callable, Optional
+from collections.abc import Callable
+
+log = logging.getLogger("xpresso_env.storage.postgres")
 
 
 class CircuitBreaker:
-    """Fail fast while the database is down. Closed: every attempt goes ahead. ``failed()`` opens
-    it: attempts are refused for ``interval_s``; then one attempt goes ahead (half-open) while the
-    others are still refused, and its outcome closes the breaker or opens it again."""
+    """Fail fast while the database is down. Closed: every attempt goes ahead. The first failure
+    (``failed()``) opens it: every attempt is refused at once, and a background thread runs
+    ``check`` every ``interval_s`` until it returns without raising, which closes it. No request
+    thread ever waits to find out whether the database is back. Any success (``succeeded()``: a
+    request that got its connection before the outage was noticed) closes it as well."""
 
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, interval_s: float, check: Callable[[], None]):
         self._interval_s = interval_s
-        self._clock = clock
+        self._check = check
         self._lock = threading.Lock()
-        self._open_until: Optional[float] = None  # None: closed
-        self._trying = False  # the half-open attempt is under way
+        self._open = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def admit(self) -> bool:
-        """Whether an attempt may go ahead now; each admitted one must end in succeeded() or failed()."""
-        if self._open_until is None:  # the common case, without the lock
-            return True
-        with self._lock:
-            if self._open_until is None:
-                return True
-            if self._trying or self._clock() < self._open_until:
-                return False
-            self._trying = True
-            return True
+        """Whether an attempt may go ahead now."""
+        return not self._open
 
     def succeeded(self) -> None:
-        if self._open_until is None and not self._trying:
-            return
-        with self._lock:
-            self._open_until = None
-            self._trying = False
+        if self._open:
+            with self._lock:
+                was_open, self._open = self._open, False
+            if was_open:
+                log.info("PostgreSQL reachable again")
 
-    def failed(self) -> None:
+    def failed(self, why: str = "") -> None:
         with self._lock:
-            self._open_until = self._clock() + self._interval_s
-            self._trying = False
+            if self._open or self._stop.is_set():
+                return
+            self._open = True
+            if self._thread is None:  # else the check loop is still running: it goes on
+                self._thread = threading.Thread(target=self._recover, name="xpresso-postgres-check", daemon=True)
+                self._thread.start()
+        log.warning("PostgreSQL unreachable%s: requests that need it answer 503; checking every %g s",
+                    f" ({why})" if why else "", self._interval_s)
+
+    def _recover(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._check()
+                reached = True
+            except Exception:  # noqa: BLE001 -- whatever the cause, still down: check again in interval_s
+                reached = False
+            with self._lock:
+                if reached or not self._open:
+                    was_open, self._open = self._open, False
+                    self._thread = None
+                    break
+        else:
+            return
+        if was_open:
+            log.info("PostgreSQL reachable again")
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(10)

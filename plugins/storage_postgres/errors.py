@@ -19,15 +19,14 @@ from .schema import NAME_INDEX
 INSTALL_HINT = "pip install 'xpresso-env[postgres]'"
 
 
-def psycopg_modules():
-    """psycopg and psycopg_pool, or a ConfigError naming what to install."""
+def psycopg_module():
+    """psycopg, or a ConfigError naming what to install."""
     try:
         import psycopg
-        import psycopg_pool
     except ImportError as exc:
-        raise ConfigError(f"storage.backend: the postgres backend needs psycopg 3 and psycopg_pool "
+        raise ConfigError(f"storage.backend: the postgres backend needs psycopg 3 "
                           f"({exc.name} is missing): {INSTALL_HINT}") from None
-    return psycopg, psycopg_pool
+    return psycopg
 
 
 def translate(exc: Exception) -> Exception:
@@ -43,7 +42,9 @@ def translate(exc: Exception) -> Exception:
         return SchemaOutdated()
     if isinstance(exc, (pe.LockNotAvailable, pe.DeadlockDetected, pe.SerializationFailure)):
         return StorageUnavailable("The database is busy, try again later.")
-    # Connection refused or lost, server shutting down, pool timeout (an OperationalError), pool closed.
+    if isinstance(exc, pe.QueryCanceled):  # statement_timeout (storage.statement_timeout_s)
+        return StorageUnavailable("The database took too long to answer, try again later.")
+    # Connection refused, lost or timed out, server shutting down.
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return StorageUnavailable("The database is unavailable, try again later.")
     first_line = (str(exc).strip().splitlines() or [""])[0]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from xpresso_env.core.errors import AlreadyExists, NameConflict, NotFound
 from xpresso_env.storage import Doc, Key
@@ -49,10 +49,12 @@ def _dumps(body: Any) -> str:
 
 
 class PostgresTx:
-    def __init__(self, conn: psycopg.Connection, writable: bool):
-        self._conn = conn
+    """``execute``: the connection's ``execute``, each statement bounded (``guard.StatementGuard``)."""
+
+    def __init__(self, execute: Callable[..., psycopg.Cursor], writable: bool):
+        self._execute = execute
         self._writable = writable
-        self.counters = TxCounters(COUNTERS, conn.execute)
+        self.counters = TxCounters(COUNTERS, execute)
 
     @staticmethod
     def _doc(row: tuple) -> Doc:
@@ -68,21 +70,21 @@ class PostgresTx:
     def _savepoint(self) -> Iterator[None]:
         # A failed statement would abort the whole transaction; rolling back to a savepoint keeps
         # it usable, so a caller may catch NameConflict and go on, as with the other backends.
-        self._conn.execute("SAVEPOINT xpresso_stmt")
+        self._execute("SAVEPOINT xpresso_stmt")
         try:
             yield
         except BaseException:
-            self._conn.execute("ROLLBACK TO SAVEPOINT xpresso_stmt")
-            self._conn.execute("RELEASE SAVEPOINT xpresso_stmt")
+            self._execute("ROLLBACK TO SAVEPOINT xpresso_stmt")
+            self._execute("RELEASE SAVEPOINT xpresso_stmt")
             raise
-        self._conn.execute("RELEASE SAVEPOINT xpresso_stmt")
+        self._execute("RELEASE SAVEPOINT xpresso_stmt")
 
     def get(self, kind: str, id: str, *, lock: bool = False) -> Optional[Doc]:
         sql = f"{_SELECT} WHERE d.kind = %s AND d.id = %s"
         if lock and self._writable:
             sql += " FOR UPDATE OF d"
         with translated():
-            row = self._conn.execute(sql, (kind, id)).fetchone()
+            row = self._execute(sql, (kind, id)).fetchone()
         return None if row is None else self._doc(row)
 
     @staticmethod
@@ -95,9 +97,9 @@ class PostgresTx:
 
     def insert(self, doc: Doc) -> None:
         with translated():
-            (inserted,) = self._conn.execute(_INSERT, self._params(doc)).fetchone()
+            (inserted,) = self._execute(_INSERT, self._params(doc)).fetchone()
             if not inserted:
-                taken = self._conn.execute("SELECT 1 FROM xpresso_docs WHERE kind = %s AND id = %s",
+                taken = self._execute("SELECT 1 FROM xpresso_docs WHERE kind = %s AND id = %s",
                                            (doc.kind, doc.id)).fetchone()
                 if taken:
                     raise AlreadyExists("A record with this id already exists.")
@@ -109,11 +111,11 @@ class PostgresTx:
         # Only a live name can be refused (the partial unique index): other updates need no savepoint.
         guard = self._savepoint() if doc.name is not None and not doc.deleted else nullcontext()
         with translated(), guard:
-            row = self._conn.execute(_UPDATE, params).fetchone()
+            row = self._execute(_UPDATE, params).fetchone()
             if row is None:
                 raise NotFound()
             if params["visible"]:
-                self._conn.execute("INSERT INTO xpresso_visibility (kind, id, grp) "
+                self._execute("INSERT INTO xpresso_visibility (kind, id, grp) "
                                    "SELECT %(kind)s, %(id)s, unnest(%(visible)s::text[])", params)
         old_group, old_visible = row
         self.counters.updated(doc, old_group, old_visible)
@@ -132,18 +134,18 @@ class PostgresTx:
                       WHERE s.kind = %(kind)s AND s.grp = %(group)s AND d.grp IS DISTINCT FROM %(group)s{live}
                       ORDER BY created, id"""
         with translated():
-            return [self._doc(r) for r in self._conn.execute(sql, params).fetchall()]
+            return [self._doc(r) for r in self._execute(sql, params).fetchall()]
 
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
         with translated():
-            row = self._conn.execute(
+            row = self._execute(
                 f"{_SELECT} WHERE d.kind = %s AND d.grp = %s AND d.name = %s AND NOT d.deleted",
                 (kind, group, name)).fetchone()
         return None if row is None else self._doc(row)
 
     def purge(self, kind: str, id: str) -> bool:
         with translated():
-            row = self._conn.execute(
+            row = self._execute(
                 """WITH gone AS (DELETE FROM xpresso_docs WHERE kind = %s AND id = %s RETURNING grp),
                         vis AS (DELETE FROM xpresso_visibility WHERE kind = %s AND id = %s RETURNING grp)
                    SELECT (SELECT grp FROM gone), (SELECT count(*) FROM gone), ARRAY(SELECT grp FROM vis)""",

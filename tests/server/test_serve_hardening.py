@@ -112,9 +112,15 @@ def test_serve_waits_for_a_database_that_is_not_up_yet(tmp_path):
                 log = server.log()
                 assert f"storage postgres at {dsn} not reachable (" in log and "retrying in 2 s" in log, log
                 assert "serving on" not in log and server.proc.poll() is None
+                # meanwhile it answers, never silence: 503 where storage is needed (CONTRACT §16)
+                r = requests.get(f"{server.url}/api/v2/health", timeout=5)
+                assert r.status_code == 503 and "detail" in r.json(), r.text
+                assert requests.get(f"{server.url}/api/v2/openapi.json", timeout=5).status_code == 200
                 _allow_connections(db, True)
-                r = requests.get(f"{server.url}/api/v2/health", timeout=20)
-                assert r.status_code == 200, r.text
+                deadline = time.monotonic() + 20
+                while (r := requests.get(f"{server.url}/api/v2/health", timeout=5)).status_code != 200:
+                    assert time.monotonic() < deadline, r.text
+                    time.sleep(0.2)
                 assert "serving on" in server.log() and "Traceback" not in server.log()
         finally:
             _allow_connections(db, True)

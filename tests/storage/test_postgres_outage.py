@@ -11,6 +11,7 @@ import time
 
 import pytest
 from xpresso_env_plugins.storage_postgres import CircuitBreaker
+from xpresso_env_plugins.storage_postgres.errors import translated
 
 from xpresso_env.core.codec import to_doc
 from xpresso_env.core.errors import StorageUnavailable
@@ -190,40 +191,114 @@ def test_backend_starts_while_the_database_is_down(pg_dsn):
             b.close()
 
 
-class FakeClock:
+class Database:
+    """The breaker's check, against a database that is down until ``up`` is set."""
+
     def __init__(self) -> None:
-        self.now = 100.0
+        self.up = threading.Event()
+        self.checks = 0
 
-    def __call__(self) -> float:
-        return self.now
+    def check(self) -> None:
+        self.checks += 1
+        if not self.up.is_set():
+            raise OSError("connection refused")
 
 
-def test_breaker_refuses_for_the_interval_then_lets_one_attempt_through():
-    clock = FakeClock()
-    breaker = CircuitBreaker(1.5, clock)
-    assert breaker.admit() and breaker.admit()  # closed: everything goes ahead
-    breaker.succeeded()
-    breaker.failed()
-    assert not breaker.admit()
-    clock.now += 1.4
-    assert not breaker.admit()  # still within the interval
-    clock.now += 0.2
-    assert breaker.admit()  # half-open: one attempt...
-    assert not breaker.admit() and not breaker.admit()  # ...and only one, while it is under way
-    breaker.failed()  # it failed: open again for a whole interval
-    clock.now += 1.0
-    assert not breaker.admit()
-    clock.now += 0.6
-    assert breaker.admit()
-    breaker.succeeded()  # it worked: closed
-    assert breaker.admit() and breaker.admit()
+def test_breaker_refuses_until_its_background_check_reaches_the_database():
+    db = Database()
+    breaker = CircuitBreaker(0.05, db.check)
+    try:
+        assert breaker.admit() and breaker.admit()  # closed: everything goes ahead
+        breaker.failed("refused")
+        t0 = time.monotonic()
+        while db.checks < 3:  # the check runs in the background, every interval
+            assert not breaker.admit()  # and no request waits for it
+            assert time.monotonic() - t0 < 5
+            time.sleep(0.01)
+        db.up.set()
+        while not breaker.admit():
+            assert time.monotonic() - t0 < 5
+            time.sleep(0.01)
+        checks = db.checks
+        time.sleep(0.2)
+        assert db.checks == checks  # closed: no more checks
+        breaker.failed("refused again")  # a new outage starts a new check loop
+        assert not breaker.admit()
+        while not breaker.admit():
+            assert time.monotonic() - t0 < 5
+            time.sleep(0.01)
+    finally:
+        breaker.close()
 
 
 def test_breaker_closed_by_any_success():
     # A request that got its connection before the outage was noticed closes it as well.
-    clock = FakeClock()
-    breaker = CircuitBreaker(1.0, clock)
-    breaker.failed()
-    assert not breaker.admit()
-    breaker.succeeded()
-    assert breaker.admit()
+    breaker = CircuitBreaker(60.0, Database().check)
+    try:
+        breaker.failed()
+        assert not breaker.admit()
+        breaker.succeeded()
+        assert breaker.admit()
+    finally:
+        breaker.close()
+
+
+def test_a_slow_statement_is_ended_by_the_server_and_the_database_stays_in_use(pg_dsn):
+    # storage.statement_timeout_s on a database that runs: the server cancels the statement (a 503
+    # saying so), the connection stays usable and the breaker stays closed.
+    b = open_backend({"storage": {"backend": "postgres", "dsn": pg_dsn, "statement_timeout_s": 0.5}})
+    try:
+        b.init()
+        insert(b, make_harness(1))
+        t0 = time.monotonic()
+        with pytest.raises(StorageUnavailable, match="took too long"):
+            with b.read() as tx, translated():
+                tx._execute("SELECT pg_sleep(3)")  # no API statement is this slow: a stand-in for one
+        assert time.monotonic() - t0 < 0.5 + 1.0
+        t0 = time.monotonic()
+        assert read_one(b) is not None  # at once: no breaker opened, the connection reused
+        assert time.monotonic() - t0 < INSTANT_S
+    finally:
+        b.close()
+
+
+HUNG_BOUND_S = 1.0 + 0.5 + 1.5  # statement_timeout_s, the guard's margin, a busy machine's margin
+
+
+@pytest.mark.slow
+def test_hung_database_cuts_statements_within_the_bound_then_recovers(private_postgres):
+    # SIGSTOP: the server neither answers nor cancels anything; its kernel still acknowledges, so
+    # only the client-side guard ends the wait (CONTRACT §16).
+    dsn = private_postgres.create_database("xpresso")
+    b = open_backend({"storage": {"backend": "postgres", "dsn": dsn, "statement_timeout_s": 1.0, "pool_max": 4}})
+    try:
+        b.init()
+        insert(b, make_harness(1))
+        fill_pool(b, 4)  # idle connections: each request finds one and sends its statement
+        private_postgres.pause()
+        outcomes: list = []
+
+        def request() -> None:
+            t0 = time.monotonic()
+            try:
+                read_one(b)
+                outcomes.append(("answered", time.monotonic() - t0))
+            except StorageUnavailable as exc:
+                outcomes.append((exc.detail, time.monotonic() - t0))
+
+        threads = [threading.Thread(target=request) for _ in range(8)]  # more than the pool
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(outcomes) == 8 and all(took < HUNG_BOUND_S for _, took in outcomes), outcomes
+        assert any("did not answer within 1.5 s" in why for why, _ in outcomes), outcomes
+        assert all(why != "answered" for why, _ in outcomes), outcomes
+        took = [attempt(op, b) for op in ("read", "write", "version")]  # the breaker is open: at once
+        assert max(took) < INSTANT_S, took
+        private_postgres.resume()
+        assert wait_until_served(b) < RECOVER_S
+        insert(b, make_harness(2))
+    finally:
+        private_postgres.resume()
+        b.close()

@@ -8,13 +8,15 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import signal
 import sys
-import time
-from typing import TYPE_CHECKING, Callable
+import threading
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ..config import ServerSettings, Settings
 from ..core.errors import ConfigError, StorageUnavailable
+from ..http.lanes import LaneDispatcher, StartupGate
 from ..http.server import waitress_options
 from ..runtime.redact import redact
 from .admin import opened
@@ -84,22 +86,78 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     _raise_open_files_limit(s.connection_limit + FD_HEADROOM)
     ctx = build_context(settings, check_schema=False, role=Role.SERVE)
+    gate = StartupGate(create_wsgi_app(ctx))
+    starting = _Start(ctx, gate, redact(settings.storage.dsn or ""))
     try:
         # Bind first: a port in use is reported before anything else happens.
-        server = _listen(create_wsgi_app(ctx), s)
+        server = _listen(gate, s)
         try:
             # waitress ignores SIGTERM; turn it into a clean exit so running builds are handed back.
             signal.signal(signal.SIGTERM, _exit_on_signal)
-            _wait_for_storage(ctx.storage, redact(settings.storage.dsn or ""))
-            ctx.start()
-            log.info("xpresso-env serving on http://%s:%s/ (storage %s, %s threads, at most %s connections)",
-                     s.host, s.port, settings.storage.backend, s.threads, s.connection_limit)
-            server.run()
+            # An unreachable storage is waited for while serving: 503s meanwhile, never silence.
+            starting.begin(lambda: log.info(
+                "xpresso-env serving on http://%s:%s/ (storage %s, %s threads, at most %s connections)",
+                s.host, s.port, settings.storage.backend, s.threads, s.connection_limit))
+            try:
+                server.run()
+            except SystemExit:
+                starting.raise_failure()  # the storage came back with an outdated schema
+                raise
         finally:
             server.close()
     finally:
+        starting.stop()
         ctx.close()
     return 0
+
+
+class _Start:
+    """``serve``'s start once its storage answers: at once when it does, else from a thread that
+    retries (logging each retry) while the server answers 503 (``StartupGate``)."""
+
+    def __init__(self, ctx, gate: StartupGate, where: str):
+        self._ctx = ctx
+        self._gate = gate
+        self._where = where
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # start and stop never overlap
+        self._failure: Optional[BaseException] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def begin(self, announce: Callable[[], None]) -> None:
+        """``announce``: logs that the server serves, once it does."""
+        if _wait_for_storage(self._ctx.storage, self._where, self._stop, tries=1):
+            self._start(announce)
+            return
+        self._thread = threading.Thread(target=self._wait_then_start, args=(announce,), name="xpresso-start",
+                                        daemon=True)
+        self._thread.start()
+
+    def _start(self, announce: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._stop.is_set():
+                self._ctx.start()
+                self._gate.open()
+                announce()
+
+    def _wait_then_start(self, announce: Callable[[], None]) -> None:
+        try:
+            if not self._stop.wait(STORAGE_RETRY_S) and _wait_for_storage(self._ctx.storage, self._where, self._stop):
+                self._start(announce)
+        except BaseException as exc:  # SchemaOutdated: stop serving, as at start-up
+            self._failure = exc
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            pass
+        if self._thread is not None:
+            self._thread.join(10)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -128,32 +186,42 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 # -- what running needs: listening, the storage, the open-files limit, signals -----------------
 
 def _listen(app: Callable, s: ServerSettings):
-    """The waitress server, bound and listening; a ConfigError naming the address if it cannot."""
+    """The waitress server, bound and listening; a ConfigError naming the address if it cannot.
+    Storage-free routes have threads of their own (``http.lanes``)."""
     import waitress
 
+    lanes = LaneDispatcher()
+    lanes.set_thread_count(s.threads)
     try:
-        return waitress.create_server(app, **waitress_options(s))
+        return waitress.create_server(app, _dispatcher=lanes, **waitress_options(s))
     except OSError as exc:
+        lanes.shutdown()
         reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
         raise ConfigError(f"cannot listen on {s.host}:{s.port}: {reason}; "
                           f"choose another port with --port (or address with --host)") from None
 
 
-def _wait_for_storage(storage: "StorageBackend", where: str) -> None:
-    """Return once the storage answers with the schema this code needs. An unreachable storage
-    (a database still starting) is retried for as long as it takes; an outdated schema stops
-    at once (SchemaOutdated: a person must run `init`)."""
+def _wait_for_storage(storage: "StorageBackend", where: str, stop: Optional[threading.Event] = None,
+                      tries: Optional[int] = None) -> bool:
+    """Return True once the storage answers with the schema this code needs. An unreachable
+    storage (a database still starting) is retried every STORAGE_RETRY_S, each retry logged, for
+    as long as it takes (or ``tries`` times: False); False as well once ``stop`` is set. An
+    outdated schema stops at once (SchemaOutdated: a person must run `init`)."""
     from ..storage import check_ready
 
+    stop = stop or threading.Event()
+    attempt = 0
     while True:
         try:
             check_ready(storage)
-            return
+            return True
         except StorageUnavailable as exc:
+            attempt += 1
             at = f" at {where}" if where else ""
             log.warning("storage %s%s not reachable (%s): retrying in %g s", storage.name, at, exc.detail,
                         STORAGE_RETRY_S)
-            time.sleep(STORAGE_RETRY_S)
+            if (tries is not None and attempt >= tries) or stop.wait(STORAGE_RETRY_S):
+                return False
 
 
 def _raise_open_files_limit(wanted: int) -> None:

@@ -16,6 +16,7 @@ process, and each must report only its own numbers.
 """
 from __future__ import annotations
 
+import threading
 from typing import Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -111,6 +112,9 @@ class PrometheusMetrics:
         return encoder(self.registry), content_type
 
 
+STORAGE_WAIT_S = 1.0  # the longest a scrape waits for the shared-state gauges
+
+
 class StorageGauges:
     """The shared-state gauges, read from storage on each scrape: one read transaction, three
     queries. A store that cannot be read gives ``xpresso_metrics_storage_up 0`` instead of the
@@ -119,21 +123,46 @@ class StorageGauges:
     def __init__(self, storage: StorageBackend, lease_clock: Clock = utcnow):
         self._storage = storage
         self._lease_clock = lease_clock
+        # CONTRACT §16, /metrics keeps answering while the database hangs: the read runs in a
+        # thread of its own and a scrape waits for it at most STORAGE_WAIT_S; one read at a time,
+        # so a hung database holds one such thread however often it is scraped.
+        self._reading = threading.Lock()
 
     def describe(self) -> list[Metric]:
         return []  # nothing to check at registration (and no storage read before `init`)
 
+    def _read(self) -> Optional[tuple[list[dict], dict[str, list[dict]]]]:
+        """(images, records), or None: storage did not answer, or not within STORAGE_WAIT_S."""
+        if not self._reading.acquire(blocking=False):
+            return None  # a read that has not finished yet
+        result: list = []
+        done = threading.Event()
+
+        def read() -> None:
+            try:
+                with self._storage.read() as tx:
+                    images = [d.body for d in tx.query(Image.KIND, include_deleted=False)]
+                    result.append((images, {kind: [d.body for d in tx.query(kind, include_deleted=False)]
+                                            for kind in RECORD_KINDS}))
+            except XpressoError:
+                pass
+            finally:
+                self._reading.release()
+                done.set()
+
+        threading.Thread(target=read, name="xpresso-metrics-read", daemon=True).start()
+        done.wait(STORAGE_WAIT_S)
+        return result[0] if result else None
+
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("xpresso_metrics_storage_up",
                                "1 when this scrape could read the shared-state gauges from storage")
-        try:
-            with self._storage.read() as tx:
-                images = [d.body for d in tx.query(Image.KIND, include_deleted=False)]
-                records = {kind: [d.body for d in tx.query(kind, include_deleted=False)] for kind in RECORD_KINDS}
-        except XpressoError:
+        read = self._read()
+        if read is None:
             up.add_metric([], 0)
             yield up
             return
+        images, records = read
         up.add_metric([], 1)
         yield up
         yield from self._builds(images)
