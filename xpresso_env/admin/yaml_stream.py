@@ -1,0 +1,122 @@
+"""The export file's YAML, written and read one item at a time, so neither side holds the file.
+
+Writing: each stored document is one line, a YAML flow mapping in JSON's syntax (YAML reads it;
+``json`` writes it some twenty times faster than PyYAML's emitter), with the characters YAML does
+not take raw escaped. Reading: libyaml's parser gives events; each item of a list or a mapping is
+composed and constructed alone, so a file of any size is read in the memory of its largest item.
+Files written by earlier versions (block style, one ``yaml.dump`` of the whole) read the same way.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import IO, Any, Iterator
+
+import yaml
+from yaml import events
+from yaml.composer import Composer
+
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_LoaderBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+# Characters JSON leaves raw that YAML refuses (non-printable) or reads as a line break (U+0085,
+# U+2028, U+2029); both read the \\uXXXX escape the same way.
+_NOT_YAML = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
+# A float JSON writes as 1e-05 is a string to YAML 1.1, which wants a dot: 1.0e-05. Strings are
+# matched first so that text inside them is left alone.
+_MAYBE_EXPONENT = re.compile(r"\d[eE][-+]\d")
+_EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\d.])(-?\d+)([eE][-+]\d+)')
+
+
+def _escape(match: re.Match) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _dot(match: re.Match) -> str:
+    return match.group(0) if match.group(1) is None else f"{match.group(1)}.0{match.group(2)}"
+
+
+def flow(value: Any) -> str:
+    """``value`` (JSON-able: what a stored body holds) as one line of YAML flow style."""
+    text = _encode(value)
+    if _NOT_YAML.search(text):
+        text = _NOT_YAML.sub(_escape, text)
+    if _MAYBE_EXPONENT.search(text):
+        text = _EXPONENT.sub(_dot, text)
+    return text
+
+
+def block(value: Any, indent: int) -> str:
+    """``value`` as PyYAML writes it, indented: for what ``flow`` cannot write (NaN)."""
+    text = yaml.dump(value, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    pad = " " * indent
+    # Empty lines stay empty: inside a scalar, extra spaces there would become content.
+    return "".join(pad + line if line.strip("\n") else line for line in text.splitlines(keepends=True))
+
+
+def item(value: Any, indent: int = 2) -> str:
+    """One item of a block sequence at ``indent``."""
+    try:
+        return f"{' ' * indent}- {flow(value)}\n"
+    except ValueError:  # NaN or infinity: JSON has no spelling for them, YAML has
+        return block([value], indent)
+
+
+def entry(key: str, value: str | bytes, indent: int = 2) -> str:
+    """One ``key: text`` line of a block mapping at ``indent``; bytes as ``!!binary``."""
+    if isinstance(value, bytes):
+        return f'{" " * indent}{flow(key)}: !!binary "{base64.b64encode(value).decode("ascii")}"\n'
+    return f"{' ' * indent}{flow(key)}: {flow(value)}\n"
+
+
+def header(fields: dict[str, Any]) -> str:
+    return yaml.dump(fields, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+class _StreamLoader(_LoaderBase, Composer):  # type: ignore[misc, valid-type]
+    """libyaml's parser (when installed) with PyYAML's composer, which composes one node at a time
+    (libyaml's own composes only whole documents)."""
+
+
+class YamlStream:
+    """Walks a YAML file's events: the caller steps into mappings and sequences and takes their
+    items one at a time. yaml.YAMLError on a file that is not YAML."""
+
+    def __init__(self, fh: IO[str]):
+        self._loader = _StreamLoader(fh)
+        self._loader.anchors = {}  # kept across items: an alias may name an earlier item's anchor
+
+    def at(self, *kinds: type) -> bool:
+        return self._loader.check_event(*kinds)
+
+    def take(self, kind: type) -> events.Event:
+        if not self._loader.check_event(kind):
+            event = self._loader.peek_event()
+            raise yaml.YAMLError(f"expected {kind.__name__[:-5].lower()}, found {type(event).__name__[:-5].lower()} "
+                                 f"at line {event.start_mark.line + 1}")
+        return self._loader.get_event()
+
+    def value(self) -> Any:
+        """The next node, composed and constructed whole."""
+        node = self._loader.compose_node(None, None)
+        return self._loader.construct_document(node)
+
+    def sequence(self) -> Iterator[Any]:
+        """The items of the sequence that starts here, one at a time."""
+        self.take(events.SequenceStartEvent)
+        while not self.at(events.SequenceEndEvent):
+            yield self.value()
+        self.take(events.SequenceEndEvent)
+
+    def mapping(self) -> Iterator[Any]:
+        """The keys of the mapping that starts here, one at a time: the caller reads each key's
+        value (``value``, ``sequence``, ``mapping``) before asking for the next key."""
+        self.take(events.MappingStartEvent)
+        while not self.at(events.MappingEndEvent):
+            yield self.value()
+        self.take(events.MappingEndEvent)
+
+    def close(self) -> None:
+        self._loader.dispose()
