@@ -124,9 +124,8 @@ def export_file(storage: StorageBackend, path: str | Path, clock: Clock, paths: 
     tmp = temp_beside(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with open(fd, "w", encoding="utf-8", buffering=1 << 20) as out:
-            with storage.read() as tx:  # one snapshot
-                report = write_export(storage, tx, out, clock, paths, with_deliveries)
+        with open(fd, "w", encoding="utf-8", buffering=1 << 20) as out, storage.read() as tx:  # one snapshot
+            report = write_export(storage, tx, out, clock, paths, with_deliveries)
         publish(tmp, path)
     except OSError as exc:
         discard(tmp)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 import yaml
 from yaml import events
