@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+from yaml import events
 
 from ..builds.files import ImagePaths
 from ..builds.log import BuildLogStore
@@ -174,9 +175,7 @@ class _Import:
         if self.fields.get("format") != FORMAT:
             raise BadRequest(f"not an xpresso-env export (expected format: {FORMAT})")
 
-    def document(self, kind: Any, i: int, item: Any) -> None:
-        if kind not in self.counts:
-            raise BadRequest(f"unknown kind(s) in the export: {kind}")
+    def document(self, kind: str, i: int, item: Any) -> None:
         doc = _doc_in(kind, item, f"kinds.{kind}[{i}]")
         if self.tx.get(kind, doc.id) is None:
             self.tx.insert(doc)
@@ -204,8 +203,6 @@ class _Import:
 
 def _read_into(stream: yaml_stream.YamlStream, into: _Import) -> None:
     """The file's one document, a mapping: each record and each log handed over as it is read."""
-    from yaml import events
-
     stream.take(events.StreamStartEvent)
     if stream.at(events.StreamEndEvent):
         raise BadRequest(f"not an xpresso-env export (expected format: {FORMAT})")
