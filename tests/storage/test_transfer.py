@@ -270,3 +270,35 @@ def test_a_bad_file_changes_nothing(tmp_path, text, message):
     assert message in caught.value.detail
     assert _everything(ctx)["group"] == []
     ctx.close()
+
+
+def test_both_readers_read_an_export_alike_and_a_hand_edit_falls_back(tmp_path):
+    # An export is read a line at a time (json); any other layout as YAML events. Both give the
+    # same store, and a file edited by hand (here a comment) is read as YAML, all of it again.
+    from xpresso_env.admin.transfer import import_stream, read_yaml
+    from xpresso_env.storage import Doc
+
+    source = _ctx(make_settings(tmp_path / "src", "sqlite"))
+    with source.storage.write() as tx:
+        for i, value in enumerate(ODD_VALUES):
+            tx.insert(Doc(kind="history", id=f"h{i:03d}", group="r", name=None, deleted=bool(i % 2),
+                          created="2024-01-01T00:00:00.000000Z", body={"value": value}, visible=("x",) * (i % 3 == 0)))
+    file = tmp_path / "all.yaml"
+    export_file(source.storage, file, source.clock, ImagePaths.from_settings(source.settings))
+    stores = []
+    for name, read in (("lines", yaml_stream.read_lines), ("yaml", read_yaml)):
+        ctx = _ctx(make_settings(tmp_path / name, "sqlite"))
+        with open(file, encoding="utf-8") as fh:
+            import_stream(ctx.storage, fh, ImagePaths.from_settings(ctx.settings), read)
+        stores.append(_everything(ctx))
+        ctx.close()
+    assert stores[0] == stores[1] == _everything(source)
+    with open(file, "a", encoding="utf-8") as fh:
+        fh.write("# checked by hand\n")
+    with open(file, encoding="utf-8") as fh, pytest.raises(yaml_stream.NotLines):
+        yaml_stream.read_lines(fh, yaml_stream.LineSink())
+    ctx = _ctx(make_settings(tmp_path / "edited", "sqlite"))
+    import_file(ctx.storage, file, ImagePaths.from_settings(ctx.settings))
+    assert _everything(ctx) == stores[0]
+    ctx.close()
+    source.close()

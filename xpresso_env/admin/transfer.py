@@ -8,8 +8,9 @@ of earlier versions: the export carries each image's whole log under ``logs`` (t
 the same transaction as the records. The token secret is not in the file (see README).
 
 Both directions stream (CONTRACT §16): ``export`` reads each kind in pages (``Tx.scan``) inside
-one read transaction and writes each document as it comes, ``import`` reads the file an item at a
-time (``yaml_stream.py``) and writes it in one write transaction; memory stays flat whatever the
+one read transaction and writes each document as it comes (one line each), ``import`` reads the
+file a line at a time, or for any other YAML layout (earlier versions) an item at a time
+(``yaml_stream.py``), and writes it in one write transaction; memory stays flat whatever the
 store's size (one build log is held at a time). The operational rows (webhook deliveries, their
 outbox and queues) are left out unless asked for: they are the bulk of a busy store and mean
 nothing without the process that delivers them. Probe state (claims included) is never exported.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -175,6 +177,16 @@ class _Import:
         if self.fields.get("format") != FORMAT:
             raise BadRequest(f"not an xpresso-env export (expected format: {FORMAT})")
 
+    def section(self, name: str) -> None:
+        """``kinds`` or ``logs`` starts."""
+        self.require_header()
+        if name == "kinds":
+            self.fields[name] = True
+
+    def kind(self, name: Any) -> None:
+        if name not in self.counts:
+            raise BadRequest(f"unknown kind(s) in the export: {name}")
+
     def document(self, kind: str, i: int, item: Any) -> None:
         doc = _doc_in(kind, item, f"kinds.{kind}[{i}]")
         if self.tx.get(kind, doc.id) is None:
@@ -211,11 +223,9 @@ def _read_into(stream: yaml_stream.YamlStream, into: _Import) -> None:
         raise BadRequest(f"not an xpresso-env export (expected format: {FORMAT})")
     for key in stream.mapping():
         if key == "kinds" and stream.at(events.MappingStartEvent):
-            into.require_header()
-            into.fields[key] = True
+            into.section(key)
             for kind in stream.mapping():
-                if kind not in into.counts:
-                    raise BadRequest(f"unknown kind(s) in the export: {kind}")
+                into.kind(kind)
                 if not stream.at(events.SequenceStartEvent):
                     if stream.value() is not None:
                         raise BadRequest(f"kinds.{kind} must be a list")
@@ -226,7 +236,7 @@ def _read_into(stream: yaml_stream.YamlStream, into: _Import) -> None:
             if stream.value() is not None:
                 raise BadRequest("the export has no kinds")
         elif key == "logs" and stream.at(events.MappingStartEvent):
-            into.require_header()
+            into.section(key)
             for image_id in stream.mapping():
                 into.log(image_id, stream.value())
         elif key == "logs":
@@ -239,23 +249,33 @@ def _read_into(stream: yaml_stream.YamlStream, into: _Import) -> None:
         raise BadRequest("expected a single document in the export, found more")
 
 
-def import_stream(storage: StorageBackend, fh: IO[str], paths: ImagePaths) -> TransferReport:
-    """Insert (or replace, by id) every document, and each build log as chunks, as the file is
-    read, in one write transaction: all or nothing."""
+def read_yaml(fh: IO[str], into: _Import) -> None:
+    """Any YAML layout of the export (earlier versions' block style, hand edits), event by event."""
     stream = yaml_stream.YamlStream(fh)
     try:
-        with storage.write() as tx:
-            into = _Import(storage, tx, paths)
-            _read_into(stream, into)
-            return into.finish()
+        _read_into(stream, into)
     finally:
         stream.close()
+
+
+def import_stream(storage: StorageBackend, fh: IO[str], paths: ImagePaths,
+                  read: Callable[[IO[str], Any], None] = read_yaml) -> TransferReport:
+    """Insert (or replace, by id) every document, and each build log as chunks, as ``read``
+    reads the file, in one write transaction: all or nothing."""
+    with storage.write() as tx:
+        into = _Import(storage, tx, paths)
+        read(fh, into)
+        return into.finish()
 
 
 def import_file(storage: StorageBackend, path: str | Path, paths: ImagePaths) -> TransferReport:
     try:
         with open(path, encoding="utf-8") as fh:
-            return import_stream(storage, fh, paths)
+            try:  # the layout export writes, line by line; anything else (rolled back) as YAML
+                return import_stream(storage, fh, paths, yaml_stream.read_lines)
+            except yaml_stream.NotLines:
+                fh.seek(0)
+                return import_stream(storage, fh, paths, read_yaml)
     except OSError as exc:
         raise BadRequest(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
