@@ -2,9 +2,11 @@
 
 Writing: each stored document is one line, a YAML flow mapping in JSON's syntax (YAML reads it;
 ``json`` writes it some twenty times faster than PyYAML's emitter), with the characters YAML does
-not take raw escaped. Reading: libyaml's parser gives events; each item of a list or a mapping is
-composed and constructed alone, so a file of any size is read in the memory of its largest item.
-Files written by earlier versions (block style, one ``yaml.dump`` of the whole) read the same way.
+not take raw escaped. Reading: a file laid out that way is read a line at a time, each item with
+``json`` (``read_lines``); any other layout — files of earlier versions (block style, one
+``yaml.dump`` of the whole), hand edits — through libyaml's parser events, each item of a list or
+a mapping composed and constructed alone (``YamlStream``). Either way a file of any size is read
+in the memory of its largest item.
 """
 from __future__ import annotations
 
