@@ -136,6 +136,21 @@ class PostgresTx:
         with translated():
             return [self._doc(r) for r in self._execute(sql, params).fetchall()]
 
+    def scan(self, kind: str, *, page: int = 500) -> Iterator[Doc]:
+        # Keyset pages on the primary key (kind, id): one index range read a page, in this
+        # transaction's snapshot, with no cursor left open between pages.
+        last: Optional[str] = None
+        while True:
+            after = "" if last is None else " AND d.id > %(last)s"
+            sql = f"{_SELECT_MANY} WHERE d.kind = %(kind)s{after} ORDER BY d.id LIMIT %(page)s"
+            with translated():
+                rows = self._execute(sql, {"kind": kind, "last": last, "page": page}).fetchall()
+            for r in rows:
+                yield self._doc(r)
+            if len(rows) < page:
+                return
+            last = rows[-1][1]
+
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
         with translated():
             row = self._execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from functools import wraps
-from typing import Callable, Optional, Sequence, TypeVar
+from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
 from xpresso_env.core.errors import (
     AlreadyExists,
@@ -188,6 +188,27 @@ class SQLiteTx:
         # Every kind may carry visible groups (the codec only sets them on images, the contract allows all).
         extra = self._visible_of(kind, None if group is None else [r[1] for r in rows])
         return [self._doc(r, tuple(extra.get(r[1], ()))) for r in rows]
+
+    def scan(self, kind: str, *, page: int = 500) -> Iterator[Doc]:
+        # Keyset pages on the primary key (kind, id): each page is one index range read, and no
+        # statement stays open between pages (the caller reads other documents meanwhile).
+        last: Optional[str] = None
+        while True:
+            try:
+                if last is None:
+                    rows = self._execute(f"SELECT {_COLUMNS} FROM docs WHERE kind = ? ORDER BY id LIMIT ?",
+                                         (kind, page)).fetchall()
+                else:
+                    rows = self._execute(f"SELECT {_COLUMNS} FROM docs WHERE kind = ? AND id > ? ORDER BY id LIMIT ?",
+                                         (kind, last, page)).fetchall()
+                extra = self._visible_of(kind, [r[1] for r in rows])
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
+            for r in rows:
+                yield self._doc(r, tuple(extra.get(r[1], ())))
+            if len(rows) < page:
+                return
+            last = rows[-1][1]
 
     def _visible_of(self, kind: str, ids: Optional[list[str]]) -> dict[str, list[str]]:
         """Visible groups by id: of the given ids only (a group's list must not read the whole

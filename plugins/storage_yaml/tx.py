@@ -5,7 +5,7 @@ copy: callers may change what they hold, the snapshot never changes with it.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from xpresso_env.core.errors import AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError
 from xpresso_env.storage import Doc, Key
@@ -118,6 +118,10 @@ class YamlTx:
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
         doc = self._live_named(kind, group, name)
         return None if doc is None else _copy(doc)
+
+    def scan(self, kind: str, *, page: int = 500) -> Iterator[Doc]:
+        # The whole store is in memory already (the YAML file is read whole): no pages to save.
+        return iter(sorted(self.query(kind), key=lambda d: d.id))
 
     def query(self, kind: str, group: Optional[str] = None, *, include_deleted: bool = True) -> list[Doc]:
         table = self._state.table(kind)

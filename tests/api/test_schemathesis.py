@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import World, make_settings
 from tests.git_repo import hello_polaris
-from xpresso_env.admin.transfer import export_data, import_data
+from xpresso_env.admin.transfer import export_file, import_file
 from xpresso_env.app import AppContext, build_context, create_app
 from xpresso_env.builds.files import ImagePaths
 from xpresso_env.builds.idempotency import KEY_RE as IDEMPOTENCY_KEY_RE
@@ -252,7 +252,9 @@ class ExampleStores:
         self._pm = seeded.pm
         self._settings = settings
         self._folder = folder
-        self._documents = export_data(seeded.storage, seeded.clock, ImagePaths.from_settings(settings))
+        self._documents = folder / "seeded.yaml"
+        export_file(seeded.storage, self._documents, seeded.clock, ImagePaths.from_settings(settings),
+                    with_deliveries=True)
         self._numbers = itertools.count(1)
 
     def new(self) -> AppContext:
@@ -260,7 +262,7 @@ class ExampleStores:
         s = replace(self._settings, storage=replace(self._settings.storage, path=str(path)))
         ctx = build_context(s, pm=self._pm, check_schema=False, new_id=_ids_in_creation_order(), poll_s=0.1)
         ctx.storage.init()
-        import_data(ctx.storage, self._documents, ImagePaths.from_settings(s))
+        import_file(ctx.storage, self._documents, ImagePaths.from_settings(s))
         ctx.start()
         return ctx
 

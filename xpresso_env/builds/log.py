@@ -278,6 +278,16 @@ class BuildLogStore:
             data, _, stored = self._read(tx, image_id, offset, limit)
         return data if stored else self._legacy(image_id, offset, limit)
 
+    def read_in(self, tx: Tx, image_id: str) -> Optional[bytes]:
+        """The whole log read in the caller's transaction (export: the records' snapshot), or
+        None when the image has none."""
+        image_id = str(image_id)
+        data, _, stored = self._read(tx, image_id, 0, None)
+        if stored:
+            return data
+        path = self.legacy_path(image_id)
+        return self._legacy(image_id) if path is not None and path.is_file() else None
+
     def exists(self, image_id: str) -> bool:
         with self.storage.read() as tx:
             if self._get(tx, str(image_id), 0) is not None:

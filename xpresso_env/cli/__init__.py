@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write everything in storage, and the build logs, to a YAML file "
                                       "(ids and times kept)")
     p.add_argument("file")
+    p.add_argument("--with-deliveries", action="store_true",
+                   help="also export webhook deliveries and the outbox still to deliver (left out by default)")
     p.set_defaults(handler=cmd_export)
     p = sub.add_parser("import", help="load a file written by `export` into this storage (all or nothing)")
     p.add_argument("file")

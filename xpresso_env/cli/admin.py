@@ -132,7 +132,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from ..builds.files import ImagePaths
 
     with opened(settings, images=False) as ctx:
-        report = export_file(ctx.storage, args.file, ctx.clock, ImagePaths.from_settings(settings))
+        report = export_file(ctx.storage, args.file, ctx.clock, ImagePaths.from_settings(settings),
+                             with_deliveries=args.with_deliveries)
     print(f"exported {report} from {settings.storage.backend} to {args.file}")
     return 0
 

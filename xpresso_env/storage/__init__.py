@@ -8,7 +8,7 @@ The documents interface (every storage plugin implements all of it)
 ---------------------------------------------------------------------
 ``StorageBackend``: the attributes ``name`` and ``schema_version``, and the methods ``init``,
 ``current_version``, ``read``, ``write`` and ``close``. ``read()`` and ``write()`` give a ``Tx``
-with the methods ``get``, ``insert``, ``update``, ``query``, ``find_name`` and ``purge`` (the one hard
+with the methods ``get``, ``insert``, ``update``, ``query``, ``scan``, ``find_name`` and ``purge`` (the one hard
 delete: swept history, finished webhook outbox entries). A plugin announces
 its backend with a ``StorageBackendInfo`` from the ``xpresso_storage_backends`` hook;
 ``xpresso_env.testing.memory_storage`` is the smallest such plugin. The contract:
@@ -24,6 +24,9 @@ its backend with a ``StorageBackendInfo`` from the ``xpresso_storage_backends`` 
   transaction usable.
 * ``query`` returns documents ordered by (created, id). With a group, it returns those owned by
   the group or listing it in ``visible``.
+* ``scan`` yields every document of a kind ordered by id (code point order), a page at a time:
+  what it holds in memory is a page, however many documents the kind has (``export``). It reads
+  the transaction's snapshot, so it is used before the transaction ends.
 * An unreachable backend raises ``StorageUnavailable``; a backend error never leaks as anything
   but a ``xpresso_env.core.errors`` exception.
 
@@ -62,6 +65,7 @@ from typing import (
     Callable,
     ContextManager,
     Iterable,
+    Iterator,
     Optional,
     Protocol,
     Sequence,
@@ -98,6 +102,10 @@ class Tx(Protocol):
 
     def query(self, kind: str, group: Optional[str] = None, *, include_deleted: bool = True) -> list[Doc]:
         """Documents of a kind (of a group, if given), ordered by (created, id)."""
+
+    def scan(self, kind: str, *, page: int = 500) -> Iterator[Doc]:
+        """Every document of a kind (deleted ones too), ordered by id, read ``page`` documents at
+        a time (keyset pages, never the whole kind at once). Consumed inside the transaction."""
 
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
         """The live document of that kind and group with that name, or None."""

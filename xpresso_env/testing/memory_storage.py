@@ -91,6 +91,9 @@ class MemoryTx:
                 if (group is None or d.group == group or group in d.visible) and (include_deleted or not d.deleted)]
         return [_copy(d) for d in sorted(docs, key=lambda d: (d.created, d.id))]
 
+    def scan(self, kind: str, *, page: int = 500) -> Iterator[Doc]:
+        return iter(sorted(self.query(kind), key=lambda d: d.id))  # in memory already: no pages
+
     def find_name(self, kind: str, group: str, name: str) -> Optional[Doc]:
         doc = self._live_named(kind, group, name)
         return None if doc is None else _copy(doc)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 from xpresso_env.core.codec import to_doc
 from xpresso_env.storage import filter_docs
@@ -96,3 +97,29 @@ class QueryChecks(SuiteBase):
             assert filter_docs(g3, {"site": "A"}) == g3
             assert filter_docs(tx.query("harness", "g4"), {"site": "A"}) == []
             assert len(tx.query("harness")) == 200
+
+    def test_scan_reads_a_kind_page_by_page_in_its_snapshot(self, backend):
+        # scan: every document of the kind, deleted and shared ones too, ordered by id (code point
+        # order, like the ordering of query), the same documents query gives; pages of any size.
+        names = ["alpha", "Alpha", "alpha-2", "Zeta", "_x", "ä", "b"]
+        insert(backend, *[make_group(n, created=len(n)) for n in names],
+               make_image(1, created=1, groups=("beta", "gamma")), make_image(2, created=2, is_deleted=True),
+               make_harness(3, created=3))
+        with backend.read() as tx:
+            for page in (1, 2, 3, 7, 500):
+                assert ids(list(tx.scan("group", page=page))) == sorted(names), page
+            assert list(tx.scan("image", page=1)) == sorted(tx.query("image"), key=lambda d: d.id)
+            assert [d.visible for d in tx.scan("image")] == [("beta", "gamma"), ()]
+            assert list(tx.scan("engine")) == []
+            scanning = tx.scan("group", page=2)
+            first = [next(scanning), next(scanning)]
+            # A write committed while the scan is under way (another thread: another connection)
+            # is not in it: the scan reads the transaction's snapshot.
+            done = []
+            writer = threading.Thread(target=lambda: done.append(insert(backend, make_group("zz-late"))))
+            writer.start()
+            writer.join(30)
+            assert done, "the write did not finish"
+            assert ids(first + list(scanning)) == sorted(names)
+        with backend.read() as tx:
+            assert ids(list(tx.scan("group", page=2))) == sorted([*names, "zz-late"])
