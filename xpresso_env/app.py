@@ -36,6 +36,7 @@ from .http import errors as api_errors
 from .http.access_log import ACCESS_LOGGER, AccessLog
 from .http.cache_frontend import CachedAnswers, CacheFrontend
 from .http.common import JsonBody
+from .http.conditional import ConditionalGet
 from .http.edge import Edge
 from .http.request_id import RequestIds
 from .http.resources import history as api_history
@@ -264,7 +265,8 @@ def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: S
 def create_app(ctx: AppContext, router: Optional[CompiledRouter] = None) -> falcon.App:
     """The falcon app: every resource receives its collaborators by name. ``router``: falcon's
     router to route with (the response cache's frontend routes with the same one)."""
-    app = falcon.App(middleware=[api_metrics.RouteTemplate()], router=router)  # names the route for the metrics
+    # RouteTemplate names the route for the metrics; ConditionalGet tags GET answers (ETag, 304)
+    app = falcon.App(middleware=[api_metrics.RouteTemplate(), ConditionalGet()], router=router)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     app.req_options.keep_blank_qs_values = True
