@@ -280,6 +280,75 @@ def _with_request_id(paths: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Conditional GET (CONTRACT section 14, http/conditional.py): documented on every GET.
+ETAG_HEADER = {"description": "the answer's tag: send it back as If-None-Match to get a 304 while the answer "
+                              "is unchanged (not on a streamed log)", "schema": {"type": "string"}}
+NOT_MODIFIED = {"description": "Not Modified: If-None-Match named the current ETag; no body",
+                "headers": {"ETag": ETAG_HEADER}}
+
+
+def _with_etags(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every GET's 200 with its ETag header, and its 304."""
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        get = item.get("get")
+        if isinstance(get, dict) and "200" in get.get("responses", {}):
+            ok = get["responses"]["200"]
+            ok = {**ok, "headers": {**ok.get("headers", {}), "ETag": ETAG_HEADER}}
+            get = {**get, "responses": {**get["responses"], "200": ok, "304": NOT_MODIFIED}}
+            item = {**item, "get": get}
+        out[path] = item
+    return out
+
+
+# The operations' tags, in the order the API reference shows them (CONTRACT third wave).
+TAGS = (("registries", "Test harnesses and execution engines, and their look-up by name"),
+        ("images", "Polaris image builds, their logs, pins and retention"),
+        ("probes", "Operational state: what the probes found, since when and why"),
+        ("events", "What happened: each record's history, and webhooks that carry events out"),
+        ("identity", "Who you are: signing in, your profile and API tokens, the audit"),
+        ("meta", "This document, plugins, health and metrics"))
+# path prefix or suffix -> tag; the first rule that fits wins (suffixes first: /harnesses/{id}/state
+# is about probes, not the registry).
+_TAG_SUFFIXES = (("/state", "probes"), ("/history", "events"))
+_TAG_PREFIXES = (("/api/v2/webhooks", "events"), ("/api/v2/images", "images"),
+                 ("/api/v2/me", "identity"), ("/api/v2/auth", "identity"), ("/api/v2/audit", "identity"),
+                 ("/api/v2/users", "identity"), ("/api/v2/tokens", "identity"),
+                 ("/api/v2/openapi.json", "meta"), ("/api/v2/plugins", "meta"), ("/api/v2/health", "meta"),
+                 ("/metrics", "meta"), ("/api/v1/", "registries"), ("/api/v2/harnesses", "registries"),
+                 ("/api/v2/engines", "registries"), ("/api/v2/resources", "registries"),
+                 ("/api/v2/resouces", "registries"))
+_TAG_ORDER = {name: i for i, (name, _) in enumerate(TAGS)}
+
+
+def tag_of(path: str) -> Optional[str]:
+    """The tag of a documented path; None for one no rule covers (tests/api/test_openapi.py
+    fails then: every operation is tagged)."""
+    for suffix, tag in _TAG_SUFFIXES:
+        if path.endswith(suffix):
+            return tag
+    for prefix, tag in _TAG_PREFIXES:
+        if path.startswith(prefix):
+            return tag
+    return None
+
+
+def _tagged(paths: dict[str, Any]) -> dict[str, Any]:
+    """Each operation with its tag (one it already states is kept), the paths in the tags' order."""
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        tag = tag_of(path)
+        out[path] = {method: ({**op, "tags": op.get("tags") or ([tag] if tag else [])}
+                              if isinstance(op, dict) and "responses" in op else op)
+                     for method, op in item.items()}
+
+    def rank(path: str) -> int:
+        tags = [t for op in out[path].values() if isinstance(op, dict) for t in op.get("tags", ())]
+        return _TAG_ORDER.get(tags[0], len(TAGS)) if tags else len(TAGS)
+
+    return {path: out[path] for path in sorted(out, key=rank)}  # sorted() is stable: order within a tag kept
+
+
 def _state_paths() -> dict[str, Any]:
     """GET /api/v2/{harnesses,engines}/{id}/state (api/probe_state.py)."""
     from .resources.probe_state import SCHEMA as STATE_SCHEMA
@@ -369,8 +438,10 @@ def build_openapi(include_images: bool = True, include_metrics: bool = True) -> 
         "info": {"title": "xpresso-env", "version": __version__,
                  "description": "XPRESSO Environment REST APIs: test harnesses, execution engines, Polaris image "
                                 "builds. Every string a client sends must be valid Unicode: a lone UTF-16 "
-                                "surrogate (such as \\ud800) is a 400 field error."},
-        "paths": _with_request_id(paths),
+                                "surrogate (such as \\ud800) is a 400 field error. Every GET answer carries an "
+                                "ETag: sent back as If-None-Match, an unchanged answer is a 304 with no body."},
+        "tags": [{"name": name, "description": text} for name, text in TAGS],
+        "paths": _with_request_id(_with_etags(_tagged(paths))),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"jwt": {"type": "apiKey", "in": "header", "name": "Authorization",
