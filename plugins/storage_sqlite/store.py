@@ -164,9 +164,15 @@ class SQLiteStorage:
                 if current > SCHEMA_VERSION:
                     raise StorageError(f"{self.path} has schema version {current}, newer than this "
                                        f"xpresso-env knows ({SCHEMA_VERSION}): upgrade xpresso-env")
+                tx = SQLiteTx(conn)  # the document steps' view of this transaction
                 for version in range(current, target):
                     for statement in MIGRATIONS[version]:
-                        conn.execute(statement)
+                        if callable(statement):
+                            statement(tx)
+                        else:
+                            conn.execute(statement)
+                if tx.counters.pending and max(current, target) >= COUNTERS_VERSION:
+                    tx.counters.flush()
                 mine = None
                 if target > current:
                     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",

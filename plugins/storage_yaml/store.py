@@ -17,6 +17,7 @@ from typing import Iterator, Optional
 from xpresso_env.core.errors import SchemaOutdated, StorageError, StorageUnavailable
 from xpresso_env.runtime.fsutil import atomic_write
 from xpresso_env.storage import QueryVersions
+from xpresso_env.storage.identity_upgrade import upgrade_identity
 
 from . import format as fmt
 from .format import SCHEMA_VERSION
@@ -315,6 +316,11 @@ class YamlStorage(QueryVersions):
                 # The documents stay as they are (no visible groups before version 2); their
                 # rendered text depends on the version, so it is dropped.
                 tables = {k: t.without_texts() for k, t in state.tables.items()}
+                if current < fmt.IDENTITY_VERSION <= target:
+                    tx = YamlTx(Snapshot(target, tables, None), writable=True)
+                    upgrade_identity(tx)
+                    for kind, changed in tx.changes.items():
+                        tables[kind] = Snapshot(target, tables, None).table(kind).applied(changed)
                 new = self._write_state(Snapshot(target, tables, None))
                 with self._reload_mutex:
                     self._publish(new)

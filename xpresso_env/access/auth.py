@@ -1,8 +1,11 @@
 """Tokens, users, groups and permissions.
 
-Tokens are HS256 JWTs (PyJWT) carrying ``sub`` (user name), ``jti``, ``iat`` and ``exp``. Every
-request re-reads the user and the revocation list inside one read transaction, so a revocation
-or a deleted user takes effect at once in every process (no cache to go stale).
+Tokens are HS256 JWTs (PyJWT) carrying ``sub`` (user name), ``uid`` (the user's stable id),
+``typ`` (``api`` or ``session``), ``jti``, ``iat`` and ``exp``. Every request re-reads the user and
+the revocation list inside one read transaction, so a revocation or a deleted user takes effect at
+once in every process (no cache to go stale). A token binds to the user's ``uid``, not the name:
+a user deleted and added again under the same name is a new identity, and the old tokens stay
+refused (CONTRACT section 16).
 """
 from __future__ import annotations
 
@@ -51,6 +54,8 @@ class Caller:
     user: User
     group: str
     token_expires: float = float("inf")  # unix time the token stops being valid
+    jti: str = ""  # the token's id (logout revokes it; last_used follows it)
+    typ: str = "api"  # api | session
 
     def can(self, permission: str) -> bool:
         if self.user.superuser:
@@ -165,16 +170,21 @@ class AuthService:
         days = self._token_days if days is None else days
         if days <= 0:
             raise BadRequest("--days must be positive")
-        now = self._clock()
-        exp = now + timedelta(days=days)
-        jti = uuid.uuid4().hex
         with self._storage.write() as tx:
             user = self._user(tx, user_name)
             if user is None:
                 raise NotFound(f"user {user_name!r} does not exist")
-            tx.insert(to_doc(TokenRecord(id=jti, user=user.name, date_created=now, expires=exp)))
-        token = jwt.encode({"sub": user.name, "jti": jti, "iat": int(now.timestamp()), "exp": int(exp.timestamp())},
-                           self._secret, algorithm=ALGORITHM)
+            return self.issue_in(tx, user, timedelta(days=days))
+
+    def issue_in(self, tx: Tx, user: User, lifetime: timedelta, name: str = "", typ: str = "api") -> IssuedToken:
+        """Sign a token for ``user`` and record its issue in ``tx`` (the caller's write)."""
+        now = self._clock()
+        exp = now + lifetime
+        jti = uuid.uuid4().hex
+        tx.insert(to_doc(TokenRecord(id=jti, user=user.name, date_created=now, expires=exp, user_id=user.uid,
+                                     name=name, typ=typ)))
+        token = jwt.encode({"sub": user.name, "uid": user.uid, "typ": typ, "jti": jti, "iat": int(now.timestamp()),
+                            "exp": int(exp.timestamp())}, self._secret, algorithm=ALGORITHM)
         return IssuedToken(token=token, jti=jti, user=user.name, expires=exp.isoformat())
 
     def list_tokens(self, user_name: Optional[str] = None) -> list[TokenInfo]:
@@ -185,6 +195,11 @@ class AuthService:
             issued: list[TokenRecord] = [from_doc(d) for d in tx.query(TokenRecord.KIND)]
             revoked: list[Revocation] = [from_doc(d) for d in tx.query(Revocation.KIND)]
         revoked_ids = {r.jti for r in revoked}
+        with self._storage.read() as tx:
+            live = {u.name: u.uid for u in map(from_doc, tx.query(User.KIND)) if not u.deleted}
+        # A token of another identity under the same name (deleted, then added again) is dead
+        # whatever the revocation list says.
+        revoked_ids |= {t.id for t in issued if t.user_id and live.get(t.user) != t.user_id}
         known = {t.id for t in issued}
         out = [TokenInfo(jti=t.id, user=t.user, issued=t.date_created, expires=t.expires, revoked=t.id in revoked_ids)
                for t in issued if user_name is None or t.user == user_name]
@@ -222,20 +237,31 @@ class AuthService:
         ``group_required`` (GET /api/v2/me) a request naming no group is answered too: by a
         user of exactly one group in that group, else with ``NO_GROUP``."""
         user, claims = self._token_user(authorization, tx)
-        if group_required or group_header or (not user.superuser and len(user.roles) == 1):
+        if group_required or group_header or (not user.superuser and len(user.memberships) == 1):
             group = self._pick_group(user, group_header, tx)
         else:
             group = NO_GROUP
-        return Caller(user=user, group=group, token_expires=float(claims["exp"]))
+        return Caller(user=user, group=group, token_expires=float(claims["exp"]), jti=claims["jti"],
+                      typ="session" if claims.get("typ") == "session" else "api")
 
     def _token_user(self, authorization: Optional[str], tx: Tx) -> tuple[User, dict]:
         claims = self._decode(split_authorization(authorization))
         if tx.get(Revocation.KIND, claims["jti"]) is not None:
             raise InvalidToken()
         user = self._user(tx, claims["sub"])
-        if user is None:
+        if user is None or not self._same_identity(user, claims):
             raise InvalidToken()
         return user, claims
+
+    @staticmethod
+    def _same_identity(user: User, claims: dict) -> bool:
+        """Whether the token was issued to this user, not to an earlier one of the same name. A
+        token issued before tokens carried ``uid`` is judged by its issue time: it must not be
+        older than the user (the upgrade revoked those of gone users already)."""
+        uid = claims.get("uid")
+        if uid is not None:
+            return uid == user.uid
+        return isinstance(claims.get("iat"), int) and claims["iat"] >= int(user.date_created.timestamp())
 
     @staticmethod
     def identity(caller: Caller, tx: Tx) -> "Identity":
@@ -245,20 +271,20 @@ class AuthService:
         of (they act there as system administrator)."""
         user = caller.user
         group = None if caller.group == NO_GROUP else caller.group
-        names = [g.id for g in tx.query(Group.KIND)] if user.superuser else list(user.roles)
+        names = [g.id for g in tx.query(Group.KIND)] if user.superuser else list(user.memberships)
         groups = {name: (None if user.role_in(name) is None else str(user.role_in(name))) for name in sorted(names)}
         permissions = [] if group is None else sorted(p for p in ALL_PERMISSIONS if caller.can(p))
         return Identity(user=user.name, superuser=user.superuser, groups=groups, group=group, permissions=permissions)
 
     def _pick_group(self, user: User, header: Optional[str], tx: Tx) -> str:
         if header is None or header == "":
-            if not user.superuser and len(user.roles) == 1:
-                return next(iter(user.roles))
+            if not user.superuser and len(user.memberships) == 1:
+                return next(iter(user.memberships))
             raise BadRequest("The Group header is required: name the group this request is for.")
         # A name no group could have is simply not there (and never reaches storage).
         if not ACCOUNT_NAME.matches(header) or tx.get(Group.KIND, header) is None:
             raise PermissionDenied(why=f"group {header!r} does not exist (user {user.name!r})")
-        if not user.superuser and header not in user.roles:
+        if not user.superuser and header not in user.memberships:
             raise PermissionDenied(why=f"user {user.name!r} is not a member of group {header!r}")
         return header
 
@@ -298,7 +324,7 @@ class AuthService:
     def add_user(self, name: str, superuser: bool = False, roles: Optional[Mapping[str, str]] = None) -> User:
         check_name("user", name)
         parsed = {group: parse_role(role) for group, role in (roles or {}).items()}
-        user = User(name=name, date_created=self._clock(), superuser=superuser, roles=parsed)
+        user = User(name=name, date_created=self._clock(), superuser=superuser, roles=parsed, uid=uuid.uuid4().hex)
         with self._storage.write() as tx:
             for group in parsed:
                 if tx.get(Group.KIND, group) is None:
@@ -313,12 +339,17 @@ class AuthService:
         return user
 
     def delete_user(self, name: str) -> None:
-        """Soft-delete a user: every token of theirs stops working at once."""
+        """Soft-delete a user and revoke every token issued to them, for good: a user added
+        later under the same name is another identity (CONTRACT section 16)."""
         with self._storage.write() as tx:
             user = self._user(tx, name)
             if user is None:
                 raise NotFound(f"user {name!r} does not exist")
             tx.update(to_doc(replace(user, deleted=True)))
+            now = self._clock()
+            for token in map(from_doc, tx.query(TokenRecord.KIND)):
+                if token.user_id == user.uid and tx.get(Revocation.KIND, token.id) is None:
+                    tx.insert(to_doc(Revocation(jti=token.id, date_created=now, user=user.name)))
 
     def set_role(self, user_name: str, group: str, role: Optional[str]) -> User:
         """Give ``user_name`` the ``role`` in ``group``; None removes them from the group."""
