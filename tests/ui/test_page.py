@@ -21,13 +21,17 @@ from .conftest import XSS_ENGINE, XSS_NAME, XSS_SITE, Site
 pytestmark = pytest.mark.slow  # a real serve and Chromium
 
 
-def sign_in(page: Page, site: Site, user: str, with_prefix: bool = True) -> None:
+def sign_in(page: Page, site: Site, user: str, with_prefix: bool = True, tab: str = "harnesses") -> None:
+    """Sign in with a pasted token (the second way), then open `tab` (the page opens on the overview)."""
     page.goto(site.url + "/")
     token = site.tokens[user] if with_prefix else site.tokens[user].split(" ", 1)[1]
     page.fill("#token", token)
     page.click("#signin-form button[type=submit]")
     expect(page.locator("#who-user")).to_have_text(re.compile("^" + user))
     expect(page.locator("#app")).to_be_visible()
+    expect(page.locator("#view-overview")).to_be_visible()
+    if tab != "overview":
+        page.click(f"button[data-tab={tab}]")
 
 
 def names_in_table(page: Page, table: str = "#records") -> list[str]:
@@ -131,6 +135,7 @@ def test_the_token_stays_in_the_tab_and_goes_to_this_origin_only(page: Page, sit
     page.click("#signin-form button[type=submit]")
     # #who-user still holds "gus" from the first sign-in: wait for the new session itself
     expect(page.locator("#signin")).to_be_hidden()
+    page.click("button[data-tab=harnesses]")
     expect(page.locator("#records-count")).to_have_text("4 harnesses")
     page.wait_for_function("sessionStorage.getItem('xpresso.token') !== null", timeout=10_000)
     assert page.evaluate("sessionStorage.getItem('xpresso.token')") == token
