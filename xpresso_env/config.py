@@ -301,6 +301,18 @@ def _env_overrides(cls: type, current: Any, env: Mapping[str, str], prefix: str)
     return dataclasses.replace(current, **changes)
 
 
+def yaml_error_line(file: Path, exc: yaml.YAMLError) -> str:
+    """One line naming the file, the line and column (1-based) and what is wrong, instead of
+    PyYAML's several lines about ``"<unicode string>"``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    context = " ".join(str(getattr(exc, "context", None) or "").split())
+    what = f"{problem} ({context})" if context else problem
+    if mark is None:
+        return f"{file}: not valid YAML: {what}"
+    return f"{file}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {what}"
+
+
 def load_settings(path: Optional[str | os.PathLike] = None,
                   env: Optional[Mapping[str, str]] = None,
                   overrides: Optional[Mapping[str, Any]] = None) -> Settings:
@@ -319,7 +331,7 @@ def load_settings(path: Optional[str | os.PathLike] = None,
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+            raise ConfigError(yaml_error_line(file, exc)) from None
         settings = dataclasses.replace(settings, base_dir=str(file.parent), source=str(file))
         settings = _merge_section(Settings, settings, data, str(file))
     settings = _env_overrides(Settings, settings, env, ENV_PREFIX.rstrip("_"))

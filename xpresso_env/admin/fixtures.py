@@ -19,6 +19,7 @@ from ..core.errors import BadRequest, ValidationError
 from ..core.models import Group, OperationalState, Role, User
 from ..core.timeutil import Clock, parse_time
 from ..core.validation import FieldError, boolean, choice, name_text, validate_body
+from ..core.words import count
 from ..registry.service import ENGINE, HARNESS, KindSpec
 from ..storage import StorageBackend, Tx
 

@@ -21,6 +21,7 @@ from ..builds.log import BuildLogStore
 from ..core.errors import BadRequest
 from ..core.models import RECORD_TYPES, Image
 from ..core.timeutil import Clock, format_time
+from ..core.words import count
 from ..journal.journal import JOURNAL_KINDS
 from ..runtime.fsutil import atomic_write
 from ..storage import Doc, StorageBackend
@@ -32,6 +33,13 @@ KINDS: tuple[str, ...] = tuple(RECORD_TYPES)  # groups and users first: records 
 # deliveries move too, so an imported store goes on delivering what was queued.
 KINDS += JOURNAL_KINDS
 
+# How the report counts a kind whose storage name is not the noun a person reads.
+KIND_WORDS: dict[str, tuple[str, ...]] = {
+    "audit": ("audit entry", "audit entries"), "history": ("history entry", "history entries"),
+    "login_failures": ("failed sign-in record", "failed sign-in records"),
+    "webhook_queue": ("queued webhook event", "queued webhook events"),
+    "outbox": ("outbox entry", "outbox entries")}
+
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -42,7 +50,8 @@ class TransferReport:
     logs: int = 0  # build logs carried
 
     def __str__(self) -> str:
-        return ", ".join([*(f"{n} {kind}(s)" for kind, n in self.counts.items()), f"{self.logs} build log(s)"])
+        return ", ".join([*(count(n, *KIND_WORDS.get(kind, (kind,))) for kind, n in self.counts.items()),
+                          count(self.logs, "build log")])
 
 
 def _doc_out(doc: Doc) -> dict[str, Any]:

@@ -13,13 +13,14 @@ from typing import Callable, Optional, Sequence
 
 from .. import __version__
 from ..config import DEBUG_ENV, LOG_LEVEL_ENV, ServerSettings, Settings, load_settings
-from ..core.errors import XpressoError
+from ..core.errors import SchemaOutdated, XpressoError
 from ..http.server import quiet_queue_warnings
 from ..runtime.logfmt import configure_logging
 from .admin import (ROLE_NONE, cmd_export, cmd_group_add, cmd_group_list, cmd_images_sweep, cmd_import,
                     cmd_load, cmd_probe, cmd_token_create, cmd_token_list, cmd_token_revoke, cmd_user_add,
                     cmd_user_delete, cmd_user_list, cmd_user_set_role)
 from .server import cmd_init, cmd_serve, cmd_worker
+from .store import outdated, require_store
 
 __all__ = ["build_parser", "main"]
 
@@ -159,7 +160,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         settings = load_settings(args.config, overrides=_serve_overrides(args))
         configure_logging(level, settings.server.log_format)
+        if args.command != "init":
+            require_store(settings)  # only init creates a store
         return args.handler(args, settings) or 0
+    except SchemaOutdated as exc:
+        return _fail(outdated(settings, exc.detail))
     except XpressoError as exc:
         return _fail(exc.detail)
     except KeyboardInterrupt:
