@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+
 def plural_of(noun: str) -> str:
     """English's regular plural; a caller with an irregular noun passes its plural to ``count``."""
     if noun.endswith(("s", "x", "z", "ch", "sh")):
