@@ -137,6 +137,7 @@ USERS = {  # name: memberships
     "alice": ["g1:member", "g2:guest"],
     "bob": ["g1:privilege_member"],
     "gus": ["g1:guest"],
+    "gina": ["g1:group_admin"],
 }
 
 
