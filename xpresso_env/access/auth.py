@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Mapping, Optional
@@ -34,13 +34,15 @@ from ..core.errors import (
     ValidationError,
 )
 from ..core.models import ALL_PERMISSIONS, Group, Revocation, Role, TokenRecord, User, role_permissions
-from ..core.timeutil import Clock
+from ..core.timeutil import Clock, format_time
 from ..core.wire import ACCOUNT_NAME
 from ..storage import StorageBackend, Tx
 
 ALGORITHM = "HS256"
 _SCHEMES = {"jwt", "bearer"}
 
+
+DEFAULT_PREFERENCES = {"time_zone": "UTC", "time_format": "24h"}
 
 # The group of a caller whose request named none, where that is allowed (GET /api/v2/me): no group
 # name is empty, so it holds no role and no permission.
@@ -73,6 +75,10 @@ class Identity:
     groups: dict[str, Optional[str]]  # group name -> role (None: a superuser who is not a member)
     group: Optional[str]  # the request's group, if it named one (or has exactly one)
     permissions: list[str]  # held in ``group``
+    email: Optional[str] = None
+    date_joined: Optional[str] = None  # wire-format UTC times
+    last_login: Optional[str] = None
+    preferences: dict[str, str] = field(default_factory=dict)  # time_zone, time_format (defaults filled in)
 
 
 @dataclass(frozen=True)
@@ -211,8 +217,11 @@ class AuthService:
         if not isinstance(jti, str) or not re.fullmatch(r"[0-9a-fA-F-]{8,64}", jti):
             raise BadRequest(f"not a token id: {jti!r}")
         with self._storage.write() as tx:
-            if tx.get(Revocation.KIND, jti) is None:
-                tx.insert(to_doc(Revocation(jti=jti, date_created=self._clock(), user=user)))
+            self.revoke_in(tx, jti, user)
+
+    def revoke_in(self, tx: Tx, jti: str, user: Optional[str]) -> None:
+        if tx.get(Revocation.KIND, jti) is None:
+            tx.insert(to_doc(Revocation(jti=jti, date_created=self._clock(), user=user)))
 
     def _decode(self, token: str) -> dict:
         try:
@@ -274,7 +283,10 @@ class AuthService:
         names = [g.id for g in tx.query(Group.KIND)] if user.superuser else list(user.memberships)
         groups = {name: (None if user.role_in(name) is None else str(user.role_in(name))) for name in sorted(names)}
         permissions = [] if group is None else sorted(p for p in ALL_PERMISSIONS if caller.can(p))
-        return Identity(user=user.name, superuser=user.superuser, groups=groups, group=group, permissions=permissions)
+        return Identity(user=user.name, superuser=user.superuser, groups=groups, group=group, permissions=permissions,
+                        email=user.email, date_joined=format_time(user.date_created),
+                        last_login=None if user.last_login is None else format_time(user.last_login),
+                        preferences={**DEFAULT_PREFERENCES, **user.preferences})
 
     def _pick_group(self, user: User, header: Optional[str], tx: Tx) -> str:
         if header is None or header == "":
@@ -303,6 +315,20 @@ class AuthService:
         user = from_doc(doc)
         return None if user.deleted else user
 
+    live_user = _user  # the user of that name, None if there is none or it was deleted
+
+    @staticmethod
+    def put_user(tx: Tx, user: User) -> None:
+        """Store a new user, in place of a deleted one of the same name if there is one (the old
+        one's tokens were revoked when it was deleted). AlreadyExists if a live one has the name."""
+        existing = tx.get(User.KIND, user.name)
+        if existing is not None and not existing.body.get("deleted"):
+            raise AlreadyExists(f"user {user.name!r} already exists")
+        if existing is not None:
+            tx.update(to_doc(user))
+        else:
+            tx.insert(to_doc(user))
+
     def add_group(self, name: str) -> Group:
         check_name("group", name)
         group = Group(name=name, date_created=self._clock())
@@ -329,13 +355,7 @@ class AuthService:
             for group in parsed:
                 if tx.get(Group.KIND, group) is None:
                     raise NotFound(f"group {group!r} does not exist")
-            existing = tx.get(User.KIND, name)
-            if existing is not None and not existing.body.get("deleted"):
-                raise AlreadyExists(f"user {name!r} already exists")
-            if existing is not None:
-                tx.update(to_doc(user))
-            else:
-                tx.insert(to_doc(user))
+            self.put_user(tx, user)
         return user
 
     def delete_user(self, name: str) -> None:

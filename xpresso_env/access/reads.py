@@ -162,9 +162,10 @@ class Reads:
         ``scope.tx`` with one statement at most (a ``get``, a ``find_name``)."""
         return ReadScope(self, credentials, kind, group_required, one_statement)
 
-    def caller(self, credentials: Credentials) -> Caller:
-        """Who is asking (the authentication of a write, whose service opens its own write)."""
-        with self.scope(credentials) as scope:
+    def caller(self, credentials: Credentials, group_required: bool = True) -> Caller:
+        """Who is asking (the authentication of a write, whose service opens its own write).
+        ``group_required`` false: for what a user does for themselves (their tokens, password)."""
+        with self.scope(credentials, group_required=group_required) as scope:
             return scope.caller
 
     def whoami(self, credentials: Credentials) -> Snapshot:

@@ -19,6 +19,7 @@ from ..runtime.logfmt import configure_logging
 from .admin import (ROLE_NONE, cmd_export, cmd_group_add, cmd_group_list, cmd_images_sweep, cmd_import,
                     cmd_load, cmd_probe, cmd_token_create, cmd_token_list, cmd_token_revoke, cmd_user_add,
                     cmd_user_delete, cmd_user_list, cmd_user_set_role)
+from .identity import add_parsers as add_identity_parsers
 from .server import cmd_init, cmd_serve, cmd_worker
 from .store import outdated, require_store
 
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = user.add_parser("delete", help="delete a user (their tokens stop working)")
     p.add_argument("name")
     p.set_defaults(handler=cmd_user_delete)
+    add_identity_parsers(sub, user)  # user set-password, audit (cli/identity.py)
 
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="action", metavar="ACTION", required=True)
     p = token.add_parser("create", help="issue a token; the last line printed is `Jwt <token>`")

@@ -238,19 +238,104 @@ def _me_paths() -> dict[str, Any]:
     schema-invalid request to generate (tests/api/test_schemathesis.py's negative run)."""
     roles = {"type": ["string", "null"], "enum": [r.value for r in Role] + [None],
              "description": "the role; null: a system administrator who is not a member"}
+    identity, prefs = _identity_paths()
     me = _obj({"user": {"type": "string"}, "superuser": {"type": "boolean"},
                "groups": {"type": "object", "additionalProperties": roles},
                "group": {"type": ["string", "null"], "description": "the request's group, or null"},
                "permissions": {"type": "array", "items": {"type": "string", "enum": sorted(ALL_PERMISSIONS)},
-                               "description": "held in `group` (empty without one)"}},
-              ["user", "superuser", "groups", "group", "permissions"])
-    return {"/api/v2/me": {"get": {
+                               "description": "held in `group` (empty without one)"},
+               "email": {"type": ["string", "null"]}, "date_joined": {"type": ["string", "null"]},
+               "last_login": {"type": ["string", "null"]},
+               "preferences": {**prefs, "required": ["time_zone", "time_format"]}},
+              ["user", "superuser", "groups", "group", "permissions", "email", "date_joined", "last_login",
+               "preferences"])
+    return {**identity, "/api/v2/me": {"patch": {
+        "summary": "Set your preferences (time zone, 12/24 h); answers what GET answers",
+        "security": [{"jwt": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
+            {"preferences": prefs}, ["preferences"])}}},
+        "responses": {"200": _json("the caller", me), **AUTH_ERRORS, **BODY_ERRORS}}, "get": {
         "summary": "Who the token belongs to: groups, roles, and permissions in the request's group",
         "description": "Any valid token. The `Group` header (or `X-Group`) is optional here: without it "
                        "(and unless the user has exactly one group) `group` is null and `permissions` empty; "
                        "a group the caller may not use is a 403 as everywhere.",
         "security": [{"jwt": []}],
         "responses": {"200": _json("the caller", me), **AUTH_ERRORS}}}}
+
+
+def _identity_paths() -> dict[str, Any]:
+    """Signing in, a user's own tokens, password and preferences, and the audit (CONTRACT section
+    13; http/resources/auth.py, me.py, audit.py). None of them takes a group."""
+    from ..access.audit import EVENTS
+    from ..access.passwords import MAX_LENGTH, MIN_LENGTH
+    from ..access.profile import TIME_FORMATS, TOKEN_NAME_MAX
+
+    text = {"type": "string", "minLength": 1, "maxLength": 1024}
+    time = dict(wire.TIME)
+    token = _obj({"jti": {"type": "string"}, "name": {"type": "string"},
+                  "typ": {"type": "string", "enum": ["api", "session"]}, "created": time, "expires": time,
+                  "last_used": {"type": ["string", "null"]}, "revoked": {"type": "boolean"}},
+                 ["jti", "name", "typ", "created", "expires", "last_used", "revoked"])
+    created = {**token, "properties": {**token["properties"], "token": {"type": "string",
+                                                                        "description": "`Jwt <token>`, shown once"}},
+               "required": ["token", *token["required"]]}
+    prefs = _obj({"time_zone": {"type": "string", "description": "an IANA time zone name (an unknown one is a 400)"},
+                  "time_format": {"type": "string", "enum": list(TIME_FORMATS)}})
+    audit_row = _obj({"at": time, "event": {"type": "string", "enum": list(EVENTS)}, "user": {"type": "string"},
+                      "by": {"type": "string"}, "address": {"type": "string"}, "detail": {"type": "string"}},
+                     ["at", "event", "user", "by", "address", "detail"])
+    no_group = {"security": [{"jwt": []}], "responses": dict(AUTH_ERRORS)}
+
+    def op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {**no_group, "summary": summary, **extra, "responses": {**responses, **AUTH_ERRORS}}
+
+    login_body = _obj({"username": {**text, "maxLength": 150}, "password": text})
+    paths: dict[str, Any] = {
+        "/api/v2/auth/login": {"post": {
+            "summary": "Sign in: a session token (claim typ: session) for a user name and password",
+            "description": "The identity providers of `auth.providers` are tried in order. A wrong user or a "
+                           "wrong password is the same 401. After `auth.login_max_failures` failures for a "
+                           "user name within `auth.login_window_s`, every attempt for it is a 429 with "
+                           "Retry-After. With the `header` provider, a trusted proxy's request with an empty "
+                           "body signs its user in.",
+            "security": [],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": login_body}}},
+            "responses": {"200": _json("signed in", _obj({"token": {"type": "string"}, "expires": time,
+                                                          "user": {"type": "string"}},
+                                                         ["token", "expires", "user"])),
+                          "400": AUTH_ERRORS["400"], "401": _err("Invalid username or password."),
+                          "429": _err("too many failures for this user name", headers=RETRY_AFTER),
+                          "503": _err("the directory cannot be reached"), **BODY_ERRORS}}},
+        "/api/v2/auth/logout": {"post": op("Sign out: revoke the calling session token",
+                                           {"204": {"description": "signed out"}})},
+        "/api/v2/me/tokens": {
+            "get": op("Your tokens (never the tokens themselves), oldest first",
+                      {"200": _json("your tokens", {"type": "array", "items": token})}),
+            "post": op("Make yourself an API token; the answer shows it this once",
+                       {"201": _json("the new token", created), **BODY_ERRORS},
+                       requestBody={"required": True, "content": {"application/json": {"schema": _obj(
+                           {"name": {"type": "string", "minLength": 1, "maxLength": TOKEN_NAME_MAX},
+                            "days": {"type": "integer", "minimum": 1,
+                                     "description": "lifetime, at most auth.token_days_max"}}, ["name"])}}}),
+        },
+        "/api/v2/me/tokens/{jti}": {
+            "parameters": [_path_param("jti", {"type": "string", "maxLength": 64})],
+            "delete": op("Revoke one of your tokens (another user's is a 404)",
+                         {"204": {"description": "revoked"}, "404": _err("not one of your tokens")}),
+        },
+        "/api/v2/me/password": {"post": op(
+            "Change your password (local provider)", {"204": {"description": "changed"}, **BODY_ERRORS},
+            requestBody={"required": True, "content": {"application/json": {"schema": _obj(
+                {"old": {"type": "string"}, "new": {"type": "string", "minLength": MIN_LENGTH,
+                                                    "maxLength": MAX_LENGTH}}, ["old", "new"])}}})},
+        "/api/v2/audit": {"get": op(
+            "The audit, newest first (system administrators only)",
+            {"200": _json("audit rows", {"type": "array", "items": audit_row}, TOTAL)},
+            parameters=[{"$ref": "#/components/parameters/limit"}, {"$ref": "#/components/parameters/offset"},
+                        {"name": "user", "in": "query", "schema": {"type": "string"}},
+                        {"name": "event", "in": "query", "schema": {"type": "string", "enum": list(EVENTS)}}])},
+    }
+    return paths, prefs
 
 
 def _metrics_paths() -> dict[str, Any]:
