@@ -175,9 +175,29 @@ function start() {
   $("submit-form").addEventListener("submit", submitBuild);
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) { signIn(token, sessionStorage.getItem(GROUP_KEY)); return; }
-  // No token: a trusted proxy may have signed the user in already (the server then answers
-  // GET /api/v2/me without one). Otherwise the sign-in forms.
-  signIn(null, null).then((ok) => { if (!ok) show($("signin"), true); });
+  proxySignIn().then((ok) => { if (!ok) show($("signin"), true); });
+}
+
+// No token yet: a trusted proxy may vouch for the user (the `header` provider). The server then
+// answers GET /api/v2/me without a token, or gives a session for an empty POST /api/v2/auth/login.
+// Anywhere else both are refused (401/400) and the sign-in forms show.
+async function proxySignIn() {
+  if (await signIn(null, null)) return true;
+  let resp;
+  try {
+    resp = await request("POST", "/api/v2/auth/login", {group: null, quiet401: true});
+  } catch (err) {
+    return false;
+  }
+  if (!resp.ok) return false;
+  const body = await resp.json().catch(() => ({}));
+  if (!body.token) return false;
+  const ok = await signIn(normalizeToken(body.token), null, true);
+  if (ok) {
+    session.viaProxy = true;
+    show($("sign-out"), false);  // the proxy would sign the user in again at once
+  }
+  return ok;
 }
 
 document.addEventListener("DOMContentLoaded", start);
