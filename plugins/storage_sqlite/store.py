@@ -3,6 +3,7 @@ initialisation and upgrades."""
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -63,6 +64,9 @@ class SQLiteStorage:
             return conn
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Made private before SQLite opens it: the store holds engine credentials and password
+            # hashes, and SQLite gives its -wal and -shm files the database file's mode.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             conn = sqlite3.connect(str(self.path), timeout=self._busy_timeout_s, isolation_level=None,
                                    check_same_thread=False)
             self._set_wal(conn)

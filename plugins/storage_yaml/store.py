@@ -70,7 +70,7 @@ class YamlStorage(QueryVersions):
         with self._fd_mutex:
             if self._lock_fd is None:
                 try:
-                    self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                    self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 except OSError as exc:
                     raise StorageUnavailable(f"cannot open the lock file {self.lock_path}: {exc.strerror}") from exc
             return self._lock_fd
@@ -178,7 +178,7 @@ class YamlStorage(QueryVersions):
             if not holder and key is not None:
                 # A fresh descriptor: flock belongs to it, so readers in other threads (and our own
                 # writer's exclusive lock) each keep their own lock.
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 _flock(fd, fcntl.LOCK_SH, self._timeout_s, self.path)
             if not self._reload_mutex.acquire(timeout=self._timeout_s):
                 raise StorageUnavailable(f"{self.path} is busy; try again later")
@@ -238,7 +238,9 @@ class YamlStorage(QueryVersions):
         data = fmt.compose_yaml(state.version, sections).encode("utf-8")
         generation = self._generation() + 1
         try:
-            st = atomic_write(self.path, data)
+            # A new store file is private (it holds engine credentials and password hashes); an
+            # existing one keeps the mode its owner gave it.
+            st = atomic_write(self.path, data, mode=None if self.path.exists() else 0o600)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {self.path}: {exc.strerror}") from exc
         os.pwrite(self._lockfile(), _GENERATION.pack(generation), 0)
