@@ -12,6 +12,7 @@ a directory that is down or hangs is a 503 within seconds, never a hung request 
 """
 from __future__ import annotations
 
+import math
 import ssl
 from typing import Any, Optional
 
@@ -74,7 +75,9 @@ class LdapDirectory:
 
     def _connection(self, user: Optional[str], password: Optional[str]) -> Any:
         conn = self._ldap3.Connection(self._server, user=user, password=password, auto_bind=self._ldap3.AUTO_BIND_NONE,
-                                      receive_timeout=self._settings.timeout_s, raise_exceptions=False,
+                                      # whole seconds: ldap3 packs it into SO_RCVTIMEO
+                                      receive_timeout=max(1, math.ceil(self._settings.timeout_s)),
+                                      raise_exceptions=False,
                                       read_only=True)
         conn.open()
         if self._settings.start_tls and not self._settings.url.startswith("ldaps://"):
