@@ -169,7 +169,8 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
     passwords = Passwords(time_cost=a.password_time_cost, memory_kib=a.password_memory_kib)
     providers = pick_identity_providers(pm, a.providers, ProviderTools(settings, passwords,
                                                                        logging.getLogger("xpresso_env.auth")))
-    audit = Audit(storage, reads, clock, settings.history.retention_days)
+    audit = Audit(storage, reads, clock, settings.history.retention_days, a.login_window_s,
+                  settings.history.sweep_interval_s)
     signin = SignInService(storage, auth, audit, providers,
                            LoginPolicy(a.session_hours, a.login_max_failures, a.login_window_s), clock)
     profile = ProfileService(storage, reads, auth, audit, passwords, clock, a.token_days_max, a.token_days)
@@ -218,6 +219,8 @@ def background(ctx: AppContext) -> list[Startable]:
         loops.append(ctx.access_log.writer)
     if ctx.history is not None:
         loops.append(ctx.history.sweeper)
+    if ctx.audit is not None:
+        loops.append(ctx.audit.sweeper)
     if ctx.deliveries is not None:
         loops.append(ctx.deliveries.dispatcher)
     images = ctx.images

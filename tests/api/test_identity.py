@@ -48,3 +48,13 @@ def test_a_token_from_before_uids_is_judged_by_its_issue_time(world):
     assert _get(world, "Jwt " + jwt.encode(legacy, SECRET, algorithm="HS256")).status_code == 200
     before = {**legacy, "iat": int(carl.date_created.timestamp()) - 60}
     assert _get(world, "Jwt " + jwt.encode(before, SECRET, algorithm="HS256")).status_code == 401
+
+
+def test_the_command_lines_changes_are_audited(world):
+    auth = world.ctx.auth
+    issued = auth.issue_token("mem")
+    auth.revoke(issued.jti)
+    auth.set_role("mem", "g2", "guest")
+    rows = [(r.event, r.by, r.detail) for r in world.ctx.audit.entries(user="mem")]
+    assert rows[:3] == [("role_changed", "(cli)", "g2: none -> guest"), ("token_revoked", "(cli)", issued.jti),
+                        ("token_created", "(cli)", issued.jti)]

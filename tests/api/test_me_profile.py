@@ -108,3 +108,27 @@ def test_the_audit_is_for_system_administrators_newest_first_and_paged(world):
     assert c.simulate_get(AUDIT).status_code == 401
     for params in ({"event": "coffee"}, {"colour": "red"}, {"limit": "0"}):
         assert c.simulate_get(AUDIT, params=params, headers=_as(world, "admin")).status_code == 400
+
+
+def test_the_sweep_removes_old_audit_rows_and_spent_failure_counts(make_world, settings):
+    from datetime import datetime, timedelta, timezone
+
+    class Clock:
+        now = datetime.now(timezone.utc)
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
+    world = make_world(clock=clock)
+    c = world.client
+    for name in ("made-up-1", "made-up-2"):  # a guesser spraying names
+        assert c.simulate_post(LOGIN, json={"username": name, "password": "whatever!"}).status_code == 401
+    with world.ctx.storage.read() as tx:
+        assert len(tx.query("login_failures")) == 2
+    assert world.ctx.audit.sweep() == 0  # still within the window and the retention
+    clock.now += timedelta(seconds=world.ctx.settings.auth.login_window_s + 1)
+    assert world.ctx.audit.sweep() == 2
+    clock.now += timedelta(days=world.ctx.settings.history.retention_days)
+    assert world.ctx.audit.sweep() >= 2  # the two login_failed rows, and the seed's token_created
+    assert world.ctx.audit.entries() == []

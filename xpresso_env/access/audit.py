@@ -3,22 +3,23 @@ changed a password or a role; written in the transaction of the change it record
 newest first for system administrators, kept ``history.retention_days``."""
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import logging
+from datetime import timedelta
 from typing import Any, Mapping, Optional
 
-from ..core.codec import from_doc, to_doc
+from ..core.codec import from_doc
 from ..core.errors import PermissionDenied, ValidationError
-from ..core.models import AuditEntry
+from ..core.models import AuditEntry, LoginFailures
 from ..core.timeutil import Clock, format_time
 from ..core.validation import parse_list_query
+from ..runtime.loop import Loop
 from ..storage import StorageBackend, Tx
+from .audit_rows import CLI, EVENTS, record_row
 from .reads import Credentials, Reads, Snapshot
 
-EVENTS = ("login", "login_failed", "login_locked", "logout", "token_created", "token_revoked", "password_changed",
-          "role_changed")
-CLI = "(cli)"  # ``by`` of what an administrator did with `xpresso-env`
+__all__ = ["Audit", "CLI", "EVENTS", "audit_wire"]
+
+log = logging.getLogger("xpresso_env.auth")
 
 
 def audit_wire(entry: AuditEntry) -> dict[str, Any]:
@@ -26,19 +27,21 @@ def audit_wire(entry: AuditEntry) -> dict[str, Any]:
             "address": entry.address, "detail": entry.detail}
 
 
-@dataclass(frozen=True)
 class Audit:
-    """Writes rows into the caller's transaction, lists them, sweeps old ones."""
+    """Writes rows into the caller's transaction, lists them, sweeps old ones (with the sign-in
+    failure counts past their window: a guesser spraying made-up names leaves nothing behind)."""
 
-    storage: StorageBackend
-    reads: Reads
-    clock: Clock
-    retention_days: int
+    def __init__(self, storage: StorageBackend, reads: Reads, clock: Clock, retention_days: int,
+                 login_window_s: float, sweep_interval_s: float):
+        self.storage = storage
+        self.reads = reads
+        self.clock = clock
+        self.retention_days = retention_days
+        self.login_window_s = login_window_s
+        self.sweeper = Loop("audit-sweep", self._sweep_round, sweep_interval_s, logger=log)
 
     def record(self, tx: Tx, event: str, user: str, by: str, address: str = "", detail: str = "") -> None:
-        assert event in EVENTS, event
-        tx.insert(to_doc(AuditEntry(id=uuid.uuid4().hex, date_created=self.clock(), event=event, user=user, by=by,
-                                    address=address, detail=detail)))
+        record_row(tx, self.clock(), event, user, by, address, detail)
 
     def entries(self, user: Optional[str] = None, event: Optional[str] = None) -> list[AuditEntry]:
         """Newest first (`xpresso-env audit`)."""
@@ -65,11 +68,21 @@ class Audit:
         return scope.snapshot([audit_wire(r) for r in rows[query.offset:end]], len(rows))
 
     def sweep(self) -> int:
-        """Remove rows older than the retention; how many."""
-        cutoff: datetime = self.clock() - timedelta(days=self.retention_days)
+        """Remove audit rows older than the retention, and failure counts whose failures have all
+        left the sign-in window; how many."""
+        now = self.clock()
+        cutoff = format_time(now - timedelta(days=self.retention_days))
+        with self.storage.read() as tx:
+            old = [(AuditEntry.KIND, d.id) for d in tx.query(AuditEntry.KIND) if d.created < cutoff]
+            old += [(LoginFailures.KIND, d.id) for d in tx.query(LoginFailures.KIND)
+                    if max(d.body.get("times") or [0]) <= now.timestamp() - self.login_window_s]
         removed = 0
-        with self.storage.write() as tx:
-            for doc in tx.query(AuditEntry.KIND):
-                if from_doc(doc).date_created < cutoff:
-                    removed += tx.purge(AuditEntry.KIND, doc.id)
+        for start in range(0, len(old), 500):  # short write transactions: writers never wait long
+            with self.storage.write() as tx:
+                removed += sum(tx.purge(kind, id_) for kind, id_ in old[start:start + 500])
         return removed
+
+    def _sweep_round(self) -> None:
+        removed = self.sweep()
+        if removed:
+            log.info("audit sweep removed %d rows", removed)

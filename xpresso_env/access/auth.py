@@ -37,6 +37,7 @@ from ..core.models import ALL_PERMISSIONS, Group, Revocation, Role, TokenRecord,
 from ..core.timeutil import Clock, format_time
 from ..core.wire import ACCOUNT_NAME
 from ..storage import StorageBackend, Tx
+from .audit_rows import CLI, record_row
 
 ALGORITHM = "HS256"
 _SCHEMES = {"jwt", "bearer"}
@@ -171,7 +172,7 @@ class AuthService:
         self._token_days = token_days
 
     # -- tokens ---------------------------------------------------------------------------
-    def issue_token(self, user_name: str, days: Optional[int] = None) -> IssuedToken:
+    def issue_token(self, user_name: str, days: Optional[int] = None, by: str = CLI) -> IssuedToken:
         """Sign a token and record its issue (jti, user, times: never the token) for `token list`."""
         days = self._token_days if days is None else days
         if days <= 0:
@@ -180,7 +181,9 @@ class AuthService:
             user = self._user(tx, user_name)
             if user is None:
                 raise NotFound(f"user {user_name!r} does not exist")
-            return self.issue_in(tx, user, timedelta(days=days))
+            issued = self.issue_in(tx, user, timedelta(days=days))
+            record_row(tx, self._clock(), "token_created", user.name, by, detail=issued.jti)
+            return issued
 
     def issue_in(self, tx: Tx, user: User, lifetime: timedelta, name: str = "", typ: str = "api") -> IssuedToken:
         """Sign a token for ``user`` and record its issue in ``tx`` (the caller's write)."""
@@ -217,6 +220,10 @@ class AuthService:
         if not isinstance(jti, str) or not re.fullmatch(r"[0-9a-fA-F-]{8,64}", jti):
             raise BadRequest(f"not a token id: {jti!r}")
         with self._storage.write() as tx:
+            if tx.get(Revocation.KIND, jti) is None:
+                owner = tx.get(TokenRecord.KIND, jti)
+                record_row(tx, self._clock(), "token_revoked", user or (owner.body.get("user") if owner else "") or "",
+                           CLI, detail=jti)
             self.revoke_in(tx, jti, user)
 
     def revoke_in(self, tx: Tx, jti: str, user: Optional[str]) -> None:
@@ -385,6 +392,9 @@ class AuthService:
                 roles.pop(group, None)
             else:
                 roles[group] = new_role
-            user = replace(user, roles=roles)
-            tx.update(to_doc(user))
-        return user
+            changed = replace(user, roles=roles)
+            if changed.roles != user.roles:
+                record_row(tx, self._clock(), "role_changed", user.name, CLI,
+                           detail=f"{group}: {user.roles.get(group) or 'none'} -> {new_role or 'none'}")
+            tx.update(to_doc(changed))
+        return changed
