@@ -65,8 +65,14 @@ class SQLiteStorage:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Made private before SQLite opens it: the store holds engine credentials and password
-            # hashes, and SQLite gives its -wal and -shm files the database file's mode.
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            # hashes, and SQLite gives its -wal and -shm files the database file's mode. Only a file
+            # that does not exist yet: closing any descriptor of an open database drops every POSIX
+            # lock this process holds on it (the other threads' connections), which corrupts it.
+            if not self.path.exists():
+                try:
+                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+                except FileExistsError:
+                    pass  # another thread made it first
             conn = sqlite3.connect(str(self.path), timeout=self._busy_timeout_s, isolation_level=None,
                                    check_same_thread=False)
             self._set_wal(conn)
