@@ -11,6 +11,7 @@ import pty
 import re
 import select
 import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from tests.client.conftest import CLIENT, Site
@@ -265,3 +267,85 @@ def test_conditional_gets_answer_304_while_nothing_changed(site: Site, home: Pat
     assert site.xpresso("images", "pin", images["a"]).returncode == 0
     assert api.get_fresh("images", images["a"])["pin_version"] is True and api.not_modified == 2
     assert site.xpresso("images", "unpin", images["a"]).returncode == 0
+
+
+def _set_password(site: Site, user: str, password: str) -> None:
+    p = subprocess.run([sys.executable, "-m", "xpresso_env.cli", "--config", str(site.config), "user",
+                        "set-password", user, "--stdin"], input=password + "\n", capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+def test_login_with_a_password_keeps_an_api_token_of_its_own_never_the_password(site: Site, home: Path):
+    """CONTRACT section 13: sign in, make an API token named after the host, end the session,
+    keep the token."""
+    _set_password(site, "bob", "correct horse battery")
+    path = home / ".config" / "xpresso" / "config.yaml"
+    r = subprocess.run([*CLIENT, "login", site.url, "--user", "bob", "--password-stdin", "--group", "g1",
+                        "--days", "7"], input="correct horse battery\n", capture_output=True, text=True, timeout=120,
+                       env=site.client_env())
+    assert r.returncode == 0, r.stderr
+    assert "Logged in" in r.stderr and "bob" in r.stderr and "correct horse" not in r.stderr + r.stdout
+    saved = yaml.safe_load(path.read_text())
+    assert saved["group"] == "g1" and "correct horse" not in path.read_text()
+    tokens = requests.get(f"{site.url}/api/v2/me/tokens", headers={"Authorization": f"Jwt {saved['token']}"},
+                          timeout=30).json()
+    api = [t for t in tokens if t["name"].startswith("xpresso on ")]
+    assert len(api) == 1 and api[0]["name"] == f"xpresso on {_host()}" and api[0]["typ"] == "api", tokens
+    assert [t["typ"] for t in tokens if t["typ"] == "session" and not t["revoked"]] == []  # the session ended
+    created = datetime.fromisoformat(api[0]["created"].replace("Z", "+00:00"))
+    expires = datetime.fromisoformat(api[0]["expires"].replace("Z", "+00:00"))
+    assert abs((expires - created) - timedelta(days=7)) < timedelta(minutes=1)
+    me = json.loads(site.xpresso("--json", "whoami", user=None, group=None).stdout)
+    assert (me["user"], me["group"]) == ("bob", "g1")
+
+
+def test_login_with_a_wrong_password_keeps_nothing(site: Site, home: Path):
+    _set_password(site, "carol", "the right one")
+    r = subprocess.run([*CLIENT, "login", site.url, "--user", "carol", "--password-stdin"], input="wrong\n",
+                       capture_output=True, text=True, timeout=120, env=site.client_env())
+    assert r.returncode == 1
+    assert r.stderr.strip() == "xpresso: error: Invalid username or password. (HTTP 401)"
+    assert not (home / ".config").exists()
+    # no terminal and no --password-stdin: said plainly, nothing asked
+    r = site.xpresso("login", site.url, "--user", "carol", user=None, group=None)
+    assert _error(r) == "no terminal to ask the password on: pipe it with --password-stdin"
+    # several groups, none named, off a terminal: told which, and the session is ended
+    _set_password(site, "bob", "correct horse battery")
+    r = subprocess.run([*CLIENT, "login", site.url, "--user", "bob", "--password-stdin"],
+                       input="correct horse battery\n", capture_output=True, text=True, timeout=120,
+                       env=site.client_env())
+    assert _error(r) == "bob is in several groups: g1, g2; name one with --group G"
+    assert not (home / ".config").exists()
+
+
+def test_login_with_a_password_on_a_terminal_asks_for_it(site: Site, home: Path):
+    _set_password(site, "carol", "typed on a terminal")
+    out = _on_a_terminal([*CLIENT, "login", site.url, "--user", "carol"], site.client_env(),
+                         answer_after="Password for carol", answer="typed on a terminal\n")
+    assert "Logged in" in out and "typed on a terminal" not in out, out  # no echo
+    assert json.loads(site.xpresso("--json", "whoami", user=None, group=None).stdout)["user"] == "carol"
+
+
+def test_tokens_list_create_revoke(site: Site, home: Path):
+    r = site.xpresso("tokens", "create", "ci-runner", "--days", "3", user="alice")
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip().splitlines()[-1]
+    assert token.startswith("Jwt ") and "shown this once" in r.stderr
+    me = site.xpresso("--json", "whoami", env={"XPRESSO_TOKEN": token})
+    assert me.returncode == 0 and json.loads(me.stdout)["user"] == "alice"
+    listed = json.loads(site.xpresso("--json", "tokens", "list", "-f", "name=ci-runner").stdout)
+    assert [t["name"] for t in listed] == ["ci-runner"] and "token" not in listed[0]
+    table = site.xpresso("tokens", "list", env={"COLUMNS": "70"})
+    assert table.returncode == 0 and listed[0]["jti"] in table.stdout, table.stdout
+    assert site.xpresso("tokens", "revoke", listed[0]["jti"]).returncode == 0
+    assert "Invalid token" in _error(site.xpresso("whoami", env={"XPRESSO_TOKEN": token}))
+    revoked = json.loads(site.xpresso("--json", "tokens", "list", "-f", "revoked=true").stdout)
+    assert listed[0]["jti"] in [t["jti"] for t in revoked]
+    assert "(HTTP 404)" in _error(site.xpresso("tokens", "revoke", listed[0]["jti"], user="bob", group="g1"))
+
+
+def _host() -> str:
+    from xpresso_env.client.signin import token_name
+
+    return token_name().removeprefix("xpresso on ")
