@@ -9,9 +9,12 @@ refused (CONTRACT section 16).
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -30,6 +33,8 @@ from ..core.errors import (
     NotAuthenticated,
     NotFound,
     PermissionDenied,
+    StorageError,
+    StorageUnavailable,
     TokenExpired,
     ValidationError,
 )
@@ -39,6 +44,7 @@ from ..core.wire import ACCOUNT_NAME
 from ..storage import StorageBackend, Tx
 from .audit_rows import CLI, record_row
 
+log = logging.getLogger("xpresso_env.auth")
 ALGORITHM = "HS256"
 _SCHEMES = {"jwt", "bearer"}
 
@@ -164,12 +170,41 @@ def check_name(field: str, value: object) -> str:
     return value
 
 
+LAST_USED_EVERY_S = 60.0  # a token's last_used is written at most this often by one process
+
+
 class AuthService:
     def __init__(self, storage: StorageBackend, secret: bytes, clock: Clock, token_days: int):
         self._storage = storage
         self._secret = secret
         self._clock = clock
         self._token_days = token_days
+        self._used: dict[str, float] = {}  # jti -> when this process last wrote its last_used (monotonic)
+        self._used_lock = threading.Lock()
+
+    def note_use(self, caller: Caller) -> None:
+        """Record that ``caller``'s token answered a request: ``last_used`` of its record, written
+        at most once a minute per token and process (after the request's read, never inside it).
+        Best effort: a store that cannot take the write now is tried again at the next use."""
+        if not caller.jti:
+            return
+        now = time.monotonic()
+        with self._used_lock:
+            last = self._used.get(caller.jti)
+            if last is not None and now - last < LAST_USED_EVERY_S:
+                return
+            if len(self._used) >= 65536:
+                self._used.clear()
+            self._used[caller.jti] = now
+        try:
+            with self._storage.write() as tx:
+                doc = tx.get(TokenRecord.KIND, caller.jti)
+                if doc is not None:
+                    tx.update(to_doc(replace(from_doc(doc), last_used=self._clock())))
+        except (StorageUnavailable, StorageError) as exc:
+            with self._used_lock:
+                self._used.pop(caller.jti, None)
+            log.debug("last_used of token %s not written: %s", caller.jti, exc)
 
     # -- tokens ---------------------------------------------------------------------------
     def issue_token(self, user_name: str, days: Optional[int] = None, by: str = CLI) -> IssuedToken:
