@@ -20,17 +20,16 @@ import shutil
 import socketserver
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
 import yaml
 
-from xpresso_env.testing.server import Server, cli, serve, write_config
-
 from tests.git_repo import GitRepo, hello_polaris
+from xpresso_env.testing.server import Server, cli, serve, write_config
 
 CHROMIUM = "/usr/bin/chromium"
 XSS_NAME = "<img src=x onerror=alert(1)>"
@@ -68,11 +67,11 @@ class _Gate:
 class _Handler(http.server.SimpleHTTPRequestHandler):
     gate: _Gate
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self.gate.pass_through()
         super().do_GET()
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args) -> None:
         pass
 
 
@@ -309,3 +308,18 @@ def a11y(axe_source):
         found = axe_violations(page, axe_source)
         assert found == [], f"{view}: " + "\n".join(found)
     return check
+
+
+# --------------------------------------------------------------------------- README screenshots
+
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def readme_shot(page, tmp_path: Path, name: str, full_page: bool = False) -> None:
+    """A screenshot of what the page shows: into the test's tmp folder, and into docs/screenshots/
+    (the README's images) when XPRESSO_SCREENSHOTS=1, which is how they are retaken."""
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=full_page)
+    assert path.stat().st_size > 0
+    if os.environ.get("XPRESSO_SCREENSHOTS") == "1":
+        page.screenshot(path=str(SHOTS / name), full_page=full_page)

@@ -15,23 +15,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import XSS_NAME, Site
-from .test_page import save, sign_in
+from .conftest import XSS_NAME, Site, readme_shot
+from .test_page import sign_in
 
 pytestmark = pytest.mark.slow  # a real serve and Chromium
-
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
-
-
-def readme_shot(page: Page, tmp_path: Path, name: str, full_page: bool = False) -> None:
-    """A screenshot for the README: written to the test's tmp folder, and into docs/screenshots/
-    when XPRESSO_SCREENSHOTS=1 (how the README's images are retaken)."""
-    import os
-    save(page, tmp_path, name)
-    if os.environ.get("XPRESSO_SCREENSHOTS") == "1":
-        page.screenshot(path=str(SHOTS / name), full_page=full_page)
-
 
 def wait_for_probes(site: Site) -> None:
     """The server probes at start: wait until the fixtures' harness at a missing path is OFFLINE."""
@@ -247,7 +234,9 @@ def test_followed_build_log_keeps_its_end_shows_elapsed_time_and_the_final_statu
     expect(final).to_be_visible()
     expect(final).to_contain_text("successful: follow:1")
     expect(page.locator("#image-progress")).to_contain_text(re.compile(r"took \d+:\d\d"))
+    expect(page.locator("#image-detail .field-pin_version")).to_have_text("not pinned")  # null is not blank
     a11y(page, "image with its followed log")
+    page.evaluate("document.getElementById('image-log').style.maxHeight = ''")  # as a reader sees it
     readme_shot(page, tmp_path, "image-log.png", full_page=True)
     page.watch.assert_clean()
 
@@ -334,21 +323,23 @@ def test_details_pin_column_lists_and_what_an_empty_group_says(page: Page, site:
     page.watch.assert_clean()
 
 
-def test_usable_at_420_px(open_page, site: Site, a11y):
+def test_usable_at_420_and_400_px(open_page, site: Site, a11y):
     page = open_page()
-    page.set_viewport_size({"width": 420, "height": 800})
-    sign_in(page, site, "bob", tab="overview")
-    expect(page.locator("#overview .card").first).to_be_visible()
     loaded = {"overview": "#overview .card", "harnesses": "#records-count:has-text('harnesses')",
               "engines": "#records-count:has-text('engines')", "images": "#images-count:has-text('images')",
               "profile": "#profile #p-prefs"}
-    for tab, ready in loaded.items():
-        page.click(f"button[data-tab={tab}]")
-        expect(page.locator(ready).first).to_be_visible()
-        header = page.locator("header.top")
-        assert header.evaluate("h => h.scrollWidth <= h.clientWidth"), tab
-        assert page.evaluate("document.documentElement.scrollWidth <= 420"), tab
-        a11y(page, tab + " at 420 px")
+    page.set_viewport_size({"width": 420, "height": 800})
+    sign_in(page, site, "bob", tab="overview")
+    for width in (420, 400):
+        page.set_viewport_size({"width": width, "height": 800})
+        for tab, ready in loaded.items():
+            page.click(f"button[data-tab={tab}]")
+            expect(page.locator(ready).first).to_be_visible()
+            header = page.locator("header.top")
+            assert header.evaluate("h => h.scrollWidth <= h.clientWidth"), (width, tab)
+            assert page.evaluate(f"document.documentElement.scrollWidth <= {width}"), (width, tab)
+            if width == 400:
+                a11y(page, f"{tab} at {width} px")
     page.watch.assert_clean()
 
 

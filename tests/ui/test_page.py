@@ -5,7 +5,8 @@ the API reference page, and values from the API shown as text (never as HTML).
 
 Every test also checks the page broke no rule of its Content-Security-Policy, raised no error,
 opened no dialog and asked no other host for anything. Screenshots of the main views are saved
-in the test's tmp folder (two of them are in docs/screenshots/ for the README).
+in the test's tmp folder (and retaken into docs/screenshots/ for the README with
+XPRESSO_SCREENSHOTS=1, see conftest.readme_shot).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import XSS_ENGINE, XSS_NAME, XSS_SITE, Site
+from .conftest import XSS_ENGINE, XSS_NAME, XSS_SITE, Site, readme_shot
 
 pytestmark = pytest.mark.slow  # a real serve and Chromium
 
@@ -80,7 +81,7 @@ def test_sign_in_list_filter_state_and_history(page: Page, site: Site, tmp_path:
     assert history.nth(0).locator("td").nth(2).inner_text() == "bob"
     assert history.nth(1).locator("td").nth(1).inner_text() == "updated"
     assert "configuration_state: ENABLED → DISABLED" in history.nth(1).locator("td.changes").inner_text()
-    save(page, tmp_path, "harnesses.png")
+    readme_shot(page, tmp_path, "harnesses.png", full_page=True)
 
     # engines, with their filters
     page.click("button[data-tab=engines]")
@@ -191,7 +192,7 @@ def test_submit_a_build_follow_its_log_pin_and_cancel_another(page: Page, open_p
     assert detail.locator("button.cancel").count() == 0
     detail.locator("button.pin").click()
     expect(detail.locator("button.pin")).to_have_text("Unpin")
-    expect(detail.locator(".field-pin_version")).to_have_text("true")
+    expect(detail.locator(".field-pin_version")).to_have_text("pinned")
     expect(page.locator("#images tbody td.col-pin_version").first).to_have_text("pinned")
     save(page, tmp_path, "image-log.png")
 

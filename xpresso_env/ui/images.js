@@ -135,6 +135,7 @@ async function imageCall(method, img, suffix, body) {
 
 function detailValue(name, value) {
   if (name === "jobs" || name === "manifests") return listOf(value);
+  if (name === "pin_version") return value ? "pinned" : "not pinned";  // null: never pinned
   if (name === "date_created" || name === "date_updated") return timeEl(value);
   if (name === "status") return badge(value);
   if (name === "size") return typeof value === "number" ? fmtSize(value) + " (" + value + " bytes)" : text(value);

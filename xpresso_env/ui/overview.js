@@ -113,7 +113,7 @@ function render({harnesses, engines, building, states}) {
   out.push(el("section", {class: "card wide", "aria-labelledby": "ov-latest"},
     el("h3", {id: "ov-latest"}, "Latest state changes"),
     changes.length
-      ? el("div", {class: "scroll"}, el("table", {class: "records latest"},
+      ? el("div", {class: "scroll", tabindex: "0", role: "region", "aria-label": "Latest state changes"}, el("table", {class: "records latest"},
         el("thead", {}, el("tr", {}, ["when", "record", "kind", "state", "reason"].map((c) => el("th", {scope: "col"}, c)))),
         el("tbody", {}, changes.slice(0, LATEST).map(({kind, rec, st}) => el("tr", {},
           el("td", {}, timeEl(st.since)), el("td", {}, link(kind, rec)), el("td", {}, kind === "harnesses" ? "harness" : "engine"),

@@ -131,7 +131,7 @@ async function loadTokens(box) {
   }
   if (!tokens.length) { clear(box).append(el("p", {class: "muted"}, "No token yet.")); return; }
   const live = (t) => !t.revoked && !(t.expires && Date.parse(t.expires) < Date.now());
-  clear(box).append(el("div", {class: "scroll"}, el("table", {class: "records tokens"},
+  clear(box).append(el("div", {class: "scroll", tabindex: "0", role: "region", "aria-label": "Your tokens"}, el("table", {class: "records tokens"},
     el("thead", {}, el("tr", {}, ["name", "kind", "created", "expires", "last used", "state", ""].map((c, i) =>
       i === 6 ? el("td", {}) : el("th", {scope: "col"}, c)))),
     el("tbody", {}, tokens.map((t) => el("tr", {dataset: {jti: t.jti}, class: live(t) ? "" : "deleted"},

@@ -219,7 +219,7 @@ async function loadHistory(kind, recordId, box, initial) {
         el("td", {}, timeEl(ev.at)), el("td", {}, badge(ev.event)), el("td", {}, ev.by === null ? "service" : text(ev.by)),
         el("td", {class: "changes"}, changesText(ev.changes).map((line) => el("div", {}, line))),
         el("td", {}, text(ev.reason))))));
-    clear(box).append(events.length ? el("div", {class: "scroll"}, table) : el("p", {}, "No events."));
+    clear(box).append(events.length ? el("div", {class: "scroll", tabindex: "0", role: "region", "aria-label": "History"}, table) : el("p", {}, "No events."));
   } catch (err) {
     if (initial) clear(box).append(el("p", {class: "error"}, "History not available: " + err.message));
   }

@@ -25,13 +25,15 @@ export function exact(iso) {
 export function relative(iso, now = Date.now()) {
   const when = new Date(iso);
   if (isNaN(when)) return String(iso);
-  const s = Math.round((now - when.getTime()) / 1000);
-  const ago = (n, unit) => n + " " + unit + " ago";
-  if (s < -30) return "in the future";
-  if (s < 45) return "just now";
-  if (s < 3600) return ago(Math.max(1, Math.round(s / 60)), "min");
-  if (s < 86400) return ago(Math.round(s / 3600), "h");
-  if (s < 86400 * 30) return ago(Math.round(s / 86400), Math.round(s / 86400) === 1 ? "day" : "days");
+  const diff = Math.round((now - when.getTime()) / 1000);
+  const s = Math.abs(diff);
+  // past: "3 min ago"; future (a token's expiry): "in 30 days"
+  const say = (n, unit) => (diff < 0 ? "in " + n + " " + unit : n + " " + unit + " ago");
+  if (s < 45) return diff < 0 ? "in a moment" : "just now";
+  if (s < 3600) return say(Math.max(1, Math.round(s / 60)), "min");
+  if (s < 86400) return say(Math.round(s / 3600), "h");
+  const days = Math.round(s / 86400);
+  if (days <= 60) return say(days, days === 1 ? "day" : "days");
   return exact(iso);
 }
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from importlib import resources
-from typing import Optional
 
 import falcon
 
@@ -75,7 +74,7 @@ class Assets:
             return data
 
 
-def _send(resp: falcon.Response, data: bytes, asset: Asset, cache: Optional[str]) -> None:
+def _send(resp: falcon.Response, data: bytes, asset: Asset, cache: str | None) -> None:
     resp.content_type = asset.content_type
     resp.data = data
     resp.set_header("Content-Security-Policy", asset.csp)
