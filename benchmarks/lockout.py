@@ -18,8 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 import requests
-
 from _common import postgres_database, run_in_tempdir  # noqa: F401  (puts the checkout on the path)
+
 from xpresso_env.testing.server import cli, serve, write_config
 
 PASSWORD = "the right password"

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from xpresso_env.core.codec import from_doc, to_doc
-from xpresso_env.core.models import Revocation, TokenRecord, User
 from xpresso_env.core.errors import SchemaOutdated
+from xpresso_env.core.models import Revocation, TokenRecord, User
 from xpresso_env.storage import StorageBackend, Tx, change_counters, check_ready
 
 from .base import SuiteBase
