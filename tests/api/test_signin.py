@@ -192,3 +192,26 @@ def test_an_unknown_provider_is_a_start_up_error(tmp_path):
     settings = make_settings(tmp_path, extra={"auth": {"providers": ["local", "oidc"]}})
     with pytest.raises(ConfigError, match="unknown identity provider 'oidc'; installed: header, ldap, local"):
         build_context(settings, check_schema=False, images=False)
+
+
+def test_racing_guesses_on_two_processes_are_checked_no_more_than_the_limit(make_world, settings):
+    import threading
+
+    strict = dataclasses.replace(settings, auth=dataclasses.replace(settings.auth, login_max_failures=3))
+    worlds = [make_world(settings_override=strict), make_world(settings_override=strict)]
+    worlds[0].ctx.profile.set_password("mem", PASSWORD, by="(cli)")
+    codes: list[int] = []
+    lock = threading.Lock()
+
+    def guess(n: int) -> None:
+        r = login(worlds[n % 2], "mem", f"guess-{n}")
+        with lock:
+            codes.append(r.status_code)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(codes) == [401] * 3 + [429] * 13, codes
+    assert all(login(w, "mem").status_code == 429 for w in worlds)
