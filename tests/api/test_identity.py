@@ -58,3 +58,18 @@ def test_the_command_lines_changes_are_audited(world):
     rows = [(r.event, r.by, r.detail) for r in world.ctx.audit.entries(user="mem")]
     assert rows[:3] == [("role_changed", "(cli)", "g2: none -> guest"), ("token_revoked", "(cli)", issued.jti),
                         ("token_created", "(cli)", issued.jti)]
+
+
+def test_deleting_a_user_revokes_their_tokens_recorded_before_uids_and_no_one_elses(world):
+    from datetime import timedelta
+
+    from xpresso_env.core.codec import to_doc
+    from xpresso_env.core.models import TokenRecord
+
+    now = world.ctx.clock()
+    with world.ctx.storage.write() as tx:  # as an import of an older export leaves them
+        for jti, user in (("01d0000000", "mem"), ("02d0000000", "priv")):
+            tx.insert(to_doc(TokenRecord(id=jti, user=user, date_created=now, expires=now + timedelta(days=1))))
+    world.ctx.auth.delete_user("mem")
+    revoked = {t.jti for t in world.ctx.auth.list_tokens() if t.revoked}
+    assert "01d0000000" in revoked and "02d0000000" not in revoked

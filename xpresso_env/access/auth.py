@@ -410,7 +410,10 @@ class AuthService:
             tx.update(to_doc(replace(user, deleted=True)))
             now = self._clock()
             for token in map(from_doc, tx.query(TokenRecord.KIND)):
-                if token.user_id == user.uid and tx.get(Revocation.KIND, token.id) is None:
+                # A token recorded before uids (user_id "", in a store imported from an older
+                # export) is the user's by name.
+                mine = token.user_id == user.uid if token.user_id else token.user == user.name
+                if mine and tx.get(Revocation.KIND, token.id) is None:
                     tx.insert(to_doc(Revocation(jti=token.id, date_created=now, user=user.name)))
 
     def set_role(self, user_name: str, group: str, role: Optional[str]) -> User:
