@@ -3,6 +3,7 @@ the audit, and `init` upgrading a store of the previous schema."""
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 import yaml
@@ -90,3 +91,51 @@ def test_init_upgrades_a_store_of_the_previous_schema(cfg):
     assert "4" in out
     listed = {line.split()[0]: line.split()[-1] for line in run(cfg, "token", "list").stdout.splitlines()[1:]}
     assert listed == {"aa11": "no", "dd11": "yes"}
+
+
+@pytest.mark.slow
+def test_set_password_prompts_twice_on_a_terminal(cfg):
+    """Typed at a terminal: asked twice, echo off; two different answers change nothing."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import subprocess
+    import termios
+
+    from tests.cli.test_cli import EXE
+
+    run(cfg, "init")
+    run(cfg, "user", "add", "alice")
+
+    def typed(*answers: str) -> tuple[int, str]:
+        master, slave = pty.openpty()
+
+        def controlling_terminal() -> None:
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+        proc = subprocess.Popen(EXE + ["--config", str(cfg), "user", "set-password", "alice"], stdin=slave,
+                                stdout=slave, stderr=slave, preexec_fn=controlling_terminal, close_fds=True)
+        os.close(slave)
+        seen, answered = b"", 0
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(master, 1024)
+                except OSError:
+                    break
+                prompts = seen.count(b"New password for alice: ") + seen.count(b"Again: ")
+                while answered < min(prompts, len(answers)):  # each prompt answered once
+                    os.write(master, (answers[answered] + "\n").encode())
+                    answered += 1
+        proc.wait(30)
+        os.close(master)
+        return proc.returncode, seen.decode(errors="replace")
+
+    code, out = typed("first password", "second password")
+    assert code != 0 and "differ" in out
+    code, out = typed("a good password", "a good password")
+    assert code == 0 and "New password for alice:" in out and "Again:" in out and "password of alice set" in out
