@@ -263,9 +263,10 @@ def _me_paths() -> dict[str, Any]:
         "responses": {"200": _json("the caller", me), **AUTH_ERRORS}}}}
 
 
-def _identity_paths() -> dict[str, Any]:
+def _identity_paths() -> tuple[dict[str, Any], Schema]:
     """Signing in, a user's own tokens, password and preferences, and the audit (CONTRACT section
-    13; http/resources/auth.py, me.py, audit.py). None of them takes a group."""
+    13; http/resources/auth.py, me.py, audit.py), and the preferences schema GET /me shares. None of
+    them takes a group."""
     from ..access.audit import EVENTS
     from ..access.passwords import MAX_LENGTH, MIN_LENGTH
     from ..access.profile import TIME_FORMATS, TOKEN_NAME_MAX
