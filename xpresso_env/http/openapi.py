@@ -269,7 +269,8 @@ def _identity_paths() -> tuple[dict[str, Any], Schema]:
     them takes a group."""
     from ..access.audit import EVENTS
     from ..access.passwords import MAX_LENGTH, MIN_LENGTH
-    from ..access.profile import TIME_FORMATS, TOKEN_NAME_MAX
+    from ..access.profile import TIME_FORMATS, TOKEN_NAME_MAX, time_zones
+    from ..config import AuthSettings
 
     text = {"type": "string", "minLength": 1, "maxLength": 1024}
     time = dict(wire.TIME)
@@ -280,7 +281,8 @@ def _identity_paths() -> tuple[dict[str, Any], Schema]:
     created = {**token, "properties": {**token["properties"], "token": {"type": "string",
                                                                         "description": "`Jwt <token>`, shown once"}},
                "required": ["token", *token["required"]]}
-    prefs = _obj({"time_zone": {"type": "string", "description": "an IANA time zone name (an unknown one is a 400)"},
+    prefs = _obj({"time_zone": {"type": "string", "enum": sorted(time_zones()),
+                                "description": "an IANA time zone name (an unknown one is a 400)"},
                   "time_format": {"type": "string", "enum": list(TIME_FORMATS)}})
     audit_row = _obj({"at": time, "event": {"type": "string", "enum": list(EVENTS)}, "user": {"type": "string"},
                       "by": {"type": "string"}, "address": {"type": "string"}, "detail": {"type": "string"}},
@@ -290,17 +292,17 @@ def _identity_paths() -> tuple[dict[str, Any], Schema]:
     def op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
         return {**no_group, "summary": summary, **extra, "responses": {**responses, **AUTH_ERRORS}}
 
-    login_body = _obj({"username": {**text, "maxLength": 150}, "password": text})
+    login_body = _obj({"username": {**text, "maxLength": 150}, "password": text}, ["username", "password"])
     paths: dict[str, Any] = {
         "/api/v2/auth/login": {"post": {
             "summary": "Sign in: a session token (claim typ: session) for a user name and password",
             "description": "The identity providers of `auth.providers` are tried in order. A wrong user or a "
                            "wrong password is the same 401. After `auth.login_max_failures` failures for a "
                            "user name within `auth.login_window_s`, every attempt for it is a 429 with "
-                           "Retry-After. With the `header` provider, a trusted proxy's request with an empty "
-                           "body signs its user in.",
+                           "Retry-After. With the `header` provider, a request from a trusted proxy that "
+                           "carries no body (or `{}`) signs in the user its header names.",
             "security": [],
-            "requestBody": {"required": False, "content": {"application/json": {"schema": login_body}}},
+            "requestBody": {"required": True, "content": {"application/json": {"schema": login_body}}},
             "responses": {"200": _json("signed in", _obj({"token": {"type": "string"}, "expires": time,
                                                           "user": {"type": "string"}},
                                                          ["token", "expires", "user"])),
@@ -316,8 +318,9 @@ def _identity_paths() -> tuple[dict[str, Any], Schema]:
                        {"201": _json("the new token", created), **BODY_ERRORS},
                        requestBody={"required": True, "content": {"application/json": {"schema": _obj(
                            {"name": {"type": "string", "minLength": 1, "maxLength": TOKEN_NAME_MAX},
-                            "days": {"type": "integer", "minimum": 1,
-                                     "description": "lifetime, at most auth.token_days_max"}}, ["name"])}}}),
+                            "days": {"type": "integer", "minimum": 1, "maximum": AuthSettings().token_days_max,
+                                     "description": "lifetime in days, at most auth.token_days_max (the "
+                                                    "maximum shown is its default)"}}, ["name"])}}}),
         },
         "/api/v2/me/tokens/{jti}": {
             "parameters": [_path_param("jti", {"type": "string", "maxLength": 64})],
