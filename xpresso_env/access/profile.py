@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, Callable
 from functools import lru_cache
+from typing import Any, Callable
 from zoneinfo import available_timezones
 
 from ..core.codec import from_doc, to_doc
