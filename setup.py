@@ -37,6 +37,12 @@ setup(
         # GET /metrics: the Prometheus exposition (text and OpenMetrics) and a registry per app
         # context (CONTRACT section 10); choose_encoder needs 0.20 or later.
         "prometheus_client>=0.20",
+        # Passwords of the local identity provider (CONTRACT section 13): argon2id, memory-hard, from
+        # a maintained binding of the reference implementation; its hashes carry their parameters.
+        "argon2-cffi>=23.1",
+        # The ldap identity provider: a maintained, pure-Python LDAP v3 client (no C build, no
+        # libldap headers), with connect and per-operation timeouts, StartTLS and LDAPS.
+        "ldap3>=2.9",
     ],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1", "psycopg_pool>=3.2"],

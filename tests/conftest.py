@@ -60,6 +60,9 @@ def make_settings(tmp: Path, backend: str = "sqlite", dsn: Optional[str] = None,
         "XPRESSO_ENV_SERVER_ACCESS_LOG": "false",
         # No background probes of the records tests make up (tests/probes turns them on).
         "XPRESSO_ENV_PROBES_ENABLED": "false",
+        # Cheap password hashes: many tests sign in (tests/api/test_signin.py checks the real cost's rehash).
+        "XPRESSO_ENV_AUTH_PASSWORD_TIME_COST": "1",
+        "XPRESSO_ENV_AUTH_PASSWORD_MEMORY_KIB": "1024",
     }
     if backend == "sqlite":
         env["XPRESSO_ENV_STORAGE_PATH"] = str(tmp / "xpresso.sqlite3")

@@ -18,13 +18,18 @@ import falcon
 import pluggy
 from falcon.routing import CompiledRouter
 
+from .access.audit import Audit
 from .access.auth import AuthService, load_secret
 from .access.cache import ResponseCache
+from .access.passwords import Passwords
+from .access.profile import ProfileService
+from .access.providers import ProviderTools
 from .access.reads import Reads
+from .access.signin import LoginPolicy, SignInService
+from .builds.attempt import BuildRunner
 from .builds.files import ImagePaths
 from .builds.log import BuildLogStore
 from .builds.push import PushTargets
-from .builds.attempt import BuildRunner
 from .builds.queue import DEFAULT_MAX_ATTEMPTS, BuildQueue
 from .builds.retention import Retention
 from .builds.sdk.builder import Builder
@@ -36,8 +41,11 @@ from .http import errors as api_errors
 from .http.access_log import ACCESS_LOGGER, AccessLog
 from .http.cache_frontend import CachedAnswers, CacheFrontend
 from .http.common import JsonBody
+from .http.conditional import ConditionalGet
 from .http.edge import Edge
 from .http.request_id import RequestIds
+from .http.resources import audit as api_audit
+from .http.resources import auth as api_auth
 from .http.resources import history as api_history
 from .http.resources import images as api_images
 from .http.resources import me as api_me
@@ -52,10 +60,10 @@ from .journal.history import HistoryReads, HistoryService
 from .journal.journal import Journal
 from .journal.retention import DeliveryRetention
 from .journal.webhooks import WebhookService
-from .plugin import builders, make_plugin_manager, pick_storage
+from .plugin import builders, make_plugin_manager, pick_identity_providers, pick_storage
 from .probes.protocol import choose_probers, prober_infos
-from .probes.state_reads import StateReads
 from .probes.scheduler import ProbeService
+from .probes.state_reads import StateReads
 from .registry.service import RegistryService
 from .runtime.events import Events
 from .runtime.lease import Identity, worker_id
@@ -97,6 +105,9 @@ class AppContext:
     images: Optional[ImageService] = None  # None when built without image builds
     access_log: Optional[AccessLog] = None  # None when server.access_log is off
     probes: Optional[ProbeService] = None  # operational state probes (runs when probes.enabled)
+    signin: Optional[SignInService] = None  # POST /api/v2/auth/login and logout (CONTRACT section 13)
+    profile: Optional[ProfileService] = None  # a user's own tokens, password, preferences
+    audit: Optional[Audit] = None  # the audit rows: written by the two above, listed, swept
     # The background work this process runs (see ``background``): started in this order, stopped in reverse.
     loops: list[Startable] = field(default_factory=list)
     role: Role = Role.SERVE
@@ -156,6 +167,15 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
     events = Events(pm.hook, metrics)
     auth = AuthService(storage, load_secret(settings), clock, settings.auth.token_days)
     reads = Reads(storage, auth, counters, clock)
+    a = settings.auth
+    passwords = Passwords(time_cost=a.password_time_cost, memory_kib=a.password_memory_kib)
+    providers = pick_identity_providers(pm, a.providers, ProviderTools(settings, passwords,
+                                                                       logging.getLogger("xpresso_env.auth")))
+    audit = Audit(storage, reads, clock, settings.history.retention_days, a.login_window_s,
+                  settings.history.sweep_interval_s)
+    signin = SignInService(storage, auth, audit, providers,
+                           LoginPolicy(a.session_hours, a.login_max_failures, a.login_window_s), clock)
+    profile = ProfileService(storage, reads, auth, audit, passwords, clock, a.token_days_max, a.token_days)
     cached = CachedAnswers(ResponseCache(settings.server.response_cache_bytes, counters, clock), metrics)
     worker = worker_id()  # this context's claims: webhook deliveries, probes and builds (runtime/lease.py)
     deliveries = DeliveryService(storage, settings.events, clock, metrics, worker_id=worker, new_id=new_id)
@@ -179,7 +199,8 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
                      reads=reads, cached=cached, body=JsonBody(settings.server.max_body_bytes),
                      registry=registry, metrics=metrics, images=image_service, access_log=access_log, journal=journal,
                      history=history, history_reads=HistoryReads(reads), webhooks=webhooks,
-                     deliveries=deliveries, delivery_retention=delivery_retention, probes=probes, role=role)
+                     deliveries=deliveries, delivery_retention=delivery_retention, probes=probes, role=role,
+                     signin=signin, profile=profile, audit=audit)
     ctx.loops = background(ctx)
     return ctx
 
@@ -206,6 +227,8 @@ def background(ctx: AppContext) -> list[Startable]:
         loops.append(ctx.history.sweeper)
     if ctx.delivery_retention is not None:
         loops.append(ctx.delivery_retention.sweeper)
+    if ctx.audit is not None:
+        loops.append(ctx.audit.sweeper)
     if ctx.deliveries is not None and (ctx.role is Role.WORKER or ctx.settings.events.deliver):
         loops.append(ctx.deliveries.dispatcher)
     images = ctx.images
@@ -271,7 +294,8 @@ def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: S
 def create_app(ctx: AppContext, router: Optional[CompiledRouter] = None) -> falcon.App:
     """The falcon app: every resource receives its collaborators by name. ``router``: falcon's
     router to route with (the response cache's frontend routes with the same one)."""
-    app = falcon.App(middleware=[api_metrics.RouteTemplate()], router=router)  # names the route for the metrics
+    # RouteTemplate names the route for the metrics; ConditionalGet tags GET answers (ETag, 304)
+    app = falcon.App(middleware=[api_metrics.RouteTemplate(), ConditionalGet()], router=router)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False
     app.req_options.keep_blank_qs_values = True
@@ -283,7 +307,10 @@ def create_app(ctx: AppContext, router: Optional[CompiledRouter] = None) -> falc
         api_probe_state.add_routes(app, StateReads(ctx.reads, ctx.probes.probers))
     if ctx.webhooks is not None:
         api_webhooks.add_routes(app, ctx.reads, ctx.body, ctx.webhooks)
-    api_me.add_routes(app, ctx.reads)
+    if ctx.profile is not None and ctx.signin is not None and ctx.audit is not None:
+        api_me.add_routes(app, ctx.reads, ctx.body, ctx.profile)
+        api_auth.add_routes(app, ctx.reads, ctx.body, ctx.signin)
+        api_audit.add_routes(app, ctx.audit)
     storage_info = api_meta.storage_report(ctx.storage, ctx.cached.enabled, ctx.settings.server.response_cache_bytes)
     app.add_route("/api/v2/openapi.json", api_meta.OpenAPIDocument(include_images=ctx.images is not None,
                                                                    include_metrics=ctx.settings.server.metrics))

@@ -125,10 +125,48 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class LdapSettings:
+    """The ``ldap`` identity provider (CONTRACT section 13; plugins/identity_ldap.py)."""
+
+    url: Optional[str] = None  # ldap://host[:port] or ldaps://host[:port]
+    start_tls: bool = False
+    ca_file: Optional[str] = None  # CA certificates to check the directory's certificate with
+    user_dn_template: Optional[str] = None  # uid={username},ou=people,dc=example,dc=org: bind directly
+    bind_dn: Optional[str] = None  # else search (as bind_dn) then bind as what was found
+    bind_password: Optional[str] = None
+    user_search_base: Optional[str] = None
+    user_filter: str = "(uid={username})"
+    group_search_base: Optional[str] = None
+    group_filter: str = "(|(member={user_dn})(uniqueMember={user_dn}))"
+    email_attribute: str = "mail"
+    group_roles: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group DN -> [GROUP:ROLE]
+    connect_timeout_s: float = 5.0  # a dead directory answers 503 after about this long
+    timeout_s: float = 5.0  # each operation (bind, search)
+
+
+@dataclass(frozen=True)
+class HeaderAuthSettings:
+    """The ``header`` identity provider: a trusted reverse proxy names the user."""
+
+    name: Optional[str] = None  # e.g. X-Remote-User
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs; the header from anywhere else is ignored
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     secret_file: str = "var/jwt-secret"
     secret: Optional[str] = None  # given directly instead of secret_file
     token_days: int = 30
+    providers: tuple[str, ...] = ("local",)  # identity providers, tried in this order
+    session_hours: float = 12.0  # lifetime of a sign-in's session token
+    token_days_max: int = 365  # the longest lifetime of a token a user makes for themselves
+    login_max_failures: int = 5  # failed sign-ins of one name within login_window_s before 429s
+    login_window_s: float = 900.0
+    # argon2id's cost: a change is applied to each password at its next sign-in (rehash)
+    password_time_cost: int = 3
+    password_memory_kib: int = 65536
+    ldap: LdapSettings = field(default_factory=LdapSettings)
+    header: HeaderAuthSettings = field(default_factory=HeaderAuthSettings)
 
 
 @dataclass(frozen=True)
@@ -214,6 +252,23 @@ def _coerce(tp: Any, value: Any, where: str, from_text: bool) -> Any:
         return _coerce(args[0], value, where, from_text)
     if value is None:
         raise ConfigError(f"{where}: a value is required")
+    if origin is tuple:  # a list of strings: a YAML list, or comma-separated text
+        if from_text and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(str, v, where, from_text) for v in value)
+    if origin is dict:  # a mapping of strings to lists of strings (YAML, or YAML text in the environment)
+        if from_text and isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) or {}
+            except yaml.YAMLError:
+                raise ConfigError(f"{where}: expected a mapping, got {value!r}") from None
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        inner = typing.get_args(tp)[1]
+        return {_coerce(str, k, where, from_text): _coerce(inner, v, f"{where}.{k}", from_text)
+                for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -309,6 +364,18 @@ def _env_overrides(cls: type, current: Any, env: Mapping[str, str], prefix: str)
     return dataclasses.replace(current, **changes)
 
 
+def yaml_error_line(file: Path, exc: yaml.YAMLError) -> str:
+    """One line naming the file, the line and column (1-based) and what is wrong, instead of
+    PyYAML's several lines about ``"<unicode string>"``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    context = " ".join(str(getattr(exc, "context", None) or "").split())
+    what = f"{problem} ({context})" if context else problem
+    if mark is None:
+        return f"{file}: not valid YAML: {what}"
+    return f"{file}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {what}"
+
+
 def load_settings(path: Optional[str | os.PathLike] = None,
                   env: Optional[Mapping[str, str]] = None,
                   overrides: Optional[Mapping[str, Any]] = None) -> Settings:
@@ -327,7 +394,7 @@ def load_settings(path: Optional[str | os.PathLike] = None,
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+            raise ConfigError(yaml_error_line(file, exc)) from None
         settings = dataclasses.replace(settings, base_dir=str(file.parent), source=str(file))
         settings = _merge_section(Settings, settings, data, str(file))
     settings = _env_overrides(Settings, settings, env, ENV_PREFIX.rstrip("_"))
@@ -360,6 +427,10 @@ def _check_values(s: Settings) -> None:
         "probes.concurrency": s.probes.concurrency, "probes.fail_after": s.probes.fail_after,
         "probes.ok_after": s.probes.ok_after, "probes.lease_s": s.probes.lease_s, "probes.sync_s": s.probes.sync_s,
         "probes.max_body_bytes": s.probes.max_body_bytes,
+        "auth.session_hours": s.auth.session_hours, "auth.token_days_max": s.auth.token_days_max,
+        "auth.login_max_failures": s.auth.login_max_failures, "auth.login_window_s": s.auth.login_window_s,
+        "auth.password_time_cost": s.auth.password_time_cost, "auth.password_memory_kib": s.auth.password_memory_kib,
+        "auth.ldap.connect_timeout_s": s.auth.ldap.connect_timeout_s, "auth.ldap.timeout_s": s.auth.ldap.timeout_s,
     }
     for key, value in positive.items():
         if value <= 0:

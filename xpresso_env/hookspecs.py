@@ -35,6 +35,15 @@ def xpresso_probers():
 
 
 @hookspec
+def xpresso_identity_providers():
+    """Announce identity providers (CONTRACT section 13): who may sign in, and how.
+
+    :returns: a list of :class:`xpresso_env.access.providers.IdentityProviderInfo`;
+        ``auth.providers`` names the ones to use, tried in that order at each sign-in.
+    """
+
+
+@hookspec
 def xpresso_startup(ctx):
     """Called once the application context is built, before serving.
 

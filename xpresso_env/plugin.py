@@ -8,6 +8,7 @@ from typing import Any, Iterable, Optional
 import pluggy
 
 from . import hookspecs
+from .access.providers import IdentityProvider, IdentityProviderInfo, ProviderTools
 from .builds.sdk.builder import BuilderInfo
 from .config import BLOCK_PLUGINS_ENV
 from .core.errors import ConfigError
@@ -23,6 +24,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "xpresso_env_plugins.builder_dryrun",
     "xpresso_env_plugins.prober_jenkins",
     "xpresso_env_plugins.prober_pyats",
+    "xpresso_env_plugins.identity_local",
+    "xpresso_env_plugins.identity_ldap",
+    "xpresso_env_plugins.identity_header",
 )
 
 ENTRY_POINT_GROUP = "xpresso_env"
@@ -49,6 +53,21 @@ def storage_backends(pm: pluggy.PluginManager) -> dict[str, StorageBackendInfo]:
 
 def builders(pm: pluggy.PluginManager) -> dict[str, BuilderInfo]:
     return {info.name: info for infos in pm.hook.xpresso_builders() for info in infos}
+
+
+def identity_providers(pm: pluggy.PluginManager) -> dict[str, IdentityProviderInfo]:
+    return {info.name: info for infos in pm.hook.xpresso_identity_providers() for info in infos}
+
+
+def pick_identity_providers(pm: pluggy.PluginManager, names: Iterable[str], tools: ProviderTools) -> list[IdentityProvider]:
+    """The providers ``auth.providers`` names, made in that order; an unknown name fails at start-up."""
+    found = identity_providers(pm)
+    chosen = []
+    for name in names:
+        if name not in found:
+            raise ConfigError(f"auth.providers: unknown identity provider {name!r}; installed: {', '.join(sorted(found))}")
+        chosen.append(found[name].factory(tools))
+    return chosen
 
 
 def pick_storage(pm: pluggy.PluginManager, name: str) -> StorageBackendInfo:

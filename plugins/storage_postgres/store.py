@@ -210,9 +210,15 @@ class PostgresStorage(QueryVersions):
                 if current > SCHEMA_VERSION:
                     raise StorageError(f"the database has schema version {current}, newer than this "
                                        f"xpresso-env knows ({SCHEMA_VERSION}): upgrade xpresso-env")
+                tx = PostgresTx(conn.execute, writable=True)  # the document steps' view of this transaction
                 for version in range(current, target):
                     for statement in MIGRATIONS[version]:
-                        conn.execute(statement)
+                        if callable(statement):
+                            statement(tx)
+                        else:
+                            conn.execute(statement)
+                if tx.counters.pending and max(current, target) >= COUNTERS_VERSION:
+                    tx.counters.flush()
                 if target > current:
                     conn.execute("INSERT INTO xpresso_meta (key, value) VALUES ('schema_version', %s) "
                                  "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (str(target),))

@@ -1,10 +1,16 @@
 """The SQLite schema, as the migrations that build it."""
 from __future__ import annotations
 
+from typing import Callable, Union
+
+from xpresso_env.storage import Tx
+from xpresso_env.storage.identity_upgrade import upgrade_identity
 from xpresso_env.storage.sql_counters import CounterTable
 
-# Each entry upgrades the schema from version i to i+1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+# Each entry upgrades the schema from version i to i+1: SQL statements, or a document step run
+# on the init transaction.
+Step = Union[str, Callable[[Tx], None]]
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (  # 1: documents and their index columns
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         """CREATE TABLE docs (
@@ -23,6 +29,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                PRIMARY KEY (kind, grp)) WITHOUT ROWID""",
         """INSERT INTO counters (kind, grp, n)
                SELECT kind, COALESCE(grp, ''), 1 FROM docs UNION SELECT kind, grp, 1 FROM visibility""",
+    ),
+    (  # 4: identity is not a name: users' uid, tokens' user_id, tokens of gone users revoked
+        upgrade_identity,
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -3,6 +3,7 @@ initialisation and upgrades."""
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -63,6 +64,15 @@ class SQLiteStorage:
             return conn
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Made private before SQLite opens it: the store holds engine credentials and password
+            # hashes, and SQLite gives its -wal and -shm files the database file's mode. Only a file
+            # that does not exist yet: closing any descriptor of an open database drops every POSIX
+            # lock this process holds on it (the other threads' connections), which corrupts it.
+            if not self.path.exists():
+                try:
+                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+                except FileExistsError:
+                    pass  # another thread made it first
             conn = sqlite3.connect(str(self.path), timeout=self._busy_timeout_s, isolation_level=None,
                                    check_same_thread=False)
             self._set_wal(conn)
@@ -164,9 +174,15 @@ class SQLiteStorage:
                 if current > SCHEMA_VERSION:
                     raise StorageError(f"{self.path} has schema version {current}, newer than this "
                                        f"xpresso-env knows ({SCHEMA_VERSION}): upgrade xpresso-env")
+                tx = SQLiteTx(conn)  # the document steps' view of this transaction
                 for version in range(current, target):
                     for statement in MIGRATIONS[version]:
-                        conn.execute(statement)
+                        if callable(statement):
+                            statement(tx)
+                        else:
+                            conn.execute(statement)
+                if tx.counters.pending and max(current, target) >= COUNTERS_VERSION:
+                    tx.counters.flush()
                 mine = None
                 if target > current:
                     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",

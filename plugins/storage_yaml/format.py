@@ -43,8 +43,10 @@ from xpresso_env.storage import INDEX_FIELDS, Doc, index_columns, index_rule
 
 from .subset import read_subset, render_yaml, top_key
 
-# 1: documents and their index columns; 2: records visible in more groups than their owner's.
-SCHEMA_VERSION = 2
+# 1: documents and their index columns; 2: records visible in more groups than their owner's;
+# 3: identity is not a name (xpresso_env.storage.identity_upgrade: users' uid, tokens' user_id).
+SCHEMA_VERSION = 3
+IDENTITY_VERSION = 3
 
 FORMAT_HEADER = (
     "# xpresso-env data (storage backend `yaml`). You may edit this file by hand, also while the\n"

@@ -17,6 +17,7 @@ from typing import Iterator, Optional
 from xpresso_env.core.errors import SchemaOutdated, StorageError, StorageUnavailable
 from xpresso_env.runtime.fsutil import atomic_write
 from xpresso_env.storage import QueryVersions
+from xpresso_env.storage.identity_upgrade import upgrade_identity
 
 from . import format as fmt
 from .format import SCHEMA_VERSION
@@ -69,7 +70,7 @@ class YamlStorage(QueryVersions):
         with self._fd_mutex:
             if self._lock_fd is None:
                 try:
-                    self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                    self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 except OSError as exc:
                     raise StorageUnavailable(f"cannot open the lock file {self.lock_path}: {exc.strerror}") from exc
             return self._lock_fd
@@ -177,7 +178,7 @@ class YamlStorage(QueryVersions):
             if not holder and key is not None:
                 # A fresh descriptor: flock belongs to it, so readers in other threads (and our own
                 # writer's exclusive lock) each keep their own lock.
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 _flock(fd, fcntl.LOCK_SH, self._timeout_s, self.path)
             if not self._reload_mutex.acquire(timeout=self._timeout_s):
                 raise StorageUnavailable(f"{self.path} is busy; try again later")
@@ -237,7 +238,9 @@ class YamlStorage(QueryVersions):
         data = fmt.compose_yaml(state.version, sections).encode("utf-8")
         generation = self._generation() + 1
         try:
-            st = atomic_write(self.path, data)
+            # A new store file is private (it holds engine credentials and password hashes); an
+            # existing one keeps the mode its owner gave it.
+            st = atomic_write(self.path, data, mode=None if self.path.exists() else 0o600)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {self.path}: {exc.strerror}") from exc
         os.pwrite(self._lockfile(), _GENERATION.pack(generation), 0)
@@ -315,6 +318,11 @@ class YamlStorage(QueryVersions):
                 # The documents stay as they are (no visible groups before version 2); their
                 # rendered text depends on the version, so it is dropped.
                 tables = {k: t.without_texts() for k, t in state.tables.items()}
+                if current < fmt.IDENTITY_VERSION <= target:
+                    tx = YamlTx(Snapshot(target, tables, None), writable=True)
+                    upgrade_identity(tx)
+                    for kind, changed in tx.changes.items():
+                        tables[kind] = Snapshot(target, tables, None).table(kind).applied(changed)
                 new = self._write_state(Snapshot(target, tables, None))
                 with self._reload_mutex:
                     self._publish(new)

@@ -15,10 +15,19 @@ PRIVILEGE = sorted({"add_docker_image", "add_harness", "change_harness", "add_en
                     "delete_docker_image"})
 
 
+PROFILE = ("email", "date_joined", "last_login", "preferences")
+
+
+def access(me: dict) -> dict:
+    """GET /me without the profile fields (CONTRACT section 13: tests/api/test_me_profile.py)."""
+    assert set(PROFILE) <= set(me)
+    return {k: v for k, v in me.items() if k not in PROFILE}
+
+
 def test_member_with_one_group_falls_back_to_it(world):
     r = world.get(ME, user="mem", group=None)
     assert r.status_code == 200, r.text
-    assert r.json == {"user": "mem", "superuser": False, "groups": {"g1": "member"}, "group": "g1",
+    assert access(r.json) == {"user": "mem", "superuser": False, "groups": {"g1": "member"}, "group": "g1",
                       "permissions": MEMBER}
 
 
@@ -31,7 +40,7 @@ def test_named_group_lists_that_roles_permissions(world):
 def test_several_groups_and_no_header_gives_no_group(world):
     r = world.get(ME, user="multi", group=None)
     assert r.status_code == 200, r.text
-    assert r.json == {"user": "multi", "superuser": False, "groups": {"g1": "member", "g2": "member"},
+    assert access(r.json) == {"user": "multi", "superuser": False, "groups": {"g1": "member", "g2": "member"},
                       "group": None, "permissions": []}
     r = world.get(ME, user="multi", group="g2")
     assert r.json["group"] == "g2" and r.json["permissions"] == MEMBER
@@ -43,7 +52,7 @@ def test_several_groups_and_no_header_gives_no_group(world):
 def test_superuser_sees_every_group(world):
     r = world.get(ME, user="admin", group=None)
     assert r.status_code == 200, r.text
-    assert r.json == {"user": "admin", "superuser": True, "groups": {"g1": None, "g2": None, "g3": None},
+    assert access(r.json) == {"user": "admin", "superuser": True, "groups": {"g1": None, "g2": None, "g3": None},
                       "group": None, "permissions": []}
     r = world.get(ME, user="admin", group="g3")
     assert r.json["group"] == "g3" and r.json["permissions"] == sorted(ALL_PERMISSIONS)

@@ -147,3 +147,34 @@ def test_document_and_server_agree_on_the_probe_findings(make_world):
             assert world.dump() == before
         elif path.endswith("polaris_build"):
             assert r.status_code == 503 and "polaris.repo" in r.json["detail"]
+
+
+def test_every_operation_is_tagged_and_the_tags_come_in_their_order(make_world):
+    """Swagger shows the tags in the document's order: registries, images, probes, events,
+    identity, meta (CONTRACT third wave); nothing under "default"."""
+    world = make_world(images=True)
+    doc = world.client.simulate_get("/api/v2/openapi.json").json
+    order = ["registries", "images", "probes", "events", "identity", "meta"]
+    assert [t["name"] for t in doc["tags"]] == order
+    seen = []
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method in ("get", "post", "patch", "put", "delete"):
+                assert len(op.get("tags", [])) == 1 and op["tags"][0] in order, (method, path)
+                seen.append(order.index(op["tags"][0]))
+    assert seen == sorted(seen), "paths not in the tags' order"
+    assert set(seen) == set(range(len(order))), "a tag with no operation"
+    tag = {path: item["get"]["tags"][0] for path, item in doc["paths"].items() if "get" in item}
+    assert tag["/api/v2/harnesses/{id}/state"] == "probes"
+    assert tag["/api/v2/engines/{id}/history"] == "events" and tag["/api/v2/webhooks"] == "events"
+    assert tag["/api/v1/engines"] == "registries" and tag["/api/v2/resources/{category}/{name}"] == "registries"
+    assert tag["/api/v2/images/{uuid}/logs"] == "images" and tag["/api/v2/me"] == "identity"
+    assert tag["/api/v2/health"] == "meta" and tag["/metrics"] == "meta"
+
+
+def test_every_get_documents_its_etag_and_304(make_world):
+    doc = make_world(images=True).client.simulate_get("/api/v2/openapi.json").json
+    for path, item in doc["paths"].items():
+        if "get" in item:
+            responses = item["get"]["responses"]
+            assert "ETag" in responses["200"]["headers"] and "304" in responses, path

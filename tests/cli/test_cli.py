@@ -80,7 +80,7 @@ engines:
      site: OTT, bldg: ALL, username: jenkins-user, api_token: "write-only secret"}
 """)
     out = run(cfg, "load", str(fixtures)).stdout
-    assert "2 group(s), 1 user(s), 1 harness(es), 1 engine(s)" in out
+    assert "loaded 2 groups, 1 user, 1 harness, 1 engine" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("harnesses: [{group: nope, name: x, path: /p}]")
     run(cfg, "load", str(bad), ok=False)
@@ -105,6 +105,37 @@ def test_config_errors_name_the_key_and_file(cfg, tmp_path):
 
 def test_commands_before_init_fail_cleanly(cfg):
     run(cfg, "group", "add", "g", ok=False)
+
+
+def test_only_init_creates_a_store_and_the_others_say_where_they_looked(cfg, tmp_path):
+    """Issue 17: `group list` in an empty folder made var/xpresso.sqlite3 there, then advised
+    `init` without naming the path."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XPRESSO_ENV_")}
+    for command in (["group", "list"], ["user", "add", "bob"], ["token", "list"]):
+        p = subprocess.run(EXE + command, capture_output=True, text=True, timeout=60, env=env, cwd=empty)
+        assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+        assert p.stderr.startswith(f"xpresso-env: error: no sqlite store at {empty}/var/xpresso.sqlite3; "
+                                   f"configuration: none (no --config, $XPRESSO_ENV_CONFIG unset"), p.stderr
+        assert "`xpresso-env init`" in p.stderr and "--config FILE" in p.stderr
+        assert list(empty.iterdir()) == [], "a command other than init created files"
+    p = run(cfg, "group", "list", ok=False)
+    assert f"no sqlite store at {cfg.parent}/data/db.sqlite3; configuration {cfg}." in p.stderr
+    assert not (cfg.parent / "data" / "db.sqlite3").exists()
+    run(cfg, "init")
+    assert "GROUP" in run(cfg, "group", "list").stdout
+
+
+def test_a_malformed_configuration_is_one_line_with_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("storage:\n  backend: sqlite\n  path: [data\nserver: {port: 1}\n")
+    p = run(bad, "group", "list", ok=False)
+    assert p.stderr.startswith(f"xpresso-env: error: {bad}, line 4, column 7: not valid YAML: "), p.stderr
+    assert "<unicode string>" not in p.stderr
+    bad.write_text("a: b: c\n")
+    assert f"{bad}, line 1, column 5: not valid YAML: mapping values are not allowed here" in \
+        run(bad, "init", ok=False).stderr
 
 
 def test_version_and_python_m_xpresso_env(cfg):

@@ -65,6 +65,10 @@ def test_troubleshooting_quotes_the_real_messages(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("storage: {backnd: sqlite}\n")
     messages.append(_error(bad, "group", "list"))
+    bad.write_text("storage: {backend: sqlite\n")
+    messages.append(_error(bad, "group", "list"))
+    (tmp_path / "empty.sqlite3").touch()  # a store file older than any schema
+    messages.append(_error(cfg, "group", "list", env={"XPRESSO_ENV_STORAGE_PATH": str(tmp_path / "empty.sqlite3")}))
 
     patterns = _quoted_symptoms()
     for message in messages:

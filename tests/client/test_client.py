@@ -31,14 +31,22 @@ def test_login_keeps_url_token_and_group_in_a_0600_file(site: Site, home: Path):
     r = site.xpresso("whoami", user=None, group=None)
     assert r.returncode == 0, r.stderr
     assert "alice at " + site.url in r.stdout and "* g1: group_admin" in r.stdout
-    # a bare token works as well, and a new login replaces the file (still 0600)
-    r = site.xpresso("login", site.url, "--token", site.tokens["bob"].split()[1], user=None, group=None)
+    # a bare token works as well, and a new login replaces the file (still 0600); a user of
+    # several groups names one (off a terminal, a login without --group is refused: see
+    # test_client_console.py)
+    r = site.xpresso("login", site.url, "--token", site.tokens["bob"].split()[1], "--group", "g2",
+                     user=None, group=None)
     assert r.returncode == 0, r.stderr
-    assert yaml.safe_load(path.read_text())["group"] is None
+    assert yaml.safe_load(path.read_text())["group"] == "g2"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     me = json.loads(site.xpresso("whoami", "--json", user=None, group=None).stdout)
-    assert me == {"user": "bob", "superuser": False, "groups": {"g1": "member", "g2": "member"}, "group": None,
-                  "permissions": []}
+    assert {k: me[k] for k in ("user", "superuser", "groups", "group", "permissions")} == {
+        "user": "bob", "superuser": False, "groups": {"g1": "member", "g2": "member"}, "group": "g2",
+        "permissions": ["add_docker_image"]}
+    # carol has one group: none is named, the server takes it
+    r = site.xpresso("login", site.url, "--token", site.tokens["carol"], user=None, group=None)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(path.read_text())["group"] is None
 
 
 def test_login_refuses_a_bad_token_and_keeps_nothing(site: Site, home: Path):
@@ -124,10 +132,11 @@ def test_api_errors_are_one_line_and_exit_1(site: Site, home: Path):
     # a detail: permission, as the API says it
     r = site.xpresso("harnesses", "add", "x-h", "--path", "/p", user="carol")
     assert r.returncode == 1
-    assert r.stderr.strip() == "xpresso: error: You do not have permission to perform this action. (HTTP 403)"
-    # two groups and none named: the API's 400
+    assert r.stderr.strip() == ("xpresso: error: You do not have permission to perform this action. (HTTP 403); "
+                                "your role in g1 is guest")
+    # two groups and none named: the API's 400, explained with the groups
     r = site.xpresso("harnesses", "list", user="bob", group=None)
-    assert r.returncode == 1 and "Group header is required" in r.stderr
+    assert r.returncode == 1 and "bob is in several groups: g1, g2; name one with --group G" in r.stderr
     # a query value the API refuses
     r = site.xpresso("images", "list", "--limit", "0")
     assert r.returncode == 1 and "limit" in r.stderr and "Traceback" not in r.stderr

@@ -1,6 +1,8 @@
 """The client's small parts without a server: step lines of each builder's log, token forms,
-the config path."""
+the config path; tables, filters, login's naming and group rule, completion scripts."""
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -53,3 +55,67 @@ def test_narrow_terminals_drop_columns_but_never_the_id():
     narrow = fitting("harnesses", [record], 80)
     assert "id" in narrow and "name" in narrow and "bldg" not in narrow
     assert fitting("harnesses", [record], 10)[-1] == "id"
+
+
+def test_pinned_reads_yes_no_or_dash():
+    from xpresso_env.client.render import pinned_cell
+
+    ok = {"status": "successful", "is_deleted": False}
+    assert [pinned_cell({**ok, "pin_version": v}) for v in (True, False, None)] == ["yes", "no", "no"]
+    assert pinned_cell({**ok, "pin_version": True, "is_deleted": True}) == "-"  # nothing left to keep
+    assert pinned_cell({"status": "building", "pin_version": None}) == "-"
+
+
+def test_structured_values_show_as_json():
+    from xpresso_env.client.render import as_json
+
+    data = "{'name': 'polaris', 'tag': 'v1', 'is_nfs_storage': True, 'retention_day': 6}"
+    assert json.loads(as_json(data)) == {"name": "polaris", "tag": "v1", "is_nfs_storage": True, "retention_day": 6}
+    assert as_json({"a": [1, None]}) == '{\n  "a": [\n    1,\n    null\n  ]\n}'
+    assert as_json("plain text") is None and as_json("{not python") is None and as_json(["a"]) is None
+
+
+def test_filters_and_client_side_matching():
+    from xpresso_env.client.main import filters, matching
+
+    assert filters(["site=OTT", "name=a=b"]) == {"site": "OTT", "name": "a=b"}
+    with pytest.raises(ClientError, match="FIELD=VALUE"):
+        filters(["site"])
+    rows = [{"event": "created", "ok": True}, {"event": "updated", "ok": False}]
+    assert matching(rows, {"event": "updated"}) == [rows[1]]
+    assert matching(rows, {"ok": "true"}) == [rows[0]]
+    with pytest.raises(ClientError, match="no field colour here; fields: event, ok"):
+        matching(rows, {"colour": "red"})
+
+
+def test_the_login_token_is_named_after_the_host_and_the_group_is_settled():
+    from xpresso_env.client.signin import settle_group, token_name
+
+    assert token_name("build-host.example.com") == "xpresso on build-host.example.com"
+    assert token_name("we ird/host") == "xpresso on we-ird-host" and len(token_name("h" * 300)) == 100
+    me = {"user": "bob", "superuser": False, "groups": {"g2": "member", "g1": "member"}}
+    assert settle_group(me, "g2", None) == "g2"
+    with pytest.raises(ClientError, match=r"^not a member of 'nope'; your groups: g1, g2$"):
+        settle_group(me, "nope", None)
+    with pytest.raises(ClientError, match=r"^bob is in several groups: g1, g2; name one with --group G$"):
+        settle_group(me, None, None)
+    asked = []
+    assert settle_group(me, None, lambda q, choices: asked.append(choices) or "g1") == "g1"
+    assert asked == [["g1", "g2"]]
+    assert settle_group({"user": "carol", "groups": {"g1": "guest"}}, None, None) is None  # the server's fallback
+
+
+def test_completion_scripts_are_valid_shell():
+    import shutil
+    import subprocess
+
+    from xpresso_env.client.completion import bash_script, zsh_script
+    from xpresso_env.client.main import build_parser
+
+    for shell, text in (("bash", bash_script(build_parser())), ("zsh", zsh_script(build_parser()))):
+        assert shutil.which(shell), f"{shell} is installed by .ci/run"
+        p = subprocess.run([shell, "-n"], input=text, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert "complete -F _xpresso xpresso" in text
+        for command in ("harnesses", "images", "tokens", "completion", "--password-stdin", "--filter"):
+            assert command in text

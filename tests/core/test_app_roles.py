@@ -31,19 +31,19 @@ def contexts():
 
 def test_serve_runs_every_loop_the_settings_turn_on_consumers_first(tmp_path, contexts):
     ctx = contexts(tmp_path, Role.SERVE, ALL_ON)
-    assert _names(ctx) == ["xpresso-access-log", "history-sweep", "delivery-sweep", "webhook-dispatch",
+    assert _names(ctx) == ["xpresso-access-log", "history-sweep", "delivery-sweep", "audit-sweep", "webhook-dispatch",
                            "builder check", "xpresso-build-heartbeat", "xpresso-build", "xpresso-retention",
                            "probe hooks", "xpresso-probe-scheduler"]
     assert all(isinstance(loop, (Loop, Step)) for loop in ctx.loops)  # one abstraction for every loop
     off = contexts(tmp_path / "off", Role.SERVE, {"builds": {"enabled": False}})
     # no access log, builds or probes here
-    assert _names(off) == ["history-sweep", "delivery-sweep", "webhook-dispatch"]
+    assert _names(off) == ["history-sweep", "delivery-sweep", "audit-sweep", "webhook-dispatch"]
     assert off.settings.builds.enabled is False and off.images is not None  # the API still answers
 
 
 def test_events_deliver_false_leaves_fan_out_and_deliveries_to_the_worker(tmp_path, contexts):
     serve = contexts(tmp_path / "serve", Role.SERVE, {"events": {"deliver": False}, "builds": {"enabled": False}})
-    assert _names(serve) == ["history-sweep", "delivery-sweep"]  # journals events, sweeps, delivers nothing
+    assert _names(serve) == ["history-sweep", "delivery-sweep", "audit-sweep"]  # journals events, sweeps, delivers nothing
     worker = contexts(tmp_path / "worker", Role.WORKER, {"events": {"deliver": False}, "builds": {"enabled": False}})
     assert "webhook-dispatch" in _names(worker)
 
@@ -51,7 +51,7 @@ def test_events_deliver_false_leaves_fan_out_and_deliveries_to_the_worker(tmp_pa
 def test_the_worker_builds_whatever_builds_enabled_says_and_runs_no_probes_nor_access_log(tmp_path, contexts):
     extra = {**ALL_ON, "builds": {"enabled": False, "max_concurrent": 2}}
     ctx = contexts(tmp_path, Role.WORKER, extra, build_threads=3)
-    assert _names(ctx) == ["history-sweep", "delivery-sweep", "webhook-dispatch", "builder check",
+    assert _names(ctx) == ["history-sweep", "delivery-sweep", "audit-sweep", "webhook-dispatch", "builder check",
                            "xpresso-build-heartbeat", "xpresso-build", "xpresso-retention"]
     assert ctx.access_log is None
     # the settings are not rewritten: only this process's queue runs three threads

@@ -25,12 +25,14 @@ from xpresso_env.core.documents import INDEX_RULES
 from xpresso_env.core.errors import ValidationError
 from xpresso_env.core.models import (
     RECORD_TYPES,
+    AuditEntry,
     Engine,
     EngineType,
     Group,
     Harness,
     HarnessType,
     Image,
+    LoginFailures,
     Revocation,
     Role,
     TokenRecord,
@@ -164,7 +166,9 @@ def _records() -> list[Any]:
                     date_created=T0, date_modified=T0, deleted=True),
             Engine(id=uuid.uuid4(), group="g", name="e", type=EngineType.CLOUD, base_url="https://c",
                    created_by="u", date_created=T0, date_modified=T0),
-            _image(groups=("z", "g", "a", "z"), is_deleted=True)]
+            _image(groups=("z", "g", "a", "z"), is_deleted=True),
+            AuditEntry(id="a1", date_created=T0, event="login", user="alice", by="alice", address="127.0.0.1"),
+            LoginFailures(name="alice", times=[1.5, 2.5], date_created=T0)]
 
 
 def test_every_record_kind_has_a_sample_here():

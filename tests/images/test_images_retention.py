@@ -87,7 +87,7 @@ def test_images_sweep_command(make_image_world, tmp_path, capsys):
                and "retention 0 days" in line and line.endswith("; builder image polaris:drop")
                for line in out), out
     assert any(line.startswith(f"kept g1/polaris:keep {keep['uuid']}") and "pinned" in line for line in out), out
-    assert out[-1] == "would remove 1 image(s); 1 pinned image(s) past retention kept"
+    assert out[-1] == "would remove 1 image; 1 pinned image past retention kept"
     assert Path(drop["nfs_path"]).exists()
     assert main(["--config", str(config), "images", "sweep"]) == 0
     out = capsys.readouterr().out.splitlines()

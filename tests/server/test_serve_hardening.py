@@ -132,5 +132,12 @@ def test_serve_on_a_store_never_initialised_stops_at_once(tmp_path):
     config = write_config(tmp_path, {"storage": {"backend": "sqlite", "path": "db.sqlite3"},
                                      "auth": {"secret": "k" * 40}})
     p = _serve_fails(config, "--port", str(free_port()))
-    assert p.stderr.strip() == (f"xpresso-env: error: storage 'sqlite' has schema version 0, this code needs "
-                                f"{SCHEMA_VERSION}: run `xpresso-env init`"), p.stderr
+    store = config.parent / "db.sqlite3"
+    assert p.stderr.startswith(f"xpresso-env: error: no sqlite store at {store}; configuration {config}. "
+                               "Create it with `xpresso-env init`"), p.stderr
+    assert not store.exists()  # only init creates a store
+    store.touch()  # an empty file: a store of no schema
+    p = _serve_fails(config, "--port", str(free_port()))
+    assert p.stderr.startswith(f"xpresso-env: error: storage 'sqlite' has schema version 0, this code needs "
+                               f"{SCHEMA_VERSION}: run `xpresso-env init`; store {store}; "
+                               f"configuration {config}."), p.stderr

@@ -68,11 +68,11 @@ def pg_make(pg_dsn):
 
 def test_upgrade_to_3_starts_the_counters_of_what_is_stored_at_1(make):
     old = make()
-    assert old.schema_version == 3
+    assert old.schema_version >= 3
     old.init(target_version=2)
     insert(old, make_group("alpha"), make_user("carol"), make_harness(1, group="alpha"),
            dataclasses.replace(to_doc(make_image(2, group="alpha")), visible=("beta",)))
-    old.init()
+    old.init(target_version=3)
     keys = [("group", ""), ("user", ""), ("harness", "alpha"), ("image", "alpha"), ("image", "beta"),
             ("harness", "beta"), ("engine", "alpha"), ("image", "")]
     assert versions(old, keys) == (1, 1, 1, 1, 1, 0, 0, 0)

@@ -50,6 +50,13 @@ def test_round_trip_through_every_backend(tmp_path):
         "engines": [{"group": "g1", "name": "E", "base_url": "https://j.example.com", "api_token": "t0k"}]},
         source.clock)
     source.auth.revoke("0123456789abcdef0123456789abcdef")
+    with source.storage.write() as tx:  # the audit, and failed sign-ins counted for the lockout
+        from xpresso_env.core.codec import to_doc
+        from xpresso_env.core.models import AuditEntry, LoginFailures
+
+        tx.insert(to_doc(AuditEntry(id="a" * 32, date_created=source.clock(), event="login", user="admin",
+                                    by="admin", address="127.0.0.1")))
+        tx.insert(to_doc(LoginFailures(name="admin", times=[1.5], date_created=source.clock())))
     with source.storage.write() as tx:  # an image visible in more than one group
         from xpresso_env.storage import Doc
 
@@ -133,13 +140,14 @@ def test_cli_export_import(tmp_path):
     b = write_config(tmp_path / "b", {"storage": {"backend": "yaml"}, "auth": {"secret": "k" * 40}})
     cli(a, "init", "--group", "g", "--admin", "root")
     out = cli(a, "export", str(tmp_path / "all.yaml")).stdout
-    assert "1 group(s)" in out and "1 user(s)" in out
-    assert "delivery(s)" not in out and "(left out: webhook_queue, delivery, outbox, event; --with-deliveries exports them)" in out
+    assert "1 group, 1 user, " in out and "0 harnesses" in out and "(s)" not in out, out
+    assert "deliver" not in out.split("(left out")[0]
+    assert "(left out: webhook_queue, delivery, outbox, event; --with-deliveries exports them)" in out
     out = cli(a, "export", str(tmp_path / "with.yaml"), "--with-deliveries").stdout
-    assert "0 delivery(s), 0 outbox(s)" in out and "left out" not in out
+    assert "0 deliveries, 0 outbox entries" in out and "left out" not in out, out
     assert (tmp_path / "with.yaml").stat().st_mode & 0o777 == 0o600
     cli(b, "init")
-    assert "1 group(s)" in cli(b, "import", str(tmp_path / "all.yaml")).stdout
+    assert "1 group, 1 user, " in cli(b, "import", str(tmp_path / "all.yaml")).stdout
     p = cli(b, "import", str(tmp_path / "missing.yaml"), check=False)
     assert p.returncode == 1 and p.stderr.startswith("xpresso-env: error:")
 

@@ -79,8 +79,8 @@ def test_missing_file_is_version_0_and_nothing_is_created(path):
         with backend.write():
             pass
     assert not path.parent.exists()
-    assert backend.init() == 2 and path.exists()  # init makes the folder and the file
-    assert yaml.safe_load(path.read_text())["schema_version"] == 2
+    assert backend.init() == 3 and path.exists()  # init makes the folder and the file
+    assert yaml.safe_load(path.read_text())["schema_version"] == 3
 
 
 # -- a file people read and edit -------------------------------------------------------------
@@ -91,7 +91,7 @@ def test_the_file_is_plain_yaml_a_person_can_read(store, path):
     text = path.read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     assert list(data) == ["schema_version", "groups", "users", "revocations", "harnesses", "engines", "images"]
-    assert data["schema_version"] == 2 and data["revocations"] == [] and data["engines"] == []
+    assert data["schema_version"] == 3 and data["revocations"] == [] and data["engines"] == []
     assert data["groups"] == [{"name": "alpha", "date_created": "2024-03-04T05:06:07.123456Z"}]
     assert data["users"][0]["roles"] == {"alpha": "member"}
     # A record is exactly its API body: no storage columns mixed in.
@@ -406,14 +406,14 @@ def test_version_1_file_upgrades_and_a_newer_file_is_refused(path):
     insert(old, dataclasses.replace(to_doc(image), visible=()))
     assert yaml.safe_load(path.read_text())["schema_version"] == 1
     new = YamlStorage(path)
-    assert new.init() == 2
+    assert new.init() == 3
     with new.read() as tx:
         assert tx.get("image", str(uid(1))).visible == ()  # as SQLite's upgrade leaves it
     with new.write() as tx:
         tx.update(to_doc(image))
     with YamlStorage(path).read() as tx:
         assert tx.get("image", str(uid(1))).visible == ("beta",)
-    hand_edit(path, "schema_version: 2", "schema_version: 3")
+    hand_edit(path, "schema_version: 3", "schema_version: 4")
     with pytest.raises(StorageError, match="newer than this xpresso-env knows"):
         YamlStorage(path).init()
     with pytest.raises(StorageError, match="newer"):

@@ -16,18 +16,20 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import shutil
 import socketserver
+import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
-from xpresso_env.testing.server import Server, cli, serve, write_config
-
 from tests.git_repo import GitRepo, hello_polaris
+from xpresso_env.testing.server import Server, cli, serve, write_config
 
 CHROMIUM = "/usr/bin/chromium"
 XSS_NAME = "<img src=x onerror=alert(1)>"
@@ -65,11 +67,11 @@ class _Gate:
 class _Handler(http.server.SimpleHTTPRequestHandler):
     gate: _Gate
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self.gate.pass_through()
         super().do_GET()
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args) -> None:
         pass
 
 
@@ -134,6 +136,7 @@ USERS = {  # name: memberships
     "alice": ["g1:member", "g2:guest"],
     "bob": ["g1:privilege_member"],
     "gus": ["g1:guest"],
+    "gina": ["g1:group_admin"],
 }
 
 
@@ -264,3 +267,59 @@ def open_page(browser, site: Site):
 @pytest.fixture
 def page(open_page):
     return open_page()
+
+
+# --------------------------------------------------------------------------- accessibility (axe-core)
+
+AXE_DIR = Path(os.environ.get("XPRESSO_AXE_DIR", Path.home() / ".cache" / "xpresso-env" / "axe"))
+AXE_JS = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core (the npm package, 4.x): .ci/run installs it into AXE_DIR; a run without it
+    installs it there with npm, once."""
+    if not AXE_JS.exists():
+        npm = shutil.which("npm")
+        assert npm, "npm is missing: apt-get install npm (tests/ui install axe-core with it)"
+        AXE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--prefix", str(AXE_DIR), "--no-audit", "--no-fund", "axe-core@4"],
+                       check=True, capture_output=True, timeout=300)
+    return AXE_JS.read_text()
+
+
+def axe_violations(page, source: str) -> list[str]:
+    """axe-core's serious and critical violations of what the page shows now, one line each.
+    The script is evaluated through the DevTools protocol (the page's CSP allows no inline script)."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(source + "\n;true")
+    result = page.evaluate("""async () => {
+        const r = await axe.run(document, {resultTypes: ['violations']});
+        return r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+            .map(v => v.id + ' (' + v.impact + '): ' + v.help + ' -- ' + v.nodes.map(n => n.target.join(' ')).join(', '));
+    }""")
+    return list(result)
+
+
+@pytest.fixture
+def a11y(axe_source):
+    """a11y(page, view): fails on any serious or critical axe-core violation in the view shown."""
+    def check(page, view: str) -> None:
+        found = axe_violations(page, axe_source)
+        assert found == [], f"{view}: " + "\n".join(found)
+    return check
+
+
+# --------------------------------------------------------------------------- README screenshots
+
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def readme_shot(page, tmp_path: Path, name: str, full_page: bool = False) -> None:
+    """A screenshot of what the page shows: into the test's tmp folder, and into docs/screenshots/
+    (the README's images) when XPRESSO_SCREENSHOTS=1, which is how they are retaken."""
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=full_page)
+    assert path.stat().st_size > 0
+    if os.environ.get("XPRESSO_SCREENSHOTS") == "1":
+        page.screenshot(path=str(SHOTS / name), full_page=full_page)

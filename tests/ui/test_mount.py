@@ -36,7 +36,7 @@ def test_page_and_files_pass_through_the_stack(client_for):
         r = client.simulate_get("/")
         assert r.status_code == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
         assert r.headers["content-security-policy"] == api_ui.CSP
-        assert '<script src="/ui/app.js" defer></script>' in r.text
+        assert '<script type="module" src="/ui/app.js"></script>' in r.text
     for name, asset in api_ui.FILES.items():
         r = client.simulate_get(f"/ui/{name}")
         assert r.status_code == 200 and r.headers["content-type"] == asset.content_type, name
@@ -65,11 +65,17 @@ def test_the_shipped_files_have_no_inline_script_or_style_and_name_no_other_host
         assert "<script>" not in html and "<style" not in html and "style=" not in html
         assert re.search(r"\son[a-z]+\s*=", html) is None  # no inline event handler
         assert "http://" not in html and "https://" not in html and '"//' not in html
-    for name in ("app.js", "api.js"):
+    scripts = [name for name, asset in api_ui.FILES.items() if asset.content_type == api_ui.JS
+               and not name.startswith("swagger-ui")]
+    assert {"app.js", "api.js", "dom.js", "http.js"} <= set(scripts)
+    for name in scripts:
         js = assets.read(api_ui.FILES[name]).decode()
         assert re.search(r"\.(innerHTML|outerHTML)\b|insertAdjacentHTML\(|document\.write|\beval\(", js) is None
         assert re.search(r"localStorage\.|document\.cookie", js) is None
         assert "http://" not in js and "https://" not in js
+        # every module the page imports is one the server serves
+        for imported in re.findall(r'from "\./([\w.]+)"', js):
+            assert imported in api_ui.FILES, (name, imported)
 
 
 def test_setup_py_ships_every_file_the_page_serves():

@@ -5,7 +5,8 @@ the API reference page, and values from the API shown as text (never as HTML).
 
 Every test also checks the page broke no rule of its Content-Security-Policy, raised no error,
 opened no dialog and asked no other host for anything. Screenshots of the main views are saved
-in the test's tmp folder (two of them are in docs/screenshots/ for the README).
+in the test's tmp folder (and retaken into docs/screenshots/ for the README with
+XPRESSO_SCREENSHOTS=1, see conftest.readme_shot).
 """
 from __future__ import annotations
 
@@ -16,18 +17,22 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import XSS_ENGINE, XSS_NAME, XSS_SITE, Site
+from .conftest import XSS_ENGINE, XSS_NAME, XSS_SITE, Site, readme_shot
 
 pytestmark = pytest.mark.slow  # a real serve and Chromium
 
 
-def sign_in(page: Page, site: Site, user: str, with_prefix: bool = True) -> None:
+def sign_in(page: Page, site: Site, user: str, with_prefix: bool = True, tab: str = "harnesses") -> None:
+    """Sign in with a pasted token (the second way), then open `tab` (the page opens on the overview)."""
     page.goto(site.url + "/")
     token = site.tokens[user] if with_prefix else site.tokens[user].split(" ", 1)[1]
     page.fill("#token", token)
     page.click("#signin-form button[type=submit]")
     expect(page.locator("#who-user")).to_have_text(re.compile("^" + user))
     expect(page.locator("#app")).to_be_visible()
+    expect(page.locator("#view-overview")).to_be_visible()
+    if tab != "overview":
+        page.click(f"button[data-tab={tab}]")
 
 
 def names_in_table(page: Page, table: str = "#records") -> list[str]:
@@ -76,7 +81,7 @@ def test_sign_in_list_filter_state_and_history(page: Page, site: Site, tmp_path:
     assert history.nth(0).locator("td").nth(2).inner_text() == "bob"
     assert history.nth(1).locator("td").nth(1).inner_text() == "updated"
     assert "configuration_state: ENABLED → DISABLED" in history.nth(1).locator("td.changes").inner_text()
-    save(page, tmp_path, "harnesses.png")
+    readme_shot(page, tmp_path, "harnesses.png", full_page=True)
 
     # engines, with their filters
     page.click("button[data-tab=engines]")
@@ -131,6 +136,7 @@ def test_the_token_stays_in_the_tab_and_goes_to_this_origin_only(page: Page, sit
     page.click("#signin-form button[type=submit]")
     # #who-user still holds "gus" from the first sign-in: wait for the new session itself
     expect(page.locator("#signin")).to_be_hidden()
+    page.click("button[data-tab=harnesses]")
     expect(page.locator("#records-count")).to_have_text("4 harnesses")
     page.wait_for_function("sessionStorage.getItem('xpresso.token') !== null", timeout=10_000)
     assert page.evaluate("sessionStorage.getItem('xpresso.token')") == token
@@ -186,7 +192,7 @@ def test_submit_a_build_follow_its_log_pin_and_cancel_another(page: Page, open_p
     assert detail.locator("button.cancel").count() == 0
     detail.locator("button.pin").click()
     expect(detail.locator("button.pin")).to_have_text("Unpin")
-    expect(detail.locator(".field-pin_version")).to_have_text("true")
+    expect(detail.locator(".field-pin_version")).to_have_text("pinned")
     expect(page.locator("#images tbody td.col-pin_version").first).to_have_text("pinned")
     save(page, tmp_path, "image-log.png")
 

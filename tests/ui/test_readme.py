@@ -45,7 +45,7 @@ def test_usage_opens_with_the_client_then_the_page_and_its_screenshots():
 def test_contents_lists_the_sections_in_their_order():
     text = (ROOT / "README.md").read_text()
     sections = _sections(text)
-    anchors = {_anchor(t) for t, _ in sections} | {_anchor(m) for m in re.findall(r"^### (.+)$", text, re.M)}
+    anchors = {_anchor(t) for t, _ in sections} | {_anchor(m) for m in re.findall(r"^### (.+)$", text, re.MULTILINE)}
     contents = dict(sections)["Contents"]
     links = re.findall(r"\]\(#([^)]+)\)", contents)
     assert links and set(links) <= anchors, set(links) - anchors

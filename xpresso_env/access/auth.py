@@ -1,16 +1,22 @@
 """Tokens, users, groups and permissions.
 
-Tokens are HS256 JWTs (PyJWT) carrying ``sub`` (user name), ``jti``, ``iat`` and ``exp``. Every
-request re-reads the user and the revocation list inside one read transaction, so a revocation
-or a deleted user takes effect at once in every process (no cache to go stale).
+Tokens are HS256 JWTs (PyJWT) carrying ``sub`` (user name), ``uid`` (the user's stable id),
+``typ`` (``api`` or ``session``), ``jti``, ``iat`` and ``exp``. Every request re-reads the user and
+the revocation list inside one read transaction, so a revocation or a deleted user takes effect at
+once in every process (no cache to go stale). A token binds to the user's ``uid``, not the name:
+a user deleted and added again under the same name is a new identity, and the old tokens stay
+refused (CONTRACT section 16).
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
+import threading
+import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Mapping, Optional
@@ -27,17 +33,23 @@ from ..core.errors import (
     NotAuthenticated,
     NotFound,
     PermissionDenied,
+    StorageError,
+    StorageUnavailable,
     TokenExpired,
     ValidationError,
 )
 from ..core.models import ALL_PERMISSIONS, Group, Revocation, Role, TokenRecord, User, role_permissions
-from ..core.timeutil import Clock
+from ..core.timeutil import Clock, format_time
 from ..core.wire import ACCOUNT_NAME
 from ..storage import StorageBackend, Tx
+from .audit_rows import CLI, record_row
 
+log = logging.getLogger("xpresso_env.auth")
 ALGORITHM = "HS256"
 _SCHEMES = {"jwt", "bearer"}
 
+
+DEFAULT_PREFERENCES = {"time_zone": "UTC", "time_format": "24h"}
 
 # The group of a caller whose request named none, where that is allowed (GET /api/v2/me): no group
 # name is empty, so it holds no role and no permission.
@@ -51,6 +63,8 @@ class Caller:
     user: User
     group: str
     token_expires: float = float("inf")  # unix time the token stops being valid
+    jti: str = ""  # the token's id (logout revokes it; last_used follows it)
+    typ: str = "api"  # api | session
 
     def can(self, permission: str) -> bool:
         if self.user.superuser:
@@ -68,6 +82,10 @@ class Identity:
     groups: dict[str, Optional[str]]  # group name -> role (None: a superuser who is not a member)
     group: Optional[str]  # the request's group, if it named one (or has exactly one)
     permissions: list[str]  # held in ``group``
+    email: Optional[str] = None
+    date_joined: Optional[str] = None  # wire-format UTC times
+    last_login: Optional[str] = None
+    preferences: dict[str, str] = field(default_factory=dict)  # time_zone, time_format (defaults filled in)
 
 
 @dataclass(frozen=True)
@@ -152,29 +170,65 @@ def check_name(field: str, value: object) -> str:
     return value
 
 
+LAST_USED_EVERY_S = 60.0  # a token's last_used is written at most this often by one process
+
+
 class AuthService:
     def __init__(self, storage: StorageBackend, secret: bytes, clock: Clock, token_days: int):
         self._storage = storage
         self._secret = secret
         self._clock = clock
         self._token_days = token_days
+        self._used: dict[str, float] = {}  # jti -> when this process last wrote its last_used (monotonic)
+        self._used_lock = threading.Lock()
+
+    def note_use(self, caller: Caller) -> None:
+        """Record that ``caller``'s token answered a request: ``last_used`` of its record, written
+        at most once a minute per token and process (after the request's read, never inside it).
+        Best effort: a store that cannot take the write now is tried again at the next use."""
+        if not caller.jti:
+            return
+        now = time.monotonic()
+        with self._used_lock:
+            last = self._used.get(caller.jti)
+            if last is not None and now - last < LAST_USED_EVERY_S:
+                return
+            if len(self._used) >= 65536:
+                self._used.clear()
+            self._used[caller.jti] = now
+        try:
+            with self._storage.write() as tx:
+                doc = tx.get(TokenRecord.KIND, caller.jti)
+                if doc is not None:
+                    tx.update(to_doc(replace(from_doc(doc), last_used=self._clock())))
+        except (StorageUnavailable, StorageError) as exc:
+            with self._used_lock:
+                self._used.pop(caller.jti, None)
+            log.debug("last_used of token %s not written: %s", caller.jti, exc)
 
     # -- tokens ---------------------------------------------------------------------------
-    def issue_token(self, user_name: str, days: Optional[int] = None) -> IssuedToken:
+    def issue_token(self, user_name: str, days: Optional[int] = None, by: str = CLI) -> IssuedToken:
         """Sign a token and record its issue (jti, user, times: never the token) for `token list`."""
         days = self._token_days if days is None else days
         if days <= 0:
             raise BadRequest("--days must be positive")
-        now = self._clock()
-        exp = now + timedelta(days=days)
-        jti = uuid.uuid4().hex
         with self._storage.write() as tx:
             user = self._user(tx, user_name)
             if user is None:
                 raise NotFound(f"user {user_name!r} does not exist")
-            tx.insert(to_doc(TokenRecord(id=jti, user=user.name, date_created=now, expires=exp)))
-        token = jwt.encode({"sub": user.name, "jti": jti, "iat": int(now.timestamp()), "exp": int(exp.timestamp())},
-                           self._secret, algorithm=ALGORITHM)
+            issued = self.issue_in(tx, user, timedelta(days=days))
+            record_row(tx, self._clock(), "token_created", user.name, by, detail=issued.jti)
+            return issued
+
+    def issue_in(self, tx: Tx, user: User, lifetime: timedelta, name: str = "", typ: str = "api") -> IssuedToken:
+        """Sign a token for ``user`` and record its issue in ``tx`` (the caller's write)."""
+        now = self._clock()
+        exp = now + lifetime
+        jti = uuid.uuid4().hex
+        tx.insert(to_doc(TokenRecord(id=jti, user=user.name, date_created=now, expires=exp, user_id=user.uid,
+                                     name=name, typ=typ)))
+        token = jwt.encode({"sub": user.name, "uid": user.uid, "typ": typ, "jti": jti, "iat": int(now.timestamp()),
+                            "exp": int(exp.timestamp())}, self._secret, algorithm=ALGORITHM)
         return IssuedToken(token=token, jti=jti, user=user.name, expires=exp.isoformat())
 
     def list_tokens(self, user_name: Optional[str] = None) -> list[TokenInfo]:
@@ -185,6 +239,11 @@ class AuthService:
             issued: list[TokenRecord] = [from_doc(d) for d in tx.query(TokenRecord.KIND)]
             revoked: list[Revocation] = [from_doc(d) for d in tx.query(Revocation.KIND)]
         revoked_ids = {r.jti for r in revoked}
+        with self._storage.read() as tx:
+            live = {u.name: u.uid for u in map(from_doc, tx.query(User.KIND)) if not u.deleted}
+        # A token of another identity under the same name (deleted, then added again) is dead
+        # whatever the revocation list says.
+        revoked_ids |= {t.id for t in issued if t.user_id and live.get(t.user) != t.user_id}
         known = {t.id for t in issued}
         out = [TokenInfo(jti=t.id, user=t.user, issued=t.date_created, expires=t.expires, revoked=t.id in revoked_ids)
                for t in issued if user_name is None or t.user == user_name]
@@ -197,7 +256,14 @@ class AuthService:
             raise BadRequest(f"not a token id: {jti!r}")
         with self._storage.write() as tx:
             if tx.get(Revocation.KIND, jti) is None:
-                tx.insert(to_doc(Revocation(jti=jti, date_created=self._clock(), user=user)))
+                owner = tx.get(TokenRecord.KIND, jti)
+                record_row(tx, self._clock(), "token_revoked", user or (owner.body.get("user") if owner else "") or "",
+                           CLI, detail=jti)
+            self.revoke_in(tx, jti, user)
+
+    def revoke_in(self, tx: Tx, jti: str, user: Optional[str]) -> None:
+        if tx.get(Revocation.KIND, jti) is None:
+            tx.insert(to_doc(Revocation(jti=jti, date_created=self._clock(), user=user)))
 
     def _decode(self, token: str) -> dict:
         try:
@@ -222,20 +288,31 @@ class AuthService:
         ``group_required`` (GET /api/v2/me) a request naming no group is answered too: by a
         user of exactly one group in that group, else with ``NO_GROUP``."""
         user, claims = self._token_user(authorization, tx)
-        if group_required or group_header or (not user.superuser and len(user.roles) == 1):
+        if group_required or group_header or (not user.superuser and len(user.memberships) == 1):
             group = self._pick_group(user, group_header, tx)
         else:
             group = NO_GROUP
-        return Caller(user=user, group=group, token_expires=float(claims["exp"]))
+        return Caller(user=user, group=group, token_expires=float(claims["exp"]), jti=claims["jti"],
+                      typ="session" if claims.get("typ") == "session" else "api")
 
     def _token_user(self, authorization: Optional[str], tx: Tx) -> tuple[User, dict]:
         claims = self._decode(split_authorization(authorization))
         if tx.get(Revocation.KIND, claims["jti"]) is not None:
             raise InvalidToken()
         user = self._user(tx, claims["sub"])
-        if user is None:
+        if user is None or not self._same_identity(user, claims):
             raise InvalidToken()
         return user, claims
+
+    @staticmethod
+    def _same_identity(user: User, claims: dict) -> bool:
+        """Whether the token was issued to this user, not to an earlier one of the same name. A
+        token issued before tokens carried ``uid`` is judged by its issue time: it must not be
+        older than the user (the upgrade revoked those of gone users already)."""
+        uid = claims.get("uid")
+        if uid is not None:
+            return uid == user.uid
+        return isinstance(claims.get("iat"), int) and claims["iat"] >= int(user.date_created.timestamp())
 
     @staticmethod
     def identity(caller: Caller, tx: Tx) -> "Identity":
@@ -245,20 +322,23 @@ class AuthService:
         of (they act there as system administrator)."""
         user = caller.user
         group = None if caller.group == NO_GROUP else caller.group
-        names = [g.id for g in tx.query(Group.KIND)] if user.superuser else list(user.roles)
+        names = [g.id for g in tx.query(Group.KIND)] if user.superuser else list(user.memberships)
         groups = {name: (None if user.role_in(name) is None else str(user.role_in(name))) for name in sorted(names)}
         permissions = [] if group is None else sorted(p for p in ALL_PERMISSIONS if caller.can(p))
-        return Identity(user=user.name, superuser=user.superuser, groups=groups, group=group, permissions=permissions)
+        return Identity(user=user.name, superuser=user.superuser, groups=groups, group=group, permissions=permissions,
+                        email=user.email, date_joined=format_time(user.date_created),
+                        last_login=None if user.last_login is None else format_time(user.last_login),
+                        preferences={**DEFAULT_PREFERENCES, **user.preferences})
 
     def _pick_group(self, user: User, header: Optional[str], tx: Tx) -> str:
         if header is None or header == "":
-            if not user.superuser and len(user.roles) == 1:
-                return next(iter(user.roles))
+            if not user.superuser and len(user.memberships) == 1:
+                return next(iter(user.memberships))
             raise BadRequest("The Group header is required: name the group this request is for.")
         # A name no group could have is simply not there (and never reaches storage).
         if not ACCOUNT_NAME.matches(header) or tx.get(Group.KIND, header) is None:
             raise PermissionDenied(why=f"group {header!r} does not exist (user {user.name!r})")
-        if not user.superuser and header not in user.roles:
+        if not user.superuser and header not in user.memberships:
             raise PermissionDenied(why=f"user {user.name!r} is not a member of group {header!r}")
         return header
 
@@ -276,6 +356,20 @@ class AuthService:
             return None
         user = from_doc(doc)
         return None if user.deleted else user
+
+    live_user = _user  # the user of that name, None if there is none or it was deleted
+
+    @staticmethod
+    def put_user(tx: Tx, user: User) -> None:
+        """Store a new user, in place of a deleted one of the same name if there is one (the old
+        one's tokens were revoked when it was deleted). AlreadyExists if a live one has the name."""
+        existing = tx.get(User.KIND, user.name)
+        if existing is not None and not existing.body.get("deleted"):
+            raise AlreadyExists(f"user {user.name!r} already exists")
+        if existing is not None:
+            tx.update(to_doc(user))
+        else:
+            tx.insert(to_doc(user))
 
     def add_group(self, name: str) -> Group:
         check_name("group", name)
@@ -298,27 +392,29 @@ class AuthService:
     def add_user(self, name: str, superuser: bool = False, roles: Optional[Mapping[str, str]] = None) -> User:
         check_name("user", name)
         parsed = {group: parse_role(role) for group, role in (roles or {}).items()}
-        user = User(name=name, date_created=self._clock(), superuser=superuser, roles=parsed)
+        user = User(name=name, date_created=self._clock(), superuser=superuser, roles=parsed, uid=uuid.uuid4().hex)
         with self._storage.write() as tx:
             for group in parsed:
                 if tx.get(Group.KIND, group) is None:
                     raise NotFound(f"group {group!r} does not exist")
-            existing = tx.get(User.KIND, name)
-            if existing is not None and not existing.body.get("deleted"):
-                raise AlreadyExists(f"user {name!r} already exists")
-            if existing is not None:
-                tx.update(to_doc(user))
-            else:
-                tx.insert(to_doc(user))
+            self.put_user(tx, user)
         return user
 
     def delete_user(self, name: str) -> None:
-        """Soft-delete a user: every token of theirs stops working at once."""
+        """Soft-delete a user and revoke every token issued to them, for good: a user added
+        later under the same name is another identity (CONTRACT section 16)."""
         with self._storage.write() as tx:
             user = self._user(tx, name)
             if user is None:
                 raise NotFound(f"user {name!r} does not exist")
             tx.update(to_doc(replace(user, deleted=True)))
+            now = self._clock()
+            for token in map(from_doc, tx.query(TokenRecord.KIND)):
+                # A token recorded before uids (user_id "", in a store imported from an older
+                # export) is the user's by name.
+                mine = token.user_id == user.uid if token.user_id else token.user == user.name
+                if mine and tx.get(Revocation.KIND, token.id) is None:
+                    tx.insert(to_doc(Revocation(jti=token.id, date_created=now, user=user.name)))
 
     def set_role(self, user_name: str, group: str, role: Optional[str]) -> User:
         """Give ``user_name`` the ``role`` in ``group``; None removes them from the group."""
@@ -334,6 +430,9 @@ class AuthService:
                 roles.pop(group, None)
             else:
                 roles[group] = new_role
-            user = replace(user, roles=roles)
-            tx.update(to_doc(user))
-        return user
+            changed = replace(user, roles=roles)
+            if changed.roles != user.roles:
+                record_row(tx, self._clock(), "role_changed", user.name, CLI,
+                           detail=f"{group}: {user.roles.get(group) or 'none'} -> {new_role or 'none'}")
+            tx.update(to_doc(changed))
+        return changed

@@ -33,13 +33,14 @@ class Entry:
     group: str
     token_expires: float  # unix time
     route: Optional[str] = None  # the route template it answered (the metrics' label of a hit)
+    etag: Optional[str] = None  # the answer's ETag, made once when it is stored (http/conditional.py)
 
     @classmethod
-    def of(cls, snap: Snapshot, body: bytes, route: Optional[str]) -> "Entry":
+    def of(cls, snap: Snapshot, body: bytes, route: Optional[str], etag: Optional[str] = None) -> "Entry":
         """A read's answer, rendered to ``body``."""
         return cls(depends=snap.depends, body=body, total=None if snap.total is None else str(snap.total),
                    user=snap.caller.user.name, group=snap.caller.group, token_expires=snap.caller.token_expires,
-                   route=route)
+                   route=route, etag=etag)
 
 
 class ResponseCache:

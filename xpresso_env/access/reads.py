@@ -124,6 +124,12 @@ class ReadScope:
         suppressed = self._open.__exit__(exc_type, exc, tb)
         if exc_type is None:
             self._depends = self._reads._dependencies(self._kind, self.caller.group, self._values, self._stamp)
+            counters = self._reads._counters
+            if counters is None or not counters.versions_store_wide:
+                # The read is over (its transaction closed); a token's counter is its own here. A
+                # store with one counter for everything (yaml) keeps no last_used: each such write
+                # would drop every cached answer and every memoised authentication.
+                self._reads._auth.note_use(self.caller)
         return bool(suppressed)
 
     def snapshot(self, data: Any, total: Optional[int] = None) -> Snapshot:
@@ -162,9 +168,10 @@ class Reads:
         ``scope.tx`` with one statement at most (a ``get``, a ``find_name``)."""
         return ReadScope(self, credentials, kind, group_required, one_statement)
 
-    def caller(self, credentials: Credentials) -> Caller:
-        """Who is asking (the authentication of a write, whose service opens its own write)."""
-        with self.scope(credentials) as scope:
+    def caller(self, credentials: Credentials, group_required: bool = True) -> Caller:
+        """Who is asking (the authentication of a write, whose service opens its own write).
+        ``group_required`` false: for what a user does for themselves (their tokens, password)."""
+        with self.scope(credentials, group_required=group_required) as scope:
             return scope.caller
 
     def whoami(self, credentials: Credentials) -> Snapshot:

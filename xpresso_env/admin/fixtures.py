@@ -6,6 +6,7 @@ is an upsert by id (and by name for groups and users), so loading the same file 
 from __future__ import annotations
 
 import uuid
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,12 @@ from typing import Any
 import yaml
 
 from ..access.auth import check_name, parse_role
-from ..core.codec import to_doc
+from ..core.codec import from_doc, to_doc
 from ..core.errors import BadRequest, ValidationError
 from ..core.models import Group, OperationalState, Role, User
 from ..core.timeutil import Clock, parse_time
 from ..core.validation import FieldError, boolean, choice, name_text, validate_body
+from ..core.words import count
 from ..registry.service import ENGINE, HARNESS, KindSpec
 from ..storage import StorageBackend, Tx
 
@@ -39,8 +41,8 @@ class LoadReport:
     engines: int
 
     def __str__(self) -> str:
-        return (f"loaded {self.groups} group(s), {self.users} user(s), {self.harnesses} harness(es), "
-                f"{self.engines} engine(s)")
+        return (f"loaded {count(self.groups, 'group')}, {count(self.users, 'user')}, "
+                f"{count(self.harnesses, 'harness')}, {count(self.engines, 'engine')}")
 
 
 def _wrap(fn):
@@ -148,4 +150,10 @@ def _load_user(tx: Tx, item: Any, where: str, clock: Clock) -> None:
     superuser = item.get("superuser", False)
     if not isinstance(superuser, bool):
         raise BadRequest(f"{where}: superuser must be true or false")
-    _upsert(tx, to_doc(User(name=item["name"], date_created=clock(), superuser=superuser, roles=parsed)))
+    existing = tx.get(User.KIND, item["name"])
+    if existing is not None and not existing.body.get("deleted"):
+        # The same person loaded again keeps their identity (uid), password and tokens.
+        user = dataclasses.replace(from_doc(existing), superuser=superuser, roles=parsed)
+    else:
+        user = User(name=item["name"], date_created=clock(), superuser=superuser, roles=parsed, uid=uuid.uuid4().hex)
+    _upsert(tx, to_doc(user))

@@ -33,6 +33,7 @@ from ..core.errors import BadRequest
 from ..core.models import RECORD_TYPES, Engine, Image
 from ..core.timeutil import Clock, format_time
 from ..core.validation import FieldError, ServerUrl
+from ..core.words import count
 from ..journal.journal import (
     DELIVERY_KIND,
     EVENT_KIND,
@@ -54,9 +55,17 @@ KINDS: tuple[str, ...] = tuple(RECORD_TYPES)  # groups and users first: records 
 # A group's subscriptions document is derived from its webhooks: not exported, rebuilt by import.
 KINDS += tuple(k for k in JOURNAL_KINDS if k != SUBSCRIPTIONS_KIND)
 # Webhook deliveries, the outbox entries still to deliver, each webhook's queue of them and the
-# events not yet fanned out: only with `export --with-deliveries`. Without them an imported webhook starts with an empty queue.
+# events not yet fanned out: only with `export --with-deliveries`. Without them an imported webhook
+# starts with an empty queue.
 DELIVERY_KINDS: tuple[str, ...] = (QUEUE_KIND, DELIVERY_KIND, OUTBOX_KIND, EVENT_KIND)
 PAGE = 500  # documents read per statement
+
+# How the report counts a kind whose storage name is not the noun a person reads.
+KIND_WORDS: dict[str, tuple[str, ...]] = {
+    "audit": ("audit entry", "audit entries"), "history": ("history entry", "history entries"),
+    "login_failures": ("failed sign-in record", "failed sign-in records"),
+    "webhook_queue": ("queued webhook event", "queued webhook events"),
+    "outbox": ("outbox entry", "outbox entries"), "event": ("webhook event to fan out", "webhook events to fan out")}
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,8 @@ class TransferReport:
     left_out: tuple[str, ...] = ()  # kinds not exported (see DELIVERY_KINDS)
 
     def __str__(self) -> str:
-        text = ", ".join([*(f"{n} {kind}(s)" for kind, n in self.counts.items()), f"{self.logs} build log(s)"])
+        text = ", ".join([*(count(n, *KIND_WORDS.get(kind, (kind,))) for kind, n in self.counts.items()),
+                          count(self.logs, "build log")])
         if self.left_out:
             text += f" (left out: {', '.join(self.left_out)}; --with-deliveries exports them)"
         return text

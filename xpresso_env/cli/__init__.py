@@ -13,13 +13,15 @@ from typing import Callable, Optional, Sequence
 
 from .. import __version__
 from ..config import DEBUG_ENV, LOG_LEVEL_ENV, ServerSettings, Settings, load_settings
-from ..core.errors import XpressoError
+from ..core.errors import SchemaOutdated, XpressoError
 from ..http.server import quiet_queue_warnings
 from ..runtime.logfmt import configure_logging
 from .admin import (ROLE_NONE, cmd_export, cmd_group_add, cmd_group_list, cmd_images_sweep, cmd_import,
                     cmd_load, cmd_probe, cmd_token_create, cmd_token_list, cmd_token_revoke, cmd_user_add,
                     cmd_user_delete, cmd_user_list, cmd_user_set_role)
+from .identity import add_parsers as add_identity_parsers
 from .server import cmd_init, cmd_serve, cmd_worker
+from .store import outdated, require_store
 
 __all__ = ["build_parser", "main"]
 
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = user.add_parser("delete", help="delete a user (their tokens stop working)")
     p.add_argument("name")
     p.set_defaults(handler=cmd_user_delete)
+    add_identity_parsers(sub, user)  # user set-password, audit (cli/identity.py)
 
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="action", metavar="ACTION", required=True)
     p = token.add_parser("create", help="issue a token; the last line printed is `Jwt <token>`")
@@ -161,7 +164,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         settings = load_settings(args.config, overrides=_serve_overrides(args))
         configure_logging(level, settings.server.log_format)
+        if args.command != "init":
+            require_store(settings)  # only init creates a store
         return args.handler(args, settings) or 0
+    except SchemaOutdated as exc:
+        return _fail(outdated(settings, exc.detail))
     except XpressoError as exc:
         return _fail(exc.detail)
     except KeyboardInterrupt:

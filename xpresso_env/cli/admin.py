@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from ..config import Settings
 from ..core.timeutil import format_time
+from ..core.words import count
 
 if TYPE_CHECKING:
     from ..app import AppContext
@@ -161,7 +162,7 @@ def cmd_images_sweep(args: argparse.Namespace, settings: Settings) -> int:
         builder_image = f"; builder image {item.builder_image}" if item.builder_image else ""
         print(f"{verb} {img.group}/{img.name}:{img.tag} {img.id} {img.nfs_path}: {item.reason}{builder_image}")
     summary = "would remove" if args.dry_run else "removed"
-    print(f"{summary} {removed} image(s); {len(items) - removed} pinned image(s) past retention kept")
+    print(f"{summary} {count(removed, 'image')}; {count(len(items) - removed, 'pinned image')} past retention kept")
     return 0
 
 

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Callable, Optional
 from ..config import ServerSettings, Settings
 from ..core.errors import ConfigError, StorageUnavailable
 from ..http.lanes import LaneDispatcher, StartupGate
+from ..core.words import count
 from ..http.server import waitress_options
 from ..runtime.redact import redact
 from .admin import opened
+from .store import store_location
 
 if TYPE_CHECKING:
     from ..storage import StorageBackend
@@ -44,10 +46,8 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         storage.close()
     load_secret(settings, create=True)
-    where = settings.storage.dsn if settings.storage.backend == "postgres" else (
-        settings.storage_path("xpresso.yaml" if settings.storage.backend == "yaml" else "xpresso.sqlite3"))
     change = "created" if before == 0 else ("upgraded" if after > before else "already up to date")
-    print(f"storage {settings.storage.backend} at {redact(str(where))}: schema version {after} ({change})")
+    print(f"storage {settings.storage.backend} at {store_location(settings)}: schema version {after} ({change})")
     if args.group or args.admin:
         _first_admin(args, settings)
     return 0
@@ -176,7 +176,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(signal.SIGTERM, _exit_on_signal)
         _wait_for_storage(ctx.storage, redact(settings.storage.dsn or ""))
         ctx.start()
-        log.info("xpresso-env worker: %d build thread(s) on storage %s, no HTTP", threads, settings.storage.backend)
+        log.info("xpresso-env worker: %s on storage %s, no HTTP", count(threads, "build thread"),
+                 settings.storage.backend)
         threading.Event().wait()  # until a signal ends the process
     finally:
         ctx.close()

@@ -9,6 +9,9 @@ follow again. A server answering 429 (too many followers) is polled with ``?offs
 On a terminal the log is printed line by line above a progress line (rich's Live display):
 a spinner, the elapsed time and the builder's step n/m when the log shows one. Off a terminal
 the log's bytes are written as they come, and nothing else goes to stdout.
+
+The record and the polled log are read by conditional GETs (``If-None-Match``): while nothing
+changed the server answers 304 with no body.
 """
 from __future__ import annotations
 
@@ -143,7 +146,7 @@ class Follower:
     # -- following ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Follow until the build ends; the image's final record."""
-        record = self._retrying(lambda: self.api.get("images", self.image_id))
+        record = self._retrying(lambda: self.api.get_fresh("images", self.image_id))
         if not self.tty:
             return self._follow(record)
         started = _created(record) or time.time()
@@ -166,7 +169,7 @@ class Follower:
                     return record
                 before = self.offset
                 self._retrying(self._stream)
-                record = self._retrying(lambda: self.api.get("images", self.image_id))
+                record = self._retrying(lambda: self.api.get_fresh("images", self.image_id))
                 if record.get("status") not in FINAL and self.offset == before:
                     time.sleep(POLL_S)  # the stream ended at once (a server stopping): not a busy loop
         except KeyboardInterrupt:
@@ -186,7 +189,7 @@ class Follower:
             self._read_rest()
 
     def _read_rest(self) -> None:
-        chunk = self.api.text("images", self.image_id, "logs", params={"offset": str(self.offset)})
+        chunk = self.api.conditional("images", self.image_id, "logs", params={"offset": str(self.offset)})
         if chunk:
             self._emit(chunk)
 
@@ -226,4 +229,4 @@ class Follower:
         except ClientError as exc:
             if exc.status != 409:  # 409: it ended meanwhile; report how
                 raise
-            return self.api.get("images", self.image_id)
+            return self.api.get_fresh("images", self.image_id)

@@ -3,6 +3,7 @@ refusal becomes a ClientError holding the API's own words on one line."""
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from typing import Any, Iterator, Optional
 from urllib.parse import quote
 
@@ -13,6 +14,7 @@ from .errors import ClientError
 
 TIMEOUT = (10.0, 60.0)  # connect, read: a server that stops answering is reported, not waited on
 FOLLOW_READ_S = 60.0  # a followed log silent this long is read again from its offset
+TAGGED_URLS = 8  # URLs whose last ETag and body are kept for conditional GETs
 
 
 def one_line(text: str) -> str:
@@ -42,12 +44,18 @@ class Api:
     def __init__(self, url: str, token: Optional[str], group: Optional[str],
                  session: Optional[requests.Session] = None):
         self.url = url
+        self.token = token
+        self.group = group
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"xpresso/{__version__}"
         if token:
             self.session.headers["Authorization"] = f"Jwt {token}"
         if group:
             self.session.headers["Group"] = group
+        # Conditional GETs (CONTRACT section 14): the last ETag and body of a few URLs polled
+        # again and again (a followed build's record and log), so an unchanged one costs a 304.
+        self._tagged: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self.not_modified = 0  # 304s received (tests, --debug)
 
     def path(self, *parts: str) -> str:
         return self.url + "/api/v2/" + "/".join(quote(p, safe="") for p in parts)
@@ -80,6 +88,33 @@ class Api:
 
     def get(self, *parts: str, params: Optional[dict] = None) -> Any:
         return self.call("GET", *parts, params=params)
+
+    def conditional(self, *parts: str, params: Optional[dict] = None) -> bytes:
+        """A GET's body, asked with ``If-None-Match`` when this URL was read before: a 304 means
+        the body is the one kept."""
+        url = requests.Request("GET", self.path(*parts), params=params).prepare().url or ""
+        kept = self._tagged.get(url)
+        headers = {"If-None-Match": kept[0]} if kept else {}
+        resp = self.request("GET", url, headers=headers)
+        if resp.status_code == 304 and kept:
+            self.not_modified += 1
+            self._tagged.move_to_end(url)
+            return kept[1]
+        etag = resp.headers.get("ETag")
+        if etag:
+            self._tagged[url] = (etag, resp.content)
+            self._tagged.move_to_end(url)
+            while len(self._tagged) > TAGGED_URLS:
+                self._tagged.popitem(last=False)
+        return resp.content
+
+    def get_fresh(self, *parts: str, params: Optional[dict] = None) -> Any:
+        """``get`` by a conditional GET."""
+        body = self.conditional(*parts, params=params)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ClientError(f"{self.url} answered something that is not JSON (is it an xpresso-env server?)") from None
 
     def text(self, *parts: str, params: Optional[dict] = None) -> bytes:
         return self.request("GET", self.path(*parts), params=params).content

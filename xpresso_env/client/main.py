@@ -1,37 +1,43 @@
 """`xpresso`: the command line of an xpresso-env server, over HTTP only.
 
-    xpresso login URL --token T [--group G]
+    xpresso login URL (--token T | --user NAME [--password-stdin] [--days N]) [--group G]
     xpresso harnesses|engines list|show|add|edit|rm|history|state ...
-    xpresso images list|show|pin|unpin|rm ...
+    xpresso images list|show|pin|unpin|rm ...      (an image: its id, 4+ first characters of it, or NAME:TAG)
     xpresso build NAME:TAG --ref R [--base B] [--group-share G]... [--follow]
-    xpresso logs UUID [--follow]
-    xpresso cancel UUID
+    xpresso logs IMAGE [--follow]
+    xpresso cancel IMAGE
     xpresso whoami
+    xpresso tokens list|create NAME [--days N]|revoke JTI
+    xpresso completion bash|zsh
 
-Tables for people, ``--json`` for scripts (the API's own records). Errors: one line on stderr
-with the API's own words, exit 1; ``--debug`` adds the traceback. ``build --follow`` and
-``logs --follow`` exit 0 only when the build ends ``successful``.
+Tables for people, ``--json`` for scripts (the API's own records); ``-f FIELD=VALUE`` filters
+every list. Errors: one line on stderr with the API's own words, exit 1; ``--debug`` adds the
+traceback. ``build --follow`` and ``logs --follow`` exit 0 only when the build ends ``successful``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import re
 import sys
 import traceback
 from typing import Any, Callable, Optional, Sequence
 
-from rich.prompt import Confirm
+from rich.prompt import Confirm, Prompt
 
 from .. import __version__
 from . import render
+from .completion import SHELLS, script
 from .config import ClientConfig, bare_token, config_path, load_file, normal_url, resolve, save_file
 from .errors import ClientError
 from .follow import Follower, Sinks
 from .http import Api, dumps
+from .lookup import UUID_RE, explain_group, image_id
+from .signin import Credentials, own_token, read_password, settle_group, sign_in, sign_out
 
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 KINDS = {"harnesses": "harness", "engines": "engine"}
+IMAGE_REF = "IMAGE"
+IMAGE_REF_HELP = "the image's id, its first 4 or more characters, or NAME:TAG"
 EXIT_INTERRUPTED = 130
 
 
@@ -54,19 +60,29 @@ def _flags() -> argparse.ArgumentParser:
     return p
 
 
+def _list_options(p: argparse.ArgumentParser, fields: str, deleted: bool = True, limit: bool = True) -> None:
+    """The options every list takes: ``-f FIELD=VALUE`` (repeatable), and where the list has
+    them, ``--deleted`` and ``--limit``."""
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="FIELD=VALUE",
+                   help=f"only records whose FIELD equals VALUE; repeatable ({fields})")
+    if deleted:
+        p.add_argument("--deleted", action="store_true", help="deleted records too (marked as deleted)")
+    if limit:
+        p.add_argument("--limit", type=int, help="at most this many records")
+
+
 def _registry_commands(sub: Any, common: argparse.ArgumentParser, kind: str) -> None:
     label = KINDS[kind]
     p = sub.add_parser(kind, help=f"{kind}: list, show, add, edit, rm, history, state")
     cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = cmds.add_parser("list", parents=[common], help=f"the group's {kind}")
-    ls.add_argument("-f", "--filter", action="append", default=[], metavar="FIELD=VALUE",
-                    help="equality filter (name, site, bldg, configuration_state, operational_state, ...)")
-    ls.add_argument("--deleted", action="store_true", help="list deleted records too")
-    ls.add_argument("--limit", type=int)
+    _list_options(ls, "name, site, bldg, configuration_state, operational_state, ...")
     for action, text in (("show", "one record"), ("rm", "soft-delete"), ("history", "changes and state events"),
                          ("state", "operational state and last probe")):
         c = cmds.add_parser(action, parents=[common], help=f"{label}: {text}")
         c.add_argument("ref", metavar="NAME|ID")
+        if action == "history":
+            _list_options(c, "at, event, by, reason", deleted=False)
     add = cmds.add_parser("add", parents=[common], help=f"create a {label}")
     add.add_argument("name", metavar="NAME")
     edit = cmds.add_parser("edit", parents=[common], help=f"change a {label}")
@@ -96,10 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xpresso {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    login = sub.add_parser("login", parents=[_flags()], help="keep the server URL, token and group")
+    login = sub.add_parser("login", parents=[_flags()], help="sign in and keep the server URL, token and group",
+                           description="Keep the server URL, an API token and a group in the client's file. "
+                                       "With --user, the password is asked (or read from standard input with "
+                                       "--password-stdin), the client signs in and keeps an API token it creates "
+                                       "for itself, named after this host: never the password. A user of several "
+                                       "groups who names none is asked which (on a terminal) or told to name one.")
     login.add_argument("server", metavar="URL")
-    login.add_argument("--token", required=True, dest="login_token", help="as `xpresso-env token create` prints it")
-    login.add_argument("--group", dest="login_group")
+    how = login.add_mutually_exclusive_group(required=True)
+    how.add_argument("--token", dest="login_token", metavar="T", help="a token as `xpresso-env token create` prints it")
+    how.add_argument("--user", dest="login_user", metavar="NAME", help="sign in with this user's password")
+    login.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    login.add_argument("--days", type=int, metavar="N", help="with --user: the API token's lifetime in days "
+                                                              "(default: the server's)")
+    login.add_argument("--group", dest="login_group", metavar="G", help="the group commands are for (asked when "
+                                                                        "you are in several and name none)")
 
     sub.add_parser("whoami", parents=[common], help="who the token belongs to, groups and permissions")
     for kind in KINDS:
@@ -109,14 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     icmds = images.add_subparsers(dest="action", metavar="ACTION", required=True)
     ils = icmds.add_parser("list", parents=[common], help="images visible in the group")
     for field in ("name", "tag", "status"):
-        ils.add_argument(f"--{field}")
-    ils.add_argument("--ref", dest="git_ref")
-    ils.add_argument("--deleted", action="store_true")
-    ils.add_argument("--limit", type=int)
+        ils.add_argument(f"--{field}", help=f"the same as -f {field}=VALUE")
+    ils.add_argument("--ref", dest="git_ref", help="the same as -f git_ref=VALUE")
+    _list_options(ils, "name, tag, status, git_ref")
     for action, text in (("show", "one image"), ("pin", "keep against retention"), ("unpin", "allow retention"),
                          ("rm", "delete (cancels a running build)")):
         c = icmds.add_parser(action, parents=[common], help=text)
-        c.add_argument("uuid", metavar="UUID")
+        c.add_argument("image", metavar=IMAGE_REF, help=IMAGE_REF_HELP)
 
     build = sub.add_parser("build", parents=[common], help="build a Polaris image")
     build.add_argument("image", metavar="NAME:TAG")
@@ -126,11 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
     _follow_options(build)
 
     logs = sub.add_parser("logs", parents=[common], help="a build's log")
-    logs.add_argument("uuid", metavar="UUID")
+    logs.add_argument("image", metavar=IMAGE_REF, help=IMAGE_REF_HELP)
     _follow_options(logs)
 
     cancel = sub.add_parser("cancel", parents=[common], help="cancel a running build")
-    cancel.add_argument("uuid", metavar="UUID")
+    cancel.add_argument("image", metavar=IMAGE_REF, help=IMAGE_REF_HELP)
+
+    tokens = sub.add_parser("tokens", help="your API tokens: list, create, revoke")
+    tcmds = tokens.add_subparsers(dest="action", metavar="ACTION", required=True)
+    tls = tcmds.add_parser("list", parents=[common], help="your tokens (never the tokens themselves)")
+    _list_options(tls, "name, typ, revoked, ...", deleted=False)
+    tnew = tcmds.add_parser("create", parents=[common], help="a new API token, printed once as its last line")
+    tnew.add_argument("name", metavar="NAME")
+    tnew.add_argument("--days", type=int, metavar="N", help="lifetime in days (default: the server's)")
+    trm = tcmds.add_parser("revoke", parents=[common], help="revoke one of your tokens by its id (jti)")
+    trm.add_argument("jti", metavar="JTI")
+
+    completion = sub.add_parser("completion", help="print a shell completion script",
+                                description='Print a completion script: eval "$(xpresso completion bash)" in '
+                                            '~/.bashrc, or eval "$(xpresso completion zsh)" in ~/.zshrc.')
+    completion.add_argument("shell", choices=SHELLS)
     return parser
 
 
@@ -158,9 +199,9 @@ class Cli:
     def api(self) -> Api:
         if self._api is None:
             if not self.config.url:
-                raise ClientError("no server: run `xpresso login URL --token T` or set XPRESSO_URL")
+                raise ClientError("no server: run `xpresso login URL --user NAME` (or `--token T`), or set XPRESSO_URL")
             if not self.config.token:
-                raise ClientError("no token: run `xpresso login URL --token T` or set XPRESSO_TOKEN")
+                raise ClientError("no token: run `xpresso login URL --user NAME` (or `--token T`), or set XPRESSO_TOKEN")
             self._api = Api(self.config.url, self.config.token, self.config.group)
         return self._api
 
@@ -175,24 +216,58 @@ class Cli:
             render.record(self.out, data, skip)
 
     def listing(self, kind: str, path: Sequence[str], params: dict[str, str]) -> None:
+        """A list the API filters (``-f`` goes to it as query parameters)."""
         resp = self.api.request("GET", self.api.path(*path), params=params)
-        records = resp.json()
+        self.print_list(kind, resp.json(), resp.headers.get("X-Total-Count"))
+
+    def print_list(self, kind: str, records: list[dict[str, Any]], total: Optional[str] = None) -> None:
         if self.json:
             self.print_json(records)
         else:
-            render.table(self.out, kind, records, resp.headers.get("X-Total-Count"))
+            render.table(self.out, kind, records, total)
+
+    def list_params(self, *names: str) -> dict[str, str]:
+        """The query of a list: ``-f FIELD=VALUE`` items, then the named options, ``--deleted`` and
+        ``--limit``."""
+        a = self.args
+        params = filters(a.filter)
+        for name in names:
+            if getattr(a, name, None):
+                params[name] = getattr(a, name)
+        if getattr(a, "deleted", False):
+            params["deleted"] = "true"
+        if getattr(a, "limit", None) is not None:
+            params["limit"] = str(a.limit)
+        return params
 
     # -- commands ---------------------------------------------------------------------------
     def login(self) -> int:
-        url = normal_url(self.args.server)
-        token = bare_token(self.args.login_token)
-        group = self.args.login_group
-        me = Api(url, token, group).get("me")  # the token works (and the group, if named) before it is kept
+        a = self.args
+        url = normal_url(a.server)
+        if a.login_token is not None and (a.password_stdin or a.days is not None):
+            raise ClientError("--password-stdin and --days go with --user NAME")
+        session = None
+        if a.login_user is not None:
+            password = read_password(a.login_user, url, a.password_stdin)
+            session = sign_in(url, Credentials(a.login_user, password))
+        try:
+            # the token (or session) and the group are checked before anything is kept
+            me = Api(url, session or bare_token(a.login_token), None).get("me")
+            group = settle_group(me, a.login_group, self._ask_group if sys.stdin.isatty() else None)
+            token = own_token(url, session, a.days) if session else bare_token(a.login_token)
+        finally:
+            if session:
+                sign_out(url, session)
+        me = Api(url, token, group).get("me")
         path = config_path(self.env)
-        save_file(path, ClientConfig(url=url, token=token, group=group or None))
+        save_file(path, ClientConfig(url=url, token=token, group=group))
         where = f", group {me['group']}" if me.get("group") else ""
-        self.err.print(f"Logged in to {url} as {me['user']}{where} (saved in {path})")
+        kept = " with an API token of its own" if session else ""
+        self.err.print(f"Logged in to {url} as {me['user']}{where}{kept} (saved in {path})")
         return 0
+
+    def _ask_group(self, question: str, groups: list[str]) -> str:
+        return Prompt.ask(question, choices=groups, console=self.err)
 
     def whoami(self) -> int:
         me = self.api.get("me")
@@ -236,17 +311,7 @@ class Cli:
         a = self.args
         action = a.action
         if action == "list":
-            params = {}
-            for item in a.filter:
-                field, sep, value = item.partition("=")
-                if not sep:
-                    raise ClientError(f"--filter wants FIELD=VALUE, got {item!r}")
-                params[field] = value
-            if a.deleted:
-                params["deleted"] = "true"
-            if a.limit is not None:
-                params["limit"] = str(a.limit)
-            self.listing(kind, [kind], params)
+            self.listing(kind, [kind], self.list_params())
         elif action == "add":
             self.show(self.api.call("POST", kind, body={"name": a.name, **self._fields(kind)}))
         elif action == "edit":
@@ -264,11 +329,10 @@ class Cli:
             if not self.json:
                 self.err.print(f"deleted {KINDS[kind]} {a.ref}")
         elif action == "history":
-            entries = self.api.get(kind, self._record_id(kind, a.ref), "history")
-            if self.json:
-                self.print_json(entries)
-            else:
-                render.table(self.out, "history", entries)
+            # the API pages a history but does not filter it: -f is applied here
+            params = {"limit": str(a.limit)} if a.limit is not None else {}
+            entries = self.api.get(kind, self._record_id(kind, a.ref), "history", params=params)
+            self.print_list("history", matching(entries, filters(a.filter)))
         elif action == "state":
             self.show(self.api.get(kind, self._record_id(kind, a.ref), "state"))
         return 0
@@ -276,21 +340,18 @@ class Cli:
     def images(self) -> int:
         a = self.args
         if a.action == "list":
-            params = {k: getattr(a, k) for k in ("name", "tag", "status", "git_ref") if getattr(a, k)}
-            if a.deleted:
-                params["deleted"] = "true"
-            if a.limit is not None:
-                params["limit"] = str(a.limit)
-            self.listing("images", ["images"], params)
-        elif a.action == "show":
-            self.show(self.api.get("images", a.uuid), skip=("yaml_content", "credentials"))
+            self.listing("images", ["images"], self.list_params("name", "tag", "status", "git_ref"))
+            return 0
+        uuid = image_id(self.api, a.image)
+        if a.action == "show":
+            self.show(self.api.get("images", uuid), skip=("yaml_content", "credentials"))
         elif a.action in ("pin", "unpin"):
-            self.show(self.api.call("PATCH", "images", a.uuid, body={"pin_version": a.action == "pin"}),
+            self.show(self.api.call("PATCH", "images", uuid, body={"pin_version": a.action == "pin"}),
                       skip=("yaml_content", "credentials"))
         elif a.action == "rm":
-            self.api.call("DELETE", "images", a.uuid)
+            self.api.call("DELETE", "images", uuid)
             if not self.json:
-                self.err.print(f"deleted image {a.uuid}")
+                self.err.print(f"deleted image {uuid}")
         return 0
 
     def build(self) -> int:
@@ -316,9 +377,10 @@ class Cli:
         return self.follow(record["uuid"])
 
     def logs(self) -> int:
+        uuid = image_id(self.api, self.args.image)
         if self.args.follow:
-            return self.follow(self.args.uuid)
-        sys.stdout.buffer.write(self.api.text("images", self.args.uuid, "logs"))
+            return self.follow(uuid)
+        sys.stdout.buffer.write(self.api.text("images", uuid, "logs"))
         sys.stdout.flush()
         return 0
 
@@ -345,16 +407,77 @@ class Cli:
         return Confirm.ask(f"Cancel build {image_id}?", default=False, console=self.err)
 
     def cancel(self) -> int:
-        self.show(self.api.call("POST", "images", self.args.uuid, "cancel"), skip=("yaml_content", "credentials"))
+        uuid = image_id(self.api, self.args.image)
+        self.show(self.api.call("POST", "images", uuid, "cancel"), skip=("yaml_content", "credentials"))
+        return 0
+
+    def tokens(self) -> int:
+        a = self.args
+        if a.action == "list":
+            records = matching(self.api.get("me", "tokens"), filters(a.filter))
+            self.print_list("tokens", records[:a.limit] if a.limit is not None else records)
+        elif a.action == "create":
+            body: dict[str, Any] = {"name": a.name}
+            if a.days is not None:
+                body["days"] = a.days
+            made = self.api.call("POST", "me", "tokens", body=body)
+            if self.json:
+                self.print_json(made)
+            else:
+                self.err.print(f"token {made.get('jti')} ({made.get('name')}) expires {made.get('expires')}; "
+                               "it is shown this once:")
+                print(made["token"], flush=True)  # the last line: `Jwt ...`, as `xpresso-env token create`
+        elif a.action == "revoke":
+            self.api.call("DELETE", "me", "tokens", a.jti)
+            if not self.json:
+                self.err.print(f"revoked token {a.jti}")
+        return 0
+
+    def completion(self) -> int:
+        sys.stdout.write(script(self.args.shell, build_parser()))
         return 0
 
     def run(self) -> int:
         command = self.args.command
         handlers: dict[str, Callable[[], int]] = {
             "login": self.login, "whoami": self.whoami, "images": self.images, "build": self.build,
-            "logs": self.logs, "cancel": self.cancel,
+            "logs": self.logs, "cancel": self.cancel, "tokens": self.tokens, "completion": self.completion,
             "harnesses": lambda: self.registry("harnesses"), "engines": lambda: self.registry("engines")}
-        return handlers[command]()
+        try:
+            return handlers[command]()
+        except ClientError as exc:
+            # a refused group: say which groups the caller is in (GET /api/v2/me)
+            better = explain_group(self._api, self.config.group, exc) if self._api is not None else None
+            if better is None:
+                raise
+            raise better from exc
+
+
+def filters(items: Sequence[str]) -> dict[str, str]:
+    """``-f FIELD=VALUE`` items as a mapping."""
+    out: dict[str, str] = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise ClientError(f"-f wants FIELD=VALUE, got {item!r}")
+        out[field] = value
+    return out
+
+
+def matching(records: list[dict[str, Any]], wanted: dict[str, str]) -> list[dict[str, Any]]:
+    """The records whose fields equal ``wanted``, for lists the API does not filter (values as
+    the table shows them: true/false as the JSON words)."""
+    if not wanted:
+        return records
+    known = set().union(*(r.keys() for r in records)) if records else set(wanted)
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise ClientError(f"-f: no field {', '.join(unknown)} here; fields: {', '.join(sorted(known))}")
+
+    def text(value: Any) -> str:
+        return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+
+    return [r for r in records if all(text(r.get(k)) == v for k, v in wanted.items())]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -54,6 +54,8 @@ INDEX_RULES: dict[str, IndexRule] = {
     "user": IndexRule(id="name", group=None, name=None),
     "revocation": IndexRule(id="jti", group=None, name=None),
     "token": IndexRule(group=None, name=None),
+    "audit": IndexRule(group=None, name=None),
+    "login_failures": IndexRule(id="name", group=None, name=None),
     "image": IndexRule(name=None, deleted="is_deleted", visible="groups"),
 }
 

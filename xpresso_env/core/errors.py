@@ -31,6 +31,12 @@ class TokenExpired(NotAuthenticated):
     default_detail = "Token has expired."
 
 
+class InvalidCredentials(NotAuthenticated):
+    """A failed sign-in: the same words for an unknown user and a wrong password."""
+
+    default_detail = "Invalid username or password."
+
+
 class PermissionDenied(XpressoError):
     """The detail stays DRF's exact words (clients match them); ``why`` is for the server's log
     only: the permission that was missing and the group it was checked in."""
@@ -95,6 +101,17 @@ class QueueFull(TooManyRequests):
     Retry-After ``retry_after_s``)."""
 
     def __init__(self, detail: str | None = None, *, retry_after_s: int = 30):
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class LoginLocked(TooManyRequests):
+    """Too many failed sign-ins for one user name (``auth.login_max_failures`` within
+    ``auth.login_window_s``): 429 with Retry-After ``retry_after_s``."""
+
+    default_detail = "Too many failed sign-ins for this user, try again later."
+
+    def __init__(self, detail: str | None = None, *, retry_after_s: int = 60):
         super().__init__(detail)
         self.retry_after_s = retry_after_s
 

@@ -95,15 +95,39 @@ class User:
     name: str
     date_created: datetime
     superuser: bool = False
-    roles: dict[str, Role] = field(default_factory=dict)  # group name -> role
+    roles: dict[str, Role] = field(default_factory=dict)  # group name -> role, given by hand
     deleted: bool = False
+    # The stable identity (CONTRACT section 16): a name added again after a delete is a new uid,
+    # and a token binds to the uid, so the old tokens stay dead.
+    uid: str = ""
+    email: Optional[str] = None
+    last_login: Optional[datetime] = None
+    preferences: dict[str, str] = field(default_factory=dict)  # time_zone, time_format
+    provider: str = "local"  # the identity provider that created the user (local: by hand)
+    # The local provider's password: an argon2id hash with its parameters; never the password.
+    password: Optional[str] = field(default=None, repr=False)
+    # Roles a directory's groups give (auth.ldap.group_roles), rewritten at each sign-in and kept
+    # apart from ``roles``, which a sign-in never touches.
+    directory_roles: dict[str, Role] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
         return self.name
 
+    @property
+    def memberships(self) -> dict[str, Role]:
+        """Every group the user is in, with the higher of the hand-given and directory roles."""
+        merged = dict(self.roles)
+        for group, role in self.directory_roles.items():
+            if group not in merged or ROLE_ORDER.index(role) > ROLE_ORDER.index(merged[group]):
+                merged[group] = role
+        return merged
+
     def role_in(self, group: str) -> Optional[Role]:
-        return self.roles.get(group)
+        hand, directory = self.roles.get(group), self.directory_roles.get(group)
+        if hand is None or directory is None:
+            return hand or directory
+        return max(hand, directory, key=ROLE_ORDER.index)
 
 
 @dataclass(frozen=True)
@@ -129,6 +153,39 @@ class TokenRecord:
     user: str
     date_created: datetime  # issued
     expires: datetime
+    user_id: str = ""  # the owner's User.uid ("" only in a store not yet upgraded)
+    name: str = ""  # what its owner called it (POST /api/v2/me/tokens); "" for `token create`
+    typ: str = "api"  # api | session (POST /api/v2/auth/login)
+    last_used: Optional[datetime] = None  # updated at most once a minute per process
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One row of the audit (CONTRACT section 13)."""
+
+    KIND: ClassVar[str] = "audit"
+    id: str
+    date_created: datetime  # "at" on the wire
+    event: str
+    user: str  # whom it is about
+    by: str  # who did it ("" when nobody signed in: a failed sign-in)
+    address: str  # the client's address, "" from the command line
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LoginFailures:
+    """Recent failed sign-ins of one user name (unix times within ``auth.login_window_s``): in
+    storage, so every process counts the same failures."""
+
+    KIND: ClassVar[str] = "login_failures"
+    name: str  # the user name tried (it may name no user)
+    times: list[float]
+    date_created: datetime
+
+    @property
+    def id(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -214,4 +271,4 @@ class Image:
 
 
 RECORD_TYPES: dict[str, type] = {cls.KIND: cls for cls in (Group, User, Revocation, TokenRecord, Harness, Engine,
-                                                            Image)}
+                                                            Image, AuditEntry, LoginFailures)}

@@ -22,6 +22,7 @@ from ..access.reads import Credentials, Snapshot
 from ..core.errors import XpressoError
 from ..core.metrics import MetricsSink
 from .common import send_entry
+from .conditional import etag_of, matches
 from .errors import error_answer
 from .request import CACHE_KEY, ROUTE_KEY, credentials_of, note_caller, request_key, shared_key
 
@@ -60,7 +61,8 @@ class CachedAnswers:
 
     def keep(self, environ: dict, snap: Snapshot, body: bytes) -> Entry:
         """The answer read afresh, rendered to ``body``: stored under the request's key."""
-        entry = Entry.of(snap, body, environ.get(ROUTE_KEY))
+        total = None if snap.total is None else str(snap.total)
+        entry = Entry.of(snap, body, environ.get(ROUTE_KEY), etag_of(body, total))
         key = environ.get(CACHE_KEY)
         if key is not None:
             self.cache.keep(shared_key(key), entry)
@@ -128,9 +130,14 @@ class CacheFrontend:
 
 
 def _answer(environ: dict, start_response: Callable, entry: Entry) -> list[bytes]:
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(entry.body)))]
+    """The entry's answer; a 304 with no body when the request already holds it (its ETag)."""
+    note_caller(environ, entry.user, entry.group)
+    etag = entry.etag or etag_of(entry.body, entry.total)
+    if matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
+        start_response("304 Not Modified", [("ETag", etag)])
+        return []
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(entry.body))), ("ETag", etag)]
     if entry.total is not None:
         headers.append(("X-Total-Count", entry.total))
     start_response("200 OK", headers)
-    note_caller(environ, entry.user, entry.group)
     return [entry.body]

@@ -52,6 +52,8 @@ def send_entry(req: falcon.Request, resp: falcon.Response, entry: Entry) -> None
     resp.content_type = falcon.MEDIA_JSON
     if entry.total is not None:
         resp.set_header("X-Total-Count", entry.total)
+    if entry.etag is not None:
+        resp.etag = entry.etag  # made once when stored: ConditionalGet only compares it
     resp.data = entry.body
 
 

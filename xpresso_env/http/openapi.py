@@ -238,19 +238,108 @@ def _me_paths() -> dict[str, Any]:
     schema-invalid request to generate (tests/api/test_schemathesis.py's negative run)."""
     roles = {"type": ["string", "null"], "enum": [r.value for r in Role] + [None],
              "description": "the role; null: a system administrator who is not a member"}
+    identity, prefs = _identity_paths()
     me = _obj({"user": {"type": "string"}, "superuser": {"type": "boolean"},
                "groups": {"type": "object", "additionalProperties": roles},
                "group": {"type": ["string", "null"], "description": "the request's group, or null"},
                "permissions": {"type": "array", "items": {"type": "string", "enum": sorted(ALL_PERMISSIONS)},
-                               "description": "held in `group` (empty without one)"}},
-              ["user", "superuser", "groups", "group", "permissions"])
-    return {"/api/v2/me": {"get": {
+                               "description": "held in `group` (empty without one)"},
+               "email": {"type": ["string", "null"]}, "date_joined": {"type": ["string", "null"]},
+               "last_login": {"type": ["string", "null"]},
+               "preferences": {**prefs, "required": ["time_zone", "time_format"]}},
+              ["user", "superuser", "groups", "group", "permissions", "email", "date_joined", "last_login",
+               "preferences"])
+    return {**identity, "/api/v2/me": {"patch": {
+        "summary": "Set your preferences (time zone, 12/24 h); answers what GET answers",
+        "security": [{"jwt": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
+            {"preferences": prefs}, ["preferences"])}}},
+        "responses": {"200": _json("the caller", me), **AUTH_ERRORS, **BODY_ERRORS}}, "get": {
         "summary": "Who the token belongs to: groups, roles, and permissions in the request's group",
         "description": "Any valid token. The `Group` header (or `X-Group`) is optional here: without it "
                        "(and unless the user has exactly one group) `group` is null and `permissions` empty; "
                        "a group the caller may not use is a 403 as everywhere.",
         "security": [{"jwt": []}],
         "responses": {"200": _json("the caller", me), **AUTH_ERRORS}}}}
+
+
+def _identity_paths() -> tuple[dict[str, Any], Schema]:
+    """Signing in, a user's own tokens, password and preferences, and the audit (CONTRACT section
+    13; http/resources/auth.py, me.py, audit.py), and the preferences schema GET /me shares. None of
+    them takes a group."""
+    from ..access.audit import EVENTS
+    from ..access.passwords import MAX_LENGTH, MIN_LENGTH
+    from ..access.profile import TIME_FORMATS, TOKEN_NAME_MAX, time_zones
+    from ..config import AuthSettings
+
+    text = {"type": "string", "minLength": 1, "maxLength": 1024}
+    time = dict(wire.TIME)
+    token = _obj({"jti": {"type": "string"}, "name": {"type": "string"},
+                  "typ": {"type": "string", "enum": ["api", "session"]}, "created": time, "expires": time,
+                  "last_used": {"type": ["string", "null"]}, "revoked": {"type": "boolean"}},
+                 ["jti", "name", "typ", "created", "expires", "last_used", "revoked"])
+    created = {**token, "properties": {**token["properties"], "token": {"type": "string",
+                                                                        "description": "`Jwt <token>`, shown once"}},
+               "required": ["token", *token["required"]]}
+    prefs = _obj({"time_zone": {"type": "string", "enum": sorted(time_zones()),
+                                "description": "an IANA time zone name (an unknown one is a 400)"},
+                  "time_format": {"type": "string", "enum": list(TIME_FORMATS)}})
+    audit_row = _obj({"at": time, "event": {"type": "string", "enum": list(EVENTS)}, "user": {"type": "string"},
+                      "by": {"type": "string"}, "address": {"type": "string"}, "detail": {"type": "string"}},
+                     ["at", "event", "user", "by", "address", "detail"])
+    no_group = {"security": [{"jwt": []}], "responses": dict(AUTH_ERRORS)}
+
+    def op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {**no_group, "summary": summary, **extra, "responses": {**responses, **AUTH_ERRORS}}
+
+    login_body = _obj({"username": {**text, "maxLength": 150}, "password": text}, ["username", "password"])
+    paths: dict[str, Any] = {
+        "/api/v2/auth/login": {"post": {
+            "summary": "Sign in: a session token (claim typ: session) for a user name and password",
+            "description": "The identity providers of `auth.providers` are tried in order. A wrong user or a "
+                           "wrong password is the same 401. After `auth.login_max_failures` failures for a "
+                           "user name within `auth.login_window_s`, every attempt for it is a 429 with "
+                           "Retry-After. With the `header` provider, a request from a trusted proxy that "
+                           "carries no body (or `{}`) signs in the user its header names.",
+            "security": [],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": login_body}}},
+            "responses": {"200": _json("signed in", _obj({"token": {"type": "string"}, "expires": time,
+                                                          "user": {"type": "string"}},
+                                                         ["token", "expires", "user"])),
+                          "400": AUTH_ERRORS["400"], "401": _err("Invalid username or password."),
+                          "429": _err("too many failures for this user name", headers=RETRY_AFTER),
+                          "503": _err("the directory cannot be reached"), **BODY_ERRORS}}},
+        "/api/v2/auth/logout": {"post": op("Sign out: revoke the calling session token",
+                                           {"204": {"description": "signed out"}})},
+        "/api/v2/me/tokens": {
+            "get": op("Your tokens (never the tokens themselves), oldest first",
+                      {"200": _json("your tokens", {"type": "array", "items": token})}),
+            "post": op("Make yourself an API token; the answer shows it this once",
+                       {"201": _json("the new token", created), **BODY_ERRORS},
+                       requestBody={"required": True, "content": {"application/json": {"schema": _obj(
+                           {"name": {"type": "string", "minLength": 1, "maxLength": TOKEN_NAME_MAX},
+                            "days": {"type": "integer", "minimum": 1, "maximum": AuthSettings().token_days_max,
+                                     "description": "lifetime in days, at most auth.token_days_max (the "
+                                                    "maximum shown is its default)"}}, ["name"])}}}),
+        },
+        "/api/v2/me/tokens/{jti}": {
+            "parameters": [_path_param("jti", {"type": "string", "maxLength": 64})],
+            "delete": op("Revoke one of your tokens (another user's is a 404)",
+                         {"204": {"description": "revoked"}, "404": _err("not one of your tokens")}),
+        },
+        "/api/v2/me/password": {"post": op(
+            "Change your password (local provider)", {"204": {"description": "changed"}, **BODY_ERRORS},
+            requestBody={"required": True, "content": {"application/json": {"schema": _obj(
+                {"old": {"type": "string"}, "new": {"type": "string", "minLength": MIN_LENGTH,
+                                                    "maxLength": MAX_LENGTH}}, ["old", "new"])}}})},
+        "/api/v2/audit": {"get": op(
+            "The audit, newest first (system administrators only)",
+            {"200": _json("audit rows", {"type": "array", "items": audit_row}, TOTAL)},
+            parameters=[{"$ref": "#/components/parameters/limit"}, {"$ref": "#/components/parameters/offset"},
+                        {"name": "user", "in": "query", "schema": {"type": "string"}},
+                        {"name": "event", "in": "query", "schema": {"type": "string", "enum": list(EVENTS)}}])},
+    }
+    return paths, prefs
 
 
 def _metrics_paths() -> dict[str, Any]:
@@ -278,6 +367,75 @@ def _with_request_id(paths: dict[str, Any]) -> dict[str, Any]:
                               if isinstance(op, dict) and "responses" in op else op)
                      for method, op in item.items()}
     return out
+
+
+# Conditional GET (CONTRACT section 14, http/conditional.py): documented on every GET.
+ETAG_HEADER = {"description": "the answer's tag: send it back as If-None-Match to get a 304 while the answer "
+                              "is unchanged (not on a streamed log)", "schema": {"type": "string"}}
+NOT_MODIFIED = {"description": "Not Modified: If-None-Match named the current ETag; no body",
+                "headers": {"ETag": ETAG_HEADER}}
+
+
+def _with_etags(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every GET's 200 with its ETag header, and its 304."""
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        get = item.get("get")
+        if isinstance(get, dict) and "200" in get.get("responses", {}):
+            ok = get["responses"]["200"]
+            ok = {**ok, "headers": {**ok.get("headers", {}), "ETag": ETAG_HEADER}}
+            get = {**get, "responses": {**get["responses"], "200": ok, "304": NOT_MODIFIED}}
+            item = {**item, "get": get}
+        out[path] = item
+    return out
+
+
+# The operations' tags, in the order the API reference shows them (CONTRACT third wave).
+TAGS = (("registries", "Test harnesses and execution engines, and their look-up by name"),
+        ("images", "Polaris image builds, their logs, pins and retention"),
+        ("probes", "Operational state: what the probes found, since when and why"),
+        ("events", "What happened: each record's history, and webhooks that carry events out"),
+        ("identity", "Who you are: signing in, your profile and API tokens, the audit"),
+        ("meta", "This document, plugins, health and metrics"))
+# path prefix or suffix -> tag; the first rule that fits wins (suffixes first: /harnesses/{id}/state
+# is about probes, not the registry).
+_TAG_SUFFIXES = (("/state", "probes"), ("/history", "events"))
+_TAG_PREFIXES = (("/api/v2/webhooks", "events"), ("/api/v2/images", "images"),
+                 ("/api/v2/me", "identity"), ("/api/v2/auth", "identity"), ("/api/v2/audit", "identity"),
+                 ("/api/v2/users", "identity"), ("/api/v2/tokens", "identity"),
+                 ("/api/v2/openapi.json", "meta"), ("/api/v2/plugins", "meta"), ("/api/v2/health", "meta"),
+                 ("/metrics", "meta"), ("/api/v1/", "registries"), ("/api/v2/harnesses", "registries"),
+                 ("/api/v2/engines", "registries"), ("/api/v2/resources", "registries"),
+                 ("/api/v2/resouces", "registries"))
+_TAG_ORDER = {name: i for i, (name, _) in enumerate(TAGS)}
+
+
+def tag_of(path: str) -> Optional[str]:
+    """The tag of a documented path; None for one no rule covers (tests/api/test_openapi.py
+    fails then: every operation is tagged)."""
+    for suffix, tag in _TAG_SUFFIXES:
+        if path.endswith(suffix):
+            return tag
+    for prefix, tag in _TAG_PREFIXES:
+        if path.startswith(prefix):
+            return tag
+    return None
+
+
+def _tagged(paths: dict[str, Any]) -> dict[str, Any]:
+    """Each operation with its tag (one it already states is kept), the paths in the tags' order."""
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        tag = tag_of(path)
+        out[path] = {method: ({**op, "tags": op.get("tags") or ([tag] if tag else [])}
+                              if isinstance(op, dict) and "responses" in op else op)
+                     for method, op in item.items()}
+
+    def rank(path: str) -> int:
+        tags = [t for op in out[path].values() if isinstance(op, dict) for t in op.get("tags", ())]
+        return _TAG_ORDER.get(tags[0], len(TAGS)) if tags else len(TAGS)
+
+    return {path: out[path] for path in sorted(out, key=rank)}  # sorted() is stable: order within a tag kept
 
 
 def _state_paths() -> dict[str, Any]:
@@ -370,8 +528,10 @@ def build_openapi(include_images: bool = True, include_metrics: bool = True) -> 
         "info": {"title": "xpresso-env", "version": __version__,
                  "description": "XPRESSO Environment REST APIs: test harnesses, execution engines, Polaris image "
                                 "builds. Every string a client sends must be valid Unicode: a lone UTF-16 "
-                                "surrogate (such as \\ud800) is a 400 field error."},
-        "paths": _with_request_id(paths),
+                                "surrogate (such as \\ud800) is a 400 field error. Every GET answer carries an "
+                                "ETag: sent back as If-None-Match, an unchanged answer is a 304 with no body."},
+        "tags": [{"name": name, "description": text} for name, text in TAGS],
+        "paths": _with_request_id(_with_etags(_tagged(paths))),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"jwt": {"type": "apiKey", "in": "header", "name": "Authorization",

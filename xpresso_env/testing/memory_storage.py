@@ -25,8 +25,10 @@ from ..config import Settings
 from ..core.errors import AlreadyExists, NameConflict, NotFound, SchemaOutdated, StorageError, StorageUnavailable
 from ..hookspecs import hookimpl
 from ..storage import Doc, StorageBackendInfo
+from ..storage.identity_upgrade import upgrade_identity
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: identity is not a name (storage/identity_upgrade.py)
+IDENTITY_VERSION = 2
 NAME = "memory"
 
 DocKey = tuple[str, str]  # (kind, id)
@@ -141,6 +143,11 @@ class MemoryStorage:
             raise StorageError(f"schema version {target} is unknown (this code knows 1 to {SCHEMA_VERSION})")
         store = self._open_store()
         with store.write_lock:
+            if store.version < IDENTITY_VERSION <= target:
+                tx = MemoryTx(store.docs, writable=True)
+                upgrade_identity(tx)
+                docs = {**store.docs, **tx.changes}
+                store.docs = {k: d for k, d in docs.items() if d is not None}
             store.version = max(store.version, target)
             return store.version
 

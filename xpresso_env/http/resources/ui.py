@@ -1,8 +1,8 @@
 """The web page (CONTRACT section 12): ``/`` and a fixed set of static files under ``/ui/``.
 
 Everything is shipped in the package (``xpresso_env/ui/``): no CDN, no other host. The page is
-plain HTML plus a little vanilla JavaScript that talks to the same server's /api/v2 with the
-token the user pasted (kept in the tab's sessionStorage, sent as ``Authorization: Jwt ...``).
+plain HTML plus vanilla JavaScript modules (no build step) that talk to the same server's /api/v2
+with the user's token (kept in the tab's sessionStorage, sent as ``Authorization: Jwt ...``).
 
 Only the names in :data:`FILES` are served: a request for anything else (``/ui/../config``,
 ``/ui/%2e%2e%2fsetup.py``, a name we do not ship) is a 404, so no path from the client ever
@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from importlib import resources
-from typing import Optional
 
 import falcon
 
@@ -44,7 +43,10 @@ class Asset:
 PAGE = Asset("index.html", HTML)
 # name under /ui/ -> file; nothing else is ever served.
 FILES: dict[str, Asset] = {
-    "app.js": Asset("app.js", JS),
+    "app.js": Asset("app.js", JS),  # the shell; the modules below are imported by it
+    **{name: Asset(name, JS) for name in (
+        "dom.js", "http.js", "times.js", "tick.js", "filters.js", "records.js", "images.js", "overview.js",
+        "profile.js")},
     "app.css": Asset("app.css", CSS),
     "api.html": Asset("api.html", HTML, API_DOCS_CSP),  # the API reference (Swagger UI)
     "api.js": Asset("api.js", JS),
@@ -72,7 +74,7 @@ class Assets:
             return data
 
 
-def _send(resp: falcon.Response, data: bytes, asset: Asset, cache: Optional[str]) -> None:
+def _send(resp: falcon.Response, data: bytes, asset: Asset, cache: str | None) -> None:
     resp.content_type = asset.content_type
     resp.data = data
     resp.set_header("Content-Security-Policy", asset.csp)

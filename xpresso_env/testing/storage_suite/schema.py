@@ -1,17 +1,19 @@
 """The suite's checks of the protocol and the schema (init, concurrent init, upgrade)."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
 import pytest
 
-from xpresso_env.core.codec import from_doc
+from xpresso_env.core.codec import from_doc, to_doc
 from xpresso_env.core.errors import SchemaOutdated
+from xpresso_env.core.models import Revocation, TokenRecord, User
 from xpresso_env.storage import StorageBackend, Tx, change_counters, check_ready
 
 from .base import SuiteBase
-from .records import ids, insert, make_harness, make_image, uid
+from .records import at, ids, insert, make_harness, make_image, make_user, uid
 
 
 class SchemaChecks(SuiteBase):
@@ -80,7 +82,11 @@ class SchemaChecks(SuiteBase):
         new, kept = self._upgraded_store(make_backend)
         with new.read() as tx:
             for record in kept:
-                assert from_doc(tx.get(record.KIND, str(record.id))) == record
+                stored = from_doc(tx.get(record.KIND, str(record.id)))
+                if isinstance(record, User):  # the upgrade gave the user a stable id
+                    assert stored.uid and stored == dataclasses.replace(record, uid=stored.uid)
+                else:
+                    assert stored == record
         # The newest schema's features work on the upgraded store.
         shared = make_image(4, groups=("beta",), created=4)
         insert(new, shared)
@@ -88,3 +94,43 @@ class SchemaChecks(SuiteBase):
             assert ids(tx.query("image", "beta")) == [str(shared.id)]
             assert ids(tx.query("image", "alpha")) == [str(uid(3)), str(shared.id)]
             assert tx.get("image", str(shared.id)).visible == ("beta",)
+
+    # -- identity is not a name (CONTRACT section 16) --------------------------------------------
+
+    def test_upgrade_binds_tokens_to_identities_and_revokes_those_of_gone_users(self, make_backend):
+        """From the previous schema: users get a stable ``uid``; a token gets its user's uid, or
+        is revoked when its user is deleted, gone, or was added again after it was issued."""
+        old = make_backend(init=False)
+        old.init(target_version=old.schema_version - 1)
+
+        def token(jti: str, user: str, issued: float) -> TokenRecord:
+            return TokenRecord(id=jti, user=user, date_created=at(issued), expires=at(issued + 86400))
+
+        insert(old, make_user("alice", created=0), make_user("bob", created=10),
+               dataclasses.replace(make_user("dave", created=0), deleted=True),
+               token("a1", "alice", 5), token("b0", "bob", 5), token("b1", "bob", 11), token("d1", "dave", 5),
+               token("x1", "nobody", 5), Revocation(jti="a0", date_created=at(1), user="alice"))
+        old.close()
+        new = make_backend(init=False)
+        assert new.init() == new.schema_version
+        with new.read() as tx:
+            users = {d.id: from_doc(d) for d in tx.query("user")}
+            tokens = {d.id: from_doc(d) for d in tx.query("token")}
+            revoked = {d.id for d in tx.query("revocation")}
+        assert all(u.uid for u in users.values()) and len({u.uid for u in users.values()}) == 3
+        assert tokens["a1"].user_id == users["alice"].uid and tokens["b1"].user_id == users["bob"].uid
+        assert revoked == {"a0", "b0", "d1", "x1"}  # bob's b0 predates this bob; dave is deleted
+        assert new.init() == new.schema_version  # again: nothing changes
+        with new.read() as tx:
+            assert {d.id: from_doc(d) for d in tx.query("user")} == users
+            assert {d.id for d in tx.query("revocation")} == revoked
+
+    def test_a_uid_bound_token_record_is_kept_as_written(self, backend):
+        user = dataclasses.replace(make_user("erin"), uid="u-erin")
+        record = TokenRecord(id="e1", user="erin", date_created=at(1), expires=at(2), user_id="u-erin",
+                             name="laptop", typ="session", last_used=at(1.5))
+        insert(backend, user, record)
+        with backend.read() as tx:
+            assert from_doc(tx.get("token", "e1")) == record
+            assert from_doc(tx.get("user", "erin")).uid == "u-erin"
+        assert to_doc(record).group is None
