@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import yaml
 
 from xpresso_env.admin.fixtures import load_fixtures
-from xpresso_env.admin.transfer import import_data
+from xpresso_env.admin.transfer import import_file
 from xpresso_env.builds.files import ImagePaths
 from xpresso_env.core.errors import BadRequest
 
@@ -43,15 +44,16 @@ def test_credentials_go_in_username_and_api_token_which_stay_write_only(world):
         assert world.patch(f"/api/v2/engines/{res.json['id']}", {"base_url": url}).status_code == 200
 
 
-def test_fixtures_and_import_refuse_credentials_in_a_base_url(world, settings):
+def test_fixtures_and_import_refuse_credentials_in_a_base_url(world, settings, tmp_path):
     data = {"groups": ["g9"], "engines": [{"group": "g9", **ENGINE, "base_url": WITH_CREDENTIALS[1]}]}
     with pytest.raises(BadRequest, match="base_url"):
         load_fixtures(world.ctx.storage, data, world.ctx.clock)
     doc = {"id": str(uuid.uuid4()), "group": "g1", "name": "e9", "created": "2026-01-01T00:00:00.000000Z",
            "body": {"name": "e9", "base_url": WITH_CREDENTIALS[2]}}
     export = {"format": "xpresso-env-export", "version": 1, "kinds": {"engine": [doc]}}
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump(export), encoding="utf-8")
     with pytest.raises(BadRequest, match="base_url"):
-        import_data(world.ctx.storage, export, ImagePaths.from_settings(settings))
+        import_file(world.ctx.storage, tmp_path / "x.yaml", ImagePaths.from_settings(settings))
     with world.ctx.storage.read() as tx:
         assert tx.query("engine") == [] and tx.get("group", "g9") is None
 
