@@ -230,7 +230,7 @@ def probe_hooks(pm: pluggy.PluginManager, probes: ProbeService) -> Step:
 def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: StorageBackend, reads: Reads,
                         events: Events,
                         clock: Clock, new_id: Callable[[], uuid.UUID], journal: Journal, worker_id: str,
-                        builder: Optional[Builder] = None, lease_clock: Clock = utcnow, poll_s: float = 1.0,
+                        builder: Optional[Builder] = None, lease_clock: Clock = utcnow, poll_s: Optional[float] = None,
                         max_attempts: Optional[int] = None, cancel_wait_s: float = 30.0,
                         follow_poll_s: float = 0.2, build_threads: Optional[int] = None) -> ImageService:
     """The image builds' part of the graph, bottom-up: paths, builder slot, queue, retention, service.
@@ -240,7 +240,8 @@ def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: S
     :param worker_id: the context's worker id (``runtime/lease.py``): the queue's workers are ``<id>/w<n>``.
     :param builder: a Builder to use instead of the one ``builder.backend`` chooses (tests).
     :param lease_clock: wall time for build leases, shared by every process (default: UTC now).
-    :param poll_s: how often idle workers look for builds submitted through other processes.
+    :param poll_s: how often idle workers look for builds submitted through other processes
+        (default ``builds.poll_s``).
     :param max_attempts: claims after which an unfinished build fails (default 3).
     :param build_threads: the queue's worker threads (default: ``builds.max_concurrent``).
     """
@@ -252,7 +253,8 @@ def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: S
                          PushTargets(settings.registry, settings.resolve(settings.registry.password_file)))
     threads = settings.builds.max_concurrent if build_threads is None else build_threads  # this process's own
     queue = BuildQueue(storage, settings.builds, paths, runner, events, clock, lease_clock, threads=threads,
-                       worker_id=worker_id, identity=Identity.here(), logs=logs, journal=journal, poll_s=poll_s,
+                       worker_id=worker_id, identity=Identity.here(), logs=logs, journal=journal,
+                       poll_s=settings.builds.poll_s if poll_s is None else poll_s,
                        max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS)
     retention = Retention(storage, paths, settings.images, settings.builds, slot, events, clock, logs=logs)
     # Whether this process builds (the queue's and the retention's loops) is the role's choice: background().
