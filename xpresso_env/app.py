@@ -59,6 +59,7 @@ from .registry.service import RegistryService
 from .runtime.events import Events
 from .runtime.lease import Identity, worker_id
 from .runtime.loop import Startable, Step
+from .runtime.processes import ONE_PROCESS, ServingStatus
 from .runtime.prometheus import PrometheusMetrics
 from .storage import StorageBackend, change_counters, check_ready
 
@@ -98,6 +99,7 @@ class AppContext:
     # The background work this process runs (see ``background``): started in this order, stopped in reverse.
     loops: list[Startable] = field(default_factory=list)
     role: Role = Role.SERVE
+    serving: ServingStatus = ONE_PROCESS  # the processes that serve the port
     started: bool = field(default=False)
 
     def start(self) -> None:
@@ -132,7 +134,8 @@ class AppContext:
 def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None, clock: Clock = utcnow,
                   new_id: Callable[[], uuid.UUID] = uuid.uuid4, check_schema: bool = True,
                   images: bool = True, lease_clock: Clock = utcnow, role: Role = Role.SERVE,
-                  build_threads: Optional[int] = None, **image_options: Any) -> AppContext:
+                  build_threads: Optional[int] = None, serving: ServingStatus = ONE_PROCESS,
+                  **image_options: Any) -> AppContext:
     """Assemble the service bottom-up: plugins, storage, events, then each service with what it
     uses, then the list of loops ``role`` runs (:func:`background`).
 
@@ -140,6 +143,7 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
     :param role: what the process runs in the background; the settings are the same for every role.
     :param build_threads: builds run at once in this process (`worker --concurrency`; default:
         ``builds.max_concurrent``).
+    :param serving: how many processes serve the port (`serve --processes`; health and metrics say it).
     :param image_options: passed to :func:`build_image_service` (tests inject a builder, clocks,
         poll intervals).
     """
@@ -150,7 +154,7 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
         check_ready(storage)
     counters = change_counters(storage)
     # Shared-state gauges are read from storage at scrape time; lease times on the build queue's clock.
-    metrics = PrometheusMetrics(storage, lease_clock=lease_clock)
+    metrics = PrometheusMetrics(storage, lease_clock=lease_clock, serving=serving)
     events = Events(pm.hook, metrics)
     auth = AuthService(storage, load_secret(settings), clock, settings.auth.token_days)
     reads = Reads(storage, auth, counters, clock)
@@ -175,7 +179,7 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
                      reads=reads, cached=cached, body=JsonBody(settings.server.max_body_bytes),
                      registry=registry, metrics=metrics, images=image_service, access_log=access_log, journal=journal,
                      history=history, history_reads=HistoryReads(reads), webhooks=webhooks,
-                     deliveries=deliveries, probes=probes, role=role)
+                     deliveries=deliveries, probes=probes, role=role, serving=serving)
     ctx.loops = background(ctx)
     return ctx
 
@@ -285,7 +289,8 @@ def create_app(ctx: AppContext, router: Optional[CompiledRouter] = None) -> falc
     if ctx.settings.server.metrics:
         app.add_route(api_metrics.PATH, api_metrics.MetricsResource(ctx.metrics))
     app.add_route("/api/v2/plugins", api_meta.Plugins(ctx.pm, storage_info))
-    app.add_route("/api/v2/health", api_meta.Health(ctx.pm, ctx.storage, storage_info, ctx.images, ctx.probes))
+    app.add_route("/api/v2/health", api_meta.Health(ctx.pm, ctx.storage, storage_info, ctx.images, ctx.probes,
+                                                          ctx.serving))
     if ctx.images is not None:
         api_images.add_routes(app, ctx.reads, ctx.body, ctx.images, ctx.settings.server.threads)
     if ctx.settings.server.ui:
