@@ -59,9 +59,11 @@ from .registry.service import RegistryService
 from .runtime.events import Events
 from .runtime.lease import Identity, worker_id
 from .runtime.loop import Startable, Step
+from .runtime.notices import KeyedWaits, Wakeups
 from .runtime.processes import ONE_PROCESS, ServingStatus
 from .runtime.prometheus import PrometheusMetrics
-from .storage import StorageBackend, change_counters, check_ready
+from .storage import (BUILD_LOG, BUILDS, OUTBOX, PROBE_TARGETS, StorageBackend, change_counters, change_notices,
+                      check_ready)
 
 
 class Role(str, enum.Enum):
@@ -96,6 +98,7 @@ class AppContext:
     images: Optional[ImageService] = None  # None when built without image builds
     access_log: Optional[AccessLog] = None  # None when server.access_log is off
     probes: Optional[ProbeService] = None  # operational state probes (runs when probes.enabled)
+    wakeups: Optional[Wakeups] = None  # other processes' change notices (a storage with them, a role with loops)
     # The background work this process runs (see ``background``): started in this order, stopped in reverse.
     loops: list[Startable] = field(default_factory=list)
     role: Role = Role.SERVE
@@ -168,10 +171,13 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
     registry = RegistryService(storage, reads, clock, events=events, new_id=new_id, journal=journal)
     probes = ProbeService(storage, settings.probes, choose_probers(prober_infos(pm), settings), journal, events,
                           metrics, clock=clock, owner=worker)
+    log_waits = KeyedWaits()  # the build log followers of this process
     image_service = (build_image_service(settings, pm, storage, reads, events, clock, new_id, journal=journal,
                                          worker_id=worker, lease_clock=lease_clock, build_threads=build_threads,
-                                         **image_options)
+                                         process="worker" if role is Role.WORKER else "server",
+                                         log_waits=log_waits, **image_options)
                      if images else None)
+    wakeups = wakeups_for(storage, role, deliveries, probes, image_service, log_waits)
     # No HTTP, no access log: a worker or a CLI command answers no request.
     access_log = (AccessLog(logging.getLogger(ACCESS_LOGGER))
                   if settings.server.access_log and role is Role.SERVE else None)
@@ -179,7 +185,7 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
                      reads=reads, cached=cached, body=JsonBody(settings.server.max_body_bytes),
                      registry=registry, metrics=metrics, images=image_service, access_log=access_log, journal=journal,
                      history=history, history_reads=HistoryReads(reads), webhooks=webhooks,
-                     deliveries=deliveries, probes=probes, role=role, serving=serving)
+                     deliveries=deliveries, probes=probes, wakeups=wakeups, role=role, serving=serving)
     ctx.loops = background(ctx)
     return ctx
 
@@ -199,6 +205,8 @@ def background(ctx: AppContext) -> list[Startable]:
     if ctx.role is Role.ADMIN:
         return []
     loops: list[Startable] = []
+    if ctx.wakeups is not None:  # first started, last stopped: the others hear of work while they run
+        loops.append(ctx.wakeups.loop)
     if ctx.access_log is not None:
         loops.append(ctx.access_log.writer)
     if ctx.history is not None:
@@ -214,6 +222,21 @@ def background(ctx: AppContext) -> list[Startable]:
     if ctx.probes is not None and ctx.role is Role.SERVE and ctx.settings.probes.enabled:
         loops += [probe_hooks(ctx.pm, ctx.probes), ctx.probes.scheduler]
     return loops
+
+
+def wakeups_for(storage: StorageBackend, role: Role, deliveries: DeliveryService, probes: ProbeService,
+                images: Optional[ImageService], log_waits: KeyedWaits) -> Optional[Wakeups]:
+    """What another process's change notices wake here (``runtime/notices.py``): idle build
+    workers, the delivery loop, the probe scheduler and build log followers. None on a storage
+    without notices (the loops poll) and for a CLI command (no loops)."""
+    notices = change_notices(storage)
+    if notices is None or role is Role.ADMIN:
+        return None
+    handlers = {OUTBOX: lambda key: deliveries.wake(), PROBE_TARGETS: probes.changed_elsewhere,
+                BUILD_LOG: log_waits.wake}
+    if images is not None:
+        handlers[BUILDS] = lambda key: images.queue.wake()
+    return Wakeups(notices.notice_listener, handlers)
 
 
 def probe_hooks(pm: pluggy.PluginManager, probes: ProbeService) -> Step:
@@ -236,7 +259,8 @@ def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: S
                         clock: Clock, new_id: Callable[[], uuid.UUID], journal: Journal, worker_id: str,
                         builder: Optional[Builder] = None, lease_clock: Clock = utcnow, poll_s: Optional[float] = None,
                         max_attempts: Optional[int] = None, cancel_wait_s: float = 30.0,
-                        follow_poll_s: float = 0.2, build_threads: Optional[int] = None) -> ImageService:
+                        follow_poll_s: float = 0.2, build_threads: Optional[int] = None, process: str = "server",
+                        log_waits: Optional[KeyedWaits] = None) -> ImageService:
     """The image builds' part of the graph, bottom-up: paths, builder slot, queue, retention, service.
 
     :param journal: the one journal (history and webhook outbox) of the context: the queue and the
@@ -248,16 +272,18 @@ def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: S
         (default ``builds.poll_s``).
     :param max_attempts: claims after which an unfinished build fails (default 3).
     :param build_threads: the queue's worker threads (default: ``builds.max_concurrent``).
+    :param process: what the process is called in the operators' log ("server", "worker").
+    :param log_waits: the build log followers of this process, woken when a log grows.
     """
     paths = ImagePaths.from_settings(settings)
     slot = BuilderSlot(builders(pm), settings, builder)
     # Build logs live in storage, readable by every process; logs_root only holds older logs.
-    logs = BuildLogStore(storage, paths.logs_root, clock)
+    logs = BuildLogStore(storage, paths.logs_root, clock, waits=log_waits)
     runner = BuildRunner(settings.builds, settings.polaris, settings.images, paths, slot,
                          PushTargets(settings.registry, settings.resolve(settings.registry.password_file)))
     threads = settings.builds.max_concurrent if build_threads is None else build_threads  # this process's own
     queue = BuildQueue(storage, settings.builds, paths, runner, events, clock, lease_clock, threads=threads,
-                       worker_id=worker_id, identity=Identity.here(), logs=logs, journal=journal,
+                       worker_id=worker_id, identity=Identity.here(), logs=logs, journal=journal, process=process,
                        poll_s=settings.builds.poll_s if poll_s is None else poll_s,
                        max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS)
     retention = Retention(storage, paths, settings.images, settings.builds, slot, events, clock, logs=logs)

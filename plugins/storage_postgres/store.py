@@ -14,6 +14,7 @@ from xpresso_env.storage.sql_counters import SchemaGate
 
 from .breaker import CircuitBreaker
 from .errors import psycopg_modules, translate, translated
+from .notices import PostgresListener, send
 from .schema import COUNTERS_VERSION, INIT_LOCK_KEY, MIGRATIONS, SCHEMA_VERSION
 from .tx import PostgresTx
 
@@ -33,6 +34,7 @@ class PostgresStorage(QueryVersions):
             psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.Error as exc:
             raise ConfigError(f"storage.dsn: not a valid PostgreSQL connection string: {exc}") from None
+        self._dsn = dsn
         self._timeout_s = timeout_s
         lock_timeout_ms = max(1, int(timeout_s * 1000))
 
@@ -129,6 +131,8 @@ class PostgresStorage(QueryVersions):
                 raise StorageError("The transaction was aborted by an earlier error and was rolled back.")
             try:
                 with translated():
+                    if tx.notices:  # delivered to the listeners when (and only if) the COMMIT succeeds
+                        send(conn, tx.notices)
                     if tx.counters.pending and self._counters_gate.ready(lambda: self._locked_version(conn)):
                         tx.counters.flush()  # the last statement: counter rows stay locked for the COMMIT only
             except BaseException:
@@ -155,6 +159,10 @@ class PostgresStorage(QueryVersions):
                            "(SELECT value FROM xpresso_meta WHERE key = 'schema_version')",
                            (INIT_LOCK_KEY,)).fetchone()
         return None if row[1] is None else int(row[1])
+
+    def notice_listener(self) -> PostgresListener:
+        """A listener on its own connection (the ``ChangeNotices`` capability; ``notices.py``)."""
+        return PostgresListener(self._dsn, self._timeout_s)
 
     def read(self) -> ContextManager[PostgresTx]:
         return self._transaction(writable=False)
