@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from ..config import Settings, load_settings
 from ..core.errors import StorageUnavailable
-from ..http.server import Draining, create_server, serve_until_stopped
+from ..http.server import create_server, serve_until_stopped
 from ..runtime.supervisor import READY
 from ..runtime.redact import redact
 from .admin import opened
@@ -158,9 +158,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     serving = StatusFile(Path(args.status_file)) if args.status_file else ONE_PROCESS
     ctx = build_context(settings, check_schema=False, role=Role.SERVE, serving=serving)
     try:
-        draining = Draining(create_wsgi_app(ctx))
         # Bind first: a port in use is reported before anything else happens.
-        server = create_server(draining, s, inherited)
+        server = create_server(create_wsgi_app(ctx), s, inherited)
         try:
             # SIGTERM (and Ctrl-C) drain: no new connection, the requests in hand are answered, and
             # then the loops stop (running builds are handed back through their lease).
@@ -175,7 +174,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 log.debug("process %d serving", os.getpid())
                 os.write(args.ready_fd, READY)
                 os.close(args.ready_fd)
-            serve_until_stopped(server, draining, stop, s.drain_s)
+            serve_until_stopped(server, stop, s.drain_s)
         finally:
             server.close()
     finally:

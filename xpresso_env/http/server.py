@@ -9,7 +9,7 @@ import logging
 import math
 import socket
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 from ..config import ServerSettings
 from ..core.errors import ConfigError
@@ -72,37 +72,42 @@ def listening_socket(s: ServerSettings) -> socket.socket:
 
 def create_server(app: Callable, s: ServerSettings, sock: Optional[socket.socket] = None):
     """The waitress server, bound and listening (on ``sock`` when given, a socket inherited from
-    the supervisor); a ConfigError naming the address if it cannot."""
+    the supervisor), able to drain (:func:`serve_until_stopped`); a ConfigError naming the
+    address if it cannot listen."""
     import waitress
 
     try:
         if sock is not None:
-            return waitress.create_server(app, sockets=[sock], **waitress_options(s, address=False))
-        return waitress.create_server(app, **waitress_options(s))
+            server = waitress.create_server(app, sockets=[sock], **waitress_options(s, address=False))
+        else:
+            server = waitress.create_server(app, **waitress_options(s))
     except OSError as exc:
         raise _cannot_listen(s, exc) from None
+    server.draining = False
+    server.channel_class = _channel_class()
+    return server
 
 
-class Draining:
-    """The WSGI app, and while its process drains, every answer says ``Connection: close``: a client
-    that keeps its connection open sends its next request to another process."""
+def _channel_class() -> type:
+    """waitress's connection class whose answers say ``Connection: close`` once the server drains
+    (``server.draining``): a client that keeps its connection open sends its next request to
+    another process. (An app may not set that hop-by-hop header itself: PEP 3333.)"""
+    from waitress.channel import HTTPChannel
+    from waitress.task import WSGITask
 
-    def __init__(self, app: Callable):
-        self.app = app
-        self.on = False
+    class DrainingTask(WSGITask):
+        def build_response_header(self) -> bytes:
+            if self.channel.server.draining:  # looked at when the answer starts
+                self.set_close_on_finish()
+            return super().build_response_header()
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if not self.on:
-            return self.app(environ, start_response)
+    class DrainingChannel(HTTPChannel):
+        task_class = DrainingTask
 
-        def closing(status: str, headers: list, exc_info: Any = None) -> Callable:
-            kept = [(k, v) for k, v in headers if k.lower() != "connection"]
-            return start_response(status, [*kept, ("Connection", "close")], exc_info)
-
-        return self.app(environ, closing)
+    return DrainingChannel
 
 
-def serve_until_stopped(server: Any, draining: Draining, stop: Callable[[], bool], drain_s: float) -> None:
+def serve_until_stopped(server: Any, stop: Callable[[], bool], drain_s: float) -> None:
     """Run ``server`` until ``stop()`` says so, then drain: stop accepting, let the requests in
     hand finish (at most ``drain_s``), close the connections, end waitress's threads."""
     from waitress import wasyncore
@@ -110,7 +115,7 @@ def serve_until_stopped(server: Any, draining: Draining, stop: Callable[[], bool
     loop_map = server._map  # waitress's own loop, run a tick at a time so the flag is seen
     while not stop():
         wasyncore.loop(timeout=TICK_S, map=loop_map, use_poll=True, count=1)
-    draining.on = True
+    server.draining = True
     server.accepting = False
     # The listening socket only: the trigger stays, the threads still hand answers to this loop.
     wasyncore.dispatcher.close(server)

@@ -67,6 +67,11 @@ class Child:
             self.ready_fd = -1
 
 
+def _one_line(text: str) -> str:
+    """A message as one log line (a YAML parser's spans several)."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def _address(s: ServerSettings) -> tuple[str, int]:
     return s.host, s.port
 
@@ -147,14 +152,14 @@ class Supervisor:
         try:
             settings = self._load()
         except XpressoError as exc:
-            log.error("reload refused: %s; the old processes keep serving", exc.detail)
+            log.error("reload refused: %s; the old processes keep serving", _one_line(exc.detail))
             return False
         new_sock = None
         if _address(settings.server) != _address(self.settings.server):
             try:
                 new_sock = self._bind(settings.server)
             except XpressoError as exc:
-                log.error("reload refused: %s; the old processes keep serving", exc.detail)
+                log.error("reload refused: %s; the old processes keep serving", _one_line(exc.detail))
                 return False
         assert self._sock is not None
         generation = self.generation + 1
@@ -187,8 +192,11 @@ class Supervisor:
         while True:
             for child in children:
                 if not child.ready and child.proc.poll() is not None:
-                    return (f"a new process (pid {child.pid}) exited with status {child.proc.returncode} "
-                            f"before it served (its error is logged above)")
+                    if child.ready_fd >= 0:
+                        self._read_ready(child)  # it may have said "ready" before it ended
+                    if not child.ready:
+                        return (f"a new process (pid {child.pid}) exited with status {child.proc.returncode} "
+                                f"before it served (its error is logged above)")
             waiting = [c for c in children if not c.ready]
             if not waiting:
                 return None
