@@ -213,3 +213,18 @@ def test_a_configuration_that_no_longer_loads_is_refused_and_the_old_processes_k
         os.kill(server.pid, signal.SIGHUP)
         wait_for(lambda: serving(server.url, generation=2), timeout_s=START_S, what=f"the reload: {server.log()}")
         assert "Traceback" not in server.log()
+
+
+def test_one_process_says_it_cannot_reload_and_goes_on_serving(tmp_path):
+    config = write_config(tmp_path, {"storage": {"backend": "sqlite", "path": "db.sqlite3"},
+                                     "auth": {"secret_file": "secret"}, "probes": {"enabled": False},
+                                     "images": {"nfs_root": "nfs", "logs_root": "logs", "workspace_root": "ws"}})
+    cli(config, "init")
+    with serve(config) as server:
+        wait_for(lambda: "serving on" in server.log(), what=server.log())
+        os.kill(server.pid, signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: reloading needs server.processes of 2 or more" in server.log(), what=server.log())
+        assert health(server.url) == {"configured": 1, "serving": 1, "generation": 1, "pid": server.pid,
+                                      "supervisor": None}
+        server.stop()
+        assert server.proc.returncode == 0

@@ -130,6 +130,14 @@ class _Stop:
         self._set = False
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        # SIGHUP is the supervisor's (a reload); alone, this process says it cannot reload rather
+        # than die of it (`systemctl reload` with server.processes 1).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN if parent is not None else self._on_hangup)
+
+    @staticmethod
+    def _on_hangup(signum, frame) -> None:
+        log.warning("SIGHUP: reloading needs server.processes of 2 or more (or auto); "
+                    "this process goes on serving as configured at its start")
 
     def _on_signal(self, signum, frame) -> None:
         if not self._set:
