@@ -20,7 +20,10 @@ that queues or cancels, a worker that takes a build over):
 
 The build's own writer (:class:`BuildLog`) buffers lines and appends them every ``flush_s``
 (0.5 s) or ``CHUNK_BYTES``, and at the end, so a follower sees a line about half a second after
-the build wrote it, in every process.
+the build wrote it, in every process. A follower waits between looks on its image's event in
+``waits`` (``runtime/notices.py``): an append in this process wakes it, and so does one in another
+process on a storage with change notices (each append announces ``BUILD_LOG`` with its commit);
+otherwise it looks every ``poll_s``.
 
 Logs written by earlier versions as files (``<images.logs_root>/<image id>.log``) are still read
 when an image has no chunk yet; the first append to such an image copies the file into chunks

@@ -15,7 +15,7 @@ import logging
 import threading
 from typing import Callable, Mapping, Optional
 
-from ..storage import Notice, NoticeListener
+from ..storage import NoticeListener
 from .loop import Loop
 
 log = logging.getLogger("xpresso_env.notices")
@@ -75,12 +75,6 @@ class Wakeups:
             handler(key)
         except Exception:  # one handler's bug must not stop the others' wake-ups
             log.exception("change notice handler %r failed", handler)
-
-    def dispatch(self, notice: Notice) -> None:
-        """Hand one notice to its handler, as the listening thread does (tests)."""
-        handler = self._handlers.get(notice.topic)
-        if handler is not None:
-            handler(notice.key)
 
 
 class KeyedWaits:
