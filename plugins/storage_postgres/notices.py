@@ -1,8 +1,9 @@
 """Change notices on PostgreSQL: NOTIFY with the commit, LISTEN on a connection of its own.
 
-A write transaction's notices (``PostgresTx.notify``) are sent by one ``pg_notify`` statement
-just before its COMMIT (``store.py``): PostgreSQL delivers them when the commit succeeds, to every
-session listening on the channel, and never for a rolled back transaction. One channel for the
+A write transaction's notices (``PostgresTx.notify``) are sent by ``pg_notify`` statements in the
+same round trip as its COMMIT (``store.py``; no extra round trip per write): PostgreSQL delivers
+them when the commit succeeds, to every session listening on the channel, and never for a rolled
+back transaction. One channel for the
 whole store; the payload is ``<topic>:<key>``.
 
 A listener holds a dedicated autocommit connection (not a pooled one: LISTEN belongs to its
@@ -21,12 +22,13 @@ import math
 import os
 import select
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 from xpresso_env.storage import Notice
 
 if TYPE_CHECKING:
     import psycopg
+    import psycopg.sql
 
 log = logging.getLogger("xpresso_env.storage.postgres")
 
@@ -45,9 +47,15 @@ def parse(text: str) -> Notice:
     return Notice(topic, key)
 
 
-def send(conn: psycopg.Connection, payloads: dict[str, None]) -> None:
-    """NOTIFY every payload, in the caller's open transaction (delivered at its commit)."""
-    conn.execute("SELECT pg_notify(%s, n) FROM unnest(%s::text[]) AS n", (CHANNEL, list(payloads)))
+def commit_sending(payloads: Iterable[str]) -> psycopg.sql.Composed:
+    """COMMIT, preceded by a NOTIFY of each payload in the same round trip (a simple query of
+    several statements: no parameters, so the payloads are quoted literals). Should a NOTIFY
+    fail, the COMMIT is not run and the transaction is left aborted: the caller rolls it back."""
+    from psycopg import sql
+
+    notify = sql.SQL("SELECT pg_notify({}, {})")
+    return sql.SQL("; ").join([notify.format(sql.Literal(CHANNEL), sql.Literal(p)) for p in payloads]
+                              + [sql.SQL("COMMIT")])
 
 
 class PostgresListener:

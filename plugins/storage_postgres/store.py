@@ -14,7 +14,7 @@ from xpresso_env.storage.sql_counters import SchemaGate
 
 from .breaker import CircuitBreaker
 from .errors import psycopg_modules, translate, translated
-from .notices import PostgresListener, send
+from .notices import PostgresListener, commit_sending
 from .schema import COUNTERS_VERSION, INIT_LOCK_KEY, MIGRATIONS, SCHEMA_VERSION
 from .tx import PostgresTx
 
@@ -131,15 +131,21 @@ class PostgresStorage(QueryVersions):
                 raise StorageError("The transaction was aborted by an earlier error and was rolled back.")
             try:
                 with translated():
-                    if tx.notices:  # delivered to the listeners when (and only if) the COMMIT succeeds
-                        send(conn, tx.notices)
                     if tx.counters.pending and self._counters_gate.ready(lambda: self._locked_version(conn)):
                         tx.counters.flush()  # the last statement: counter rows stay locked for the COMMIT only
             except BaseException:
                 self._rollback(conn)
                 raise
-            with translated():
-                conn.execute("COMMIT")
+            if not tx.notices:
+                with translated():
+                    conn.execute("COMMIT")
+                return
+            try:
+                with translated():  # delivered to the listeners when (and only if) the COMMIT succeeds
+                    conn.execute(commit_sending(tx.notices))
+            except BaseException:
+                self._rollback(conn)  # a NOTIFY that failed left the transaction aborted, uncommitted
+                raise
 
     @staticmethod
     def _rollback(conn: psycopg.Connection) -> None:

@@ -15,6 +15,7 @@ import logging
 import threading
 from typing import Callable, Mapping, Optional
 
+from ..core.errors import XpressoError
 from ..storage import NoticeListener
 from .loop import Loop
 
@@ -73,6 +74,8 @@ class Wakeups:
     def _call(handler: Handler, key: str) -> None:
         try:
             handler(key)
+        except XpressoError as exc:  # storage unreachable for a look: the waiter's poll finds it later
+            log.warning("change notice %r: %s", key, exc.detail)
         except Exception:  # one handler's bug must not stop the others' wake-ups
             log.exception("change notice handler %r failed", handler)
 
