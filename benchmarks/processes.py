@@ -191,8 +191,8 @@ def sockets_part(args) -> None:
             print(f"  round {rnd} {mode}: {steady['rps']:,.0f} req/s, {100 * steady['busiest']:.0f} % of them "
                   f"answered by the busiest process; across 2 reloads {result['errors']} socket "
                   f"errors, {result['non2xx']} non-2xx; load average {os.getloadavg()[0]:.2f}", flush=True)
-    print(table(rows, ["round", "mode", "req/s", "busiest process", "errors", "req/s (reloads)", "socket errors (reloads)",
-                       "non-2xx (reloads)", "wrk cores"]))
+    print(table(rows, ["round", "mode", "req/s", "busiest process", "errors", "req/s (reloads)",
+                       "socket errors (reloads)", "non-2xx (reloads)", "wrk cores"]))
     for mode in ("shared", "reuseport"):
         ratios = [s[0]["rps"] / r[0]["rps"] for s, r in zip(found["slots"], found[mode])]
         print(f"req/s slots / {mode}, median of paired ratios: {statistics.median(ratios):.2f} "

@@ -7,11 +7,15 @@ server.processes 2 (a supervisor and two serving processes on one port).
 * SIGHUP under continuous load (keep-alive clients and a new connection per request, reads and
   writes): no request fails and none is refused, and new processes serve afterwards;
 * a configuration that no longer loads (bad YAML; a storage backend that does not exist) is
-  refused on SIGHUP with its one-line error, and the old processes keep serving.
+  refused on SIGHUP with its one-line error, and the old processes keep serving;
+* a build running in an old process at a reload is handed over through its lease (not killed
+  with its process): a new process runs it to the end (the dry-run builder stands in for
+  docker/buildah; a `git` wrapper makes the first clone slow so the reload finds it running).
 """
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -26,6 +30,7 @@ import yaml
 
 from xpresso_env.testing.server import cli, serve, write_config
 
+from tests.git_repo import GitRepo, hello_polaris, slow_clone_env
 from tests.waiting import wait_for
 from tests.workers.test_worker_processes import database
 
@@ -64,15 +69,15 @@ def serving(url: str, generation: int = 1, count: int = 2) -> bool:
 
 
 @contextmanager
-def two_processes(tmp_path: Path, kind: str) -> Iterator[tuple]:
+def two_processes(tmp_path: Path, kind: str, env: dict | None = None, **extra) -> Iterator[tuple]:
     with database(kind, tmp_path) as storage:
         settings = {"storage": storage, "auth": {"secret_file": "secret"},
                     "server": {"processes": 2, "threads": 4, "drain_s": 10},
                     "probes": {"enabled": False},
-                    "images": {"nfs_root": "nfs", "logs_root": "logs", "workspace_root": "ws"}}
+                    "images": {"nfs_root": "nfs", "logs_root": "logs", "workspace_root": "ws"}, **extra}
         config = write_config(tmp_path / "conf", settings)
         token = cli(config, "init", "--group", "myGroup", "--admin", "root").stdout.strip().splitlines()[-1]
-        with serve(config) as server:
+        with serve(config, env=env) as server:
             wait_for(lambda: serving(server.url), timeout_s=START_S, what=f"two processes serving: {server.log()}")
             yield server, config, settings, {"Authorization": token, "Group": "myGroup"}
 
@@ -228,3 +233,38 @@ def test_one_process_says_it_cannot_reload_and_goes_on_serving(tmp_path):
                                       "supervisor": None}
         server.stop()
         assert server.proc.returncode == 0
+
+
+@pytest.fixture
+def polaris(tmp_path: Path) -> GitRepo:
+    return hello_polaris(tmp_path / "polaris", {"basic/basic_example_job.py": "# a pyATS job\n",
+                                                "manifests/basic.tem": "manifest: basic\n"})
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_build_running_at_a_reload_is_handed_over_and_finished_by_a_new_process(tmp_path, kind, polaris):
+    extra = {"builder": {"backend": "dry-run"}, "polaris": {"repo": str(polaris.path)},
+             "builds": {"lease_s": 30.0, "max_concurrent": 1}}
+    slow = slow_clone_env(tmp_path, ["sleep", "20"], first_only=True)
+    with two_processes(tmp_path, kind, env=slow, **extra) as (server, _, _, headers):
+        old = children(server.pid)
+        r = requests.post(f"{server.url}/api/v2/images/polaris_build", headers=headers, timeout=30,
+                          json={"name": "polaris", "tag": "v1", "git_ref": "main"})
+        assert r.status_code == 200, r.text
+        image = f"{server.url}/api/v2/images/{r.json()['uuid']}"
+
+        def log() -> str:
+            return requests.get(f"{image}/logs", headers=headers, timeout=30).text
+
+        wait_for(lambda: "$ git clone" in log(), timeout_s=60, what=f"the slow clone: {server.log()}")
+        os.kill(server.pid, signal.SIGHUP)
+        wait_for(lambda: serving(server.url, generation=2), timeout_s=START_S, what=f"the reload: {server.log()}")
+        done = wait_for(lambda: (rec := requests.get(image, headers=headers, timeout=30).json())["status"] != "building"
+                        and rec, timeout_s=90, what=f"the build's end: {log()}")
+        text = log()
+        assert done["status"] == "successful" and done["meta"]["attempt"] == 2, text
+        # Handed back by the old process (well before its lease ran out), run again by a new one.
+        assert "the server is stopping; the build goes back to the queue" in text, text
+        pids = [int(p) for p in re.findall(r"attempt \d of 3: worker \S+ \(host \S+, pid (\d+)\)", text)]
+        assert len(pids) == 2 and pids[0] in old and pids[1] in children(server.pid), (pids, old, text)
+        assert "Traceback" not in server.log()
