@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -268,3 +269,16 @@ def test_a_build_running_at_a_reload_is_handed_over_and_finished_by_a_new_proces
         pids = [int(p) for p in re.findall(r"attempt \d of 3: worker \S+ \(host \S+, pid (\d+)\)", text)]
         assert len(pids) == 2 and pids[0] in old and pids[1] in children(server.pid), (pids, old, text)
         assert "Traceback" not in server.log()
+
+
+def test_a_port_in_use_stops_the_supervisor_with_one_line(tmp_path):
+    config = write_config(tmp_path, {"storage": {"backend": "sqlite", "path": "db.sqlite3"},
+                                     "auth": {"secret_file": "secret"}})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = cli(config, "serve", "--port", str(port), "--processes", "2", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"xpresso-env: error: cannot listen on 127.0.0.1:{port}: the address is already "
+                                   f"in use; choose another port with --port (or address with --host)")
