@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
@@ -182,7 +183,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 log.debug("process %d serving", os.getpid())
                 os.write(args.ready_fd, READY)
                 os.close(args.ready_fd)
-            serve_until_stopped(server, stop, s.drain_s)
+            # Draining, the loops stop beside it: running builds go back to the queue at once (the
+            # next process takes them), followed logs end; the requests in hand are answered.
+            stopping = threading.Thread(target=ctx.stop, name="xpresso-stop", daemon=True)
+            serve_until_stopped(server, stop, s.drain_s, on_drain=stopping.start)
+            stopping.join()
         finally:
             server.close()
     finally:

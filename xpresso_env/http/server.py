@@ -107,9 +107,15 @@ def _channel_class() -> type:
     return DrainingChannel
 
 
-def serve_until_stopped(server: Any, stop: Callable[[], bool], drain_s: float) -> None:
-    """Run ``server`` until ``stop()`` says so, then drain: stop accepting, let the requests in
-    hand finish (at most ``drain_s``), close the connections, end waitress's threads."""
+def _nothing() -> None:
+    pass
+
+
+def serve_until_stopped(server: Any, stop: Callable[[], bool], drain_s: float,
+                        on_drain: Callable[[], None] = _nothing) -> None:
+    """Run ``server`` until ``stop()`` says so, then drain: stop accepting, call ``on_drain``
+    (it must not block: this thread writes the answers), let the requests in hand finish (at most
+    ``drain_s``), close the connections, end waitress's threads."""
     from waitress import wasyncore
 
     loop_map = server._map  # waitress's own loop, run a tick at a time so the flag is seen
@@ -119,6 +125,7 @@ def serve_until_stopped(server: Any, stop: Callable[[], bool], drain_s: float) -
     server.accepting = False
     # The listening socket only: the trigger stays, the threads still hand answers to this loop.
     wasyncore.dispatcher.close(server)
+    on_drain()
     deadline = time.monotonic() + drain_s
     channels = server.active_channels
     while channels and time.monotonic() < deadline:
