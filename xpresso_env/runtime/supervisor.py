@@ -25,6 +25,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 from ..config import ServerSettings, Settings
@@ -140,6 +141,7 @@ class Supervisor:
             self._reload = False
             self.reload()
         self._reap()
+        self._reap_orphans()
         self._respawn_due()
         self._kill_overdue()
         self._publish()
@@ -252,6 +254,23 @@ class Supervisor:
             self._due[child.slot] = self._clock() + delay
             log.warning("process %d exited with status %s after %.1f s: a new one starts %s", child.pid,
                         child.proc.returncode, lived, f"in {delay:g} s" if delay else "now")
+
+    def _reap_orphans(self) -> None:
+        """As PID 1 of a container, processes orphaned by a dead serving process (a build step)
+        become this one's children: collect them when they end, or they stay zombies."""
+        pid = os.getpid()
+        if pid != 1:  # elsewhere orphans go to init (or a subreaper), never here
+            return
+        known = {c.pid for c in (*self.children, *self.retiring)}
+        try:
+            listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return
+        for orphan in {int(p) for p in listed} - known:
+            try:
+                os.waitpid(orphan, os.WNOHANG)
+            except ChildProcessError:
+                pass
 
     def _respawn_due(self) -> None:
         now = self._clock()
