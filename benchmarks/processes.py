@@ -12,8 +12,9 @@
   groups, probes off) against the real `serve` with 1 process and with 2, a fresh server each,
   in pairs; CPU per request summed over every process of the server; wrk's own CPU.
 * ``mixed``: the mixed load of benchmarks/mixed.py (64 connections, 90 % reads, 10 % PATCH, 60 s
-  after a warm-up) against `serve` with 2 processes, then against the single-process bare
-  waitress ceiling, in pairs; every process's VmRSS sampled every 5 s.
+  after a warm-up) against `serve` with 1 process, with 2, then against the single-process bare
+  waitress ceiling, in rounds; CPU per request over every process; every process's VmRSS sampled
+  every 5 s.
 
     python benchmarks/processes.py                      # all three (about 12 minutes)
     python benchmarks/processes.py --parts sockets list --rounds 3
@@ -307,8 +308,37 @@ class RssSampler(threading.Thread):
                 return
 
 
+def _mixed_serve(args, tmp: Path, servers: list, store: Path, processes: int, script: Path,
+                 captured: dict, token: str, seeded) -> tuple:
+    """One measured mixed run against `serve` with ``processes``: (result, CPU us a request, RSS lines)."""
+    server = start_service(tmp, servers, store, processes, args.threads, access_log=True)
+    if not captured:  # the ceiling answers the bytes the service answered
+        captured.update(mixed._check_answers(server.port, token, seeded, 200))
+        for name, body in captured.items():
+            (tmp / f"{name}.body").write_bytes(body)
+    pids = family(server.pid)
+    mixed.run_wrk("warm-up", server.port, script, args.warmup, 64, args.wrk_threads)
+    sampler = RssSampler(pids)
+    sampler.start()
+    cpu0 = cpu_of(pids)
+    result = mixed.run_wrk(f"serve, {processes} process(es)", server.port, script, args.mixed_duration, 64,
+                           args.wrk_threads)
+    cpu = cpu_of(pids) - cpu0
+    sampler.stop.set()
+    sampler.join()
+    server.stop()
+    servers.remove(server)
+    growth = []
+    for pid, series in sampler.samples.items():
+        if len(series) > 1:
+            later = [kb for t, kb in series if t >= args.mixed_duration * 2 / 3] or [series[-1][1]]
+            growth.append(f"{pid}: {series[0][1] / 1024:.1f} -> {max(later) / 1024:.1f} MB "
+                          f"({(max(later) - series[0][1]) / 1024:+.1f})")
+    return result, 1e6 * cpu / result.requests, growth
+
+
 def mixed_part(args, tmp: Path, servers: list) -> None:
-    print("== mixed: 64 connections, 90 % reads, 10 % PATCH; serve with 2 processes against the "
+    print("== mixed: 64 connections, 90 % reads, 10 % PATCH; serve with 1 process, with 2, and the "
           "single-process bare waitress ceiling", flush=True)
     store = tmp / "mixed-store"
     store.mkdir()
@@ -319,22 +349,9 @@ def mixed_part(args, tmp: Path, servers: list) -> None:
     captured: dict = {}
     rows, p99s = [], []
     for rnd in range(1, args.rounds + 1):
-        server = start_service(tmp, servers, store, 2, args.threads, access_log=True)
-        if not captured:  # the ceiling answers the bytes the service answered
-            captured = mixed._check_answers(server.port, token, seeded, 200)
-            for name, body in captured.items():
-                (tmp / f"{name}.body").write_bytes(body)
-        pids = family(server.pid)
-        mixed.run_wrk("warm-up", server.port, script, args.warmup, 64, args.wrk_threads)
-        sampler = RssSampler(pids)
-        sampler.start()
-        cpu0 = cpu_of(pids)
-        svc = mixed.run_wrk("serve, 2 processes", server.port, script, args.mixed_duration, 64, args.wrk_threads)
-        cpu = cpu_of(pids) - cpu0
-        sampler.stop.set()
-        sampler.join()
-        server.stop()
-        servers.remove(server)
+        got = {}
+        for n in (1, 2):
+            got[n] = _mixed_serve(args, tmp, servers, store, n, script, captured, token, seeded)
         port = free_port()
         ceiling_settings = backend_settings(tmp, "sqlite", host="127.0.0.1", port=port, threads=args.threads)
         ceiling_config = write_config(tmp / f"ceiling-{port}.yaml", ceiling_settings)
@@ -346,24 +363,23 @@ def mixed_part(args, tmp: Path, servers: list) -> None:
         top = mixed.run_wrk("ceiling", port, script, args.mixed_duration, 64, args.wrk_threads)
         ceiling.stop()
         servers.remove(ceiling)
-        growth = []
-        for pid, series in sampler.samples.items():
-            if len(series) > 1:
-                later = [kb for t, kb in series if t >= args.mixed_duration * 2 / 3] or [series[-1][1]]
-                growth.append(f"{pid}: {series[0][1] / 1024:.1f} -> {max(later) / 1024:.1f} MB "
-                              f"({(max(later) - series[0][1]) / 1024:+.1f})")
-        p99s.append((svc.p99_ms, top.p99_ms))
-        rows.append([str(rnd), f"{svc.rps:,.0f}", f"{svc.p99_ms:.1f}", f"{svc.errors + svc.non2xx}",
-                     f"{1e6 * cpu / svc.requests:.0f}", f"{top.rps:,.0f}", f"{top.p99_ms:.1f}",
-                     f"{top.errors + top.non2xx}"])
-        print(f"  round {rnd}: serve {svc.rps:,.0f} req/s p99 {svc.p99_ms:.1f} ms, {svc.errors} errors, "
-              f"{svc.non2xx} non-2xx, {1e6 * cpu / svc.requests:.0f} us CPU a request; ceiling {top.rps:,.0f} "
-              f"req/s p99 {top.p99_ms:.1f} ms; load average {os.getloadavg()[0]:.2f}", flush=True)
-        print("    VmRSS (supervisor, then each process), first sample after warm-up -> peak of the last third: "
-              + "; ".join(growth), flush=True)
-    print(table(rows, ["round", "serve req/s", "serve p99 ms", "serve errors", "serve CPU us/req",
-                       "ceiling req/s", "ceiling p99 ms", "ceiling errors"]))
-    print("p99 serve / ceiling per round: " + ", ".join(f"{s / c:.2f}" for s, c in p99s))
+        p99s.append((got[1][0].p99_ms, got[2][0].p99_ms, top.p99_ms))
+        row = [str(rnd)]
+        for n in (1, 2):
+            r, cpu_us, growth = got[n]
+            row += [f"{r.rps:,.0f}", f"{r.p99_ms:.1f}", f"{r.errors + r.non2xx}", f"{cpu_us:.0f}"]
+            print(f"  round {rnd}, {n} process(es): {r.rps:,.0f} req/s p99 {r.p99_ms:.1f} ms, {r.errors} errors, "
+                  f"{r.non2xx} non-2xx, {cpu_us:.0f} us CPU a request", flush=True)
+            print("    VmRSS (supervisor first with 2), first sample after warm-up -> peak of the last third: "
+                  + "; ".join(growth), flush=True)
+        row += [f"{top.rps:,.0f}", f"{top.p99_ms:.1f}", f"{top.errors + top.non2xx}"]
+        rows.append(row)
+        print(f"  round {rnd}, ceiling: {top.rps:,.0f} req/s p99 {top.p99_ms:.1f} ms; load average "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
+    print(table(rows, ["round", "1 proc req/s", "p99 ms", "errors", "CPU us/req", "2 procs req/s", "p99 ms",
+                       "errors", "CPU us/req", "ceiling req/s", "p99 ms", "errors"]))
+    print("p99 2 processes / ceiling per round: " + ", ".join(f"{two / c:.2f}" for _, two, c in p99s)
+          + "; 1 process / ceiling: " + ", ".join(f"{one / c:.2f}" for one, _, c in p99s))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
