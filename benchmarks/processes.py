@@ -349,9 +349,8 @@ def mixed_part(args, tmp: Path, servers: list) -> None:
     captured: dict = {}
     rows, p99s = [], []
     for rnd in range(1, args.rounds + 1):
-        got = {}
-        for n in (1, 2):
-            got[n] = _mixed_serve(args, tmp, servers, store, n, script, captured, token, seeded)
+        got = {n: _mixed_serve(args, tmp, servers, store, n, script, captured, token, seeded)
+               for n in args.mixed_processes}
         port = free_port()
         ceiling_settings = backend_settings(tmp, "sqlite", host="127.0.0.1", port=port, threads=args.threads)
         ceiling_config = write_config(tmp / f"ceiling-{port}.yaml", ceiling_settings)
@@ -363,9 +362,9 @@ def mixed_part(args, tmp: Path, servers: list) -> None:
         top = mixed.run_wrk("ceiling", port, script, args.mixed_duration, 64, args.wrk_threads)
         ceiling.stop()
         servers.remove(ceiling)
-        p99s.append((got[1][0].p99_ms, got[2][0].p99_ms, top.p99_ms))
+        p99s.append({n: got[n][0].p99_ms / top.p99_ms for n in got})
         row = [str(rnd)]
-        for n in (1, 2):
+        for n in args.mixed_processes:
             r, cpu_us, growth = got[n]
             row += [f"{r.rps:,.0f}", f"{r.p99_ms:.1f}", f"{r.errors + r.non2xx}", f"{cpu_us:.0f}"]
             print(f"  round {rnd}, {n} process(es): {r.rps:,.0f} req/s p99 {r.p99_ms:.1f} ms, {r.errors} errors, "
@@ -376,10 +375,12 @@ def mixed_part(args, tmp: Path, servers: list) -> None:
         rows.append(row)
         print(f"  round {rnd}, ceiling: {top.rps:,.0f} req/s p99 {top.p99_ms:.1f} ms; load average "
               f"{os.getloadavg()[0]:.2f}", flush=True)
-    print(table(rows, ["round", "1 proc req/s", "p99 ms", "errors", "CPU us/req", "2 procs req/s", "p99 ms",
-                       "errors", "CPU us/req", "ceiling req/s", "p99 ms", "errors"]))
-    print("p99 2 processes / ceiling per round: " + ", ".join(f"{two / c:.2f}" for _, two, c in p99s)
-          + "; 1 process / ceiling: " + ", ".join(f"{one / c:.2f}" for one, _, c in p99s))
+    header = ["round"]
+    for n in args.mixed_processes:
+        header += [f"{n} proc req/s", "p99 ms", "errors", "CPU us/req"]
+    print(table(rows, header + ["ceiling req/s", "p99 ms", "errors"]))
+    for n in args.mixed_processes:
+        print(f"p99 {n} process(es) / ceiling per round: " + ", ".join(f"{r[n]:.2f}" for r in p99s))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -388,6 +389,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("-d", "--duration", type=int, default=8, help="seconds per wrk run of sockets and list (8)")
     p.add_argument("--mixed-duration", type=int, default=60, help="seconds of each mixed run (60)")
     p.add_argument("--warmup", type=int, default=5, help="seconds of mixed warm-up (5)")
+    p.add_argument("--mixed-processes", type=int, nargs="+", default=[1, 2],
+                   help="the serve variants of the mixed part, by processes (1 2)")
     p.add_argument("--rounds", type=int, default=2, help="pairs of runs in each part (2)")
     p.add_argument("-c", "--connections", type=int, default=16, help="wrk connections of sockets and list (16)")
     p.add_argument("--wrk-threads", type=int, default=2)
