@@ -68,8 +68,19 @@ from .registry.service import RegistryService
 from .runtime.events import Events
 from .runtime.lease import Identity, worker_id
 from .runtime.loop import Startable, Step
+from .runtime.notices import KeyedWaits, Wakeups
+from .runtime.processes import ONE_PROCESS, ServingStatus
 from .runtime.prometheus import PrometheusMetrics
-from .storage import StorageBackend, change_counters, check_ready
+from .storage import (
+    BUILD_LOG,
+    BUILDS,
+    OUTBOX,
+    PROBE_TARGETS,
+    StorageBackend,
+    change_counters,
+    change_notices,
+    check_ready,
+)
 
 
 class Role(str, enum.Enum):
@@ -108,9 +119,11 @@ class AppContext:
     signin: Optional[SignInService] = None  # POST /api/v2/auth/login and logout (CONTRACT section 13)
     profile: Optional[ProfileService] = None  # a user's own tokens, password, preferences
     audit: Optional[Audit] = None  # the audit rows: written by the two above, listed, swept
+    wakeups: Optional[Wakeups] = None  # other processes' change notices (a storage with them, a role with loops)
     # The background work this process runs (see ``background``): started in this order, stopped in reverse.
     loops: list[Startable] = field(default_factory=list)
     role: Role = Role.SERVE
+    serving: ServingStatus = ONE_PROCESS  # the processes that serve the port
     started: bool = field(default=False)
 
     def start(self) -> None:
@@ -137,6 +150,12 @@ class AppContext:
             self.started = False
             self.pm.hook.xpresso_shutdown(ctx=self)
 
+    def hold(self) -> None:
+        """This process is about to stop: take no new work (signal-safe: flags only). The
+        loops stop later, in ``stop``."""
+        if self.images is not None:
+            self.images.queue.hold()
+
     def close(self) -> None:
         self.stop()
         self.storage.close()
@@ -145,7 +164,8 @@ class AppContext:
 def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None, clock: Clock = utcnow,
                   new_id: Callable[[], uuid.UUID] = uuid.uuid4, check_schema: bool = True,
                   images: bool = True, lease_clock: Clock = utcnow, role: Role = Role.SERVE,
-                  build_threads: Optional[int] = None, **image_options: Any) -> AppContext:
+                  build_threads: Optional[int] = None, serving: ServingStatus = ONE_PROCESS,
+                  **image_options: Any) -> AppContext:
     """Assemble the service bottom-up: plugins, storage, events, then each service with what it
     uses, then the list of loops ``role`` runs (:func:`background`).
 
@@ -153,6 +173,7 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
     :param role: what the process runs in the background; the settings are the same for every role.
     :param build_threads: builds run at once in this process (`worker --concurrency`; default:
         ``builds.max_concurrent``).
+    :param serving: how many processes serve the port (`serve --processes`; health and metrics say it).
     :param image_options: passed to :func:`build_image_service` (tests inject a builder, clocks,
         poll intervals).
     """
@@ -163,7 +184,7 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
         check_ready(storage)
     counters = change_counters(storage)
     # Shared-state gauges are read from storage at scrape time; lease times on the build queue's clock.
-    metrics = PrometheusMetrics(storage, lease_clock=lease_clock)
+    metrics = PrometheusMetrics(storage, lease_clock=lease_clock, serving=serving)
     events = Events(pm.hook, metrics)
     auth = AuthService(storage, load_secret(settings), clock, settings.auth.token_days)
     reads = Reads(storage, auth, counters, clock)
@@ -188,10 +209,13 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
     registry = RegistryService(storage, reads, clock, events=events, new_id=new_id, journal=journal)
     probes = ProbeService(storage, settings.probes, choose_probers(prober_infos(pm), settings), journal, events,
                           metrics, clock=clock, owner=worker)
+    log_waits = KeyedWaits()  # the build log followers of this process
     image_service = (build_image_service(settings, pm, storage, reads, events, clock, new_id, journal=journal,
                                          worker_id=worker, lease_clock=lease_clock, build_threads=build_threads,
-                                         **image_options)
+                                         process="worker" if role is Role.WORKER else "server",
+                                         log_waits=log_waits, **image_options)
                      if images else None)
+    wakeups = wakeups_for(storage, role, deliveries, probes, image_service, log_waits)
     # No HTTP, no access log: a worker or a CLI command answers no request.
     access_log = (AccessLog(logging.getLogger(ACCESS_LOGGER))
                   if settings.server.access_log and role is Role.SERVE else None)
@@ -199,8 +223,8 @@ def build_context(settings: Settings, pm: Optional[pluggy.PluginManager] = None,
                      reads=reads, cached=cached, body=JsonBody(settings.server.max_body_bytes),
                      registry=registry, metrics=metrics, images=image_service, access_log=access_log, journal=journal,
                      history=history, history_reads=HistoryReads(reads), webhooks=webhooks,
-                     deliveries=deliveries, delivery_retention=delivery_retention, probes=probes, role=role,
-                     signin=signin, profile=profile, audit=audit)
+                     deliveries=deliveries, delivery_retention=delivery_retention, probes=probes, wakeups=wakeups,
+                     role=role, serving=serving, signin=signin, profile=profile, audit=audit)
     ctx.loops = background(ctx)
     return ctx
 
@@ -221,6 +245,8 @@ def background(ctx: AppContext) -> list[Startable]:
     if ctx.role is Role.ADMIN:
         return []
     loops: list[Startable] = []
+    if ctx.wakeups is not None:  # first started, last stopped: the others hear of work while they run
+        loops.append(ctx.wakeups.loop)
     if ctx.access_log is not None:
         loops.append(ctx.access_log.writer)
     if ctx.history is not None:
@@ -242,6 +268,21 @@ def background(ctx: AppContext) -> list[Startable]:
     return loops
 
 
+def wakeups_for(storage: StorageBackend, role: Role, deliveries: DeliveryService, probes: ProbeService,
+                images: Optional[ImageService], log_waits: KeyedWaits) -> Optional[Wakeups]:
+    """What another process's change notices wake here (``runtime/notices.py``): idle build
+    workers, the delivery loop, the probe scheduler and build log followers. None on a storage
+    without notices (the loops poll) and for a CLI command (no loops)."""
+    notices = change_notices(storage)
+    if notices is None or role is Role.ADMIN:
+        return None
+    handlers = {OUTBOX: lambda key: deliveries.wake(), PROBE_TARGETS: probes.changed_elsewhere,
+                BUILD_LOG: log_waits.wake}
+    if images is not None:
+        handlers[BUILDS] = lambda key: images.queue.wake()
+    return Wakeups(notices.notice_listener, handlers)
+
+
 def probe_hooks(pm: pluggy.PluginManager, probes: ProbeService) -> Step:
     """While probes run, they hear of edits made through this process (listed by /api/v2/plugins
     under this name)."""
@@ -260,9 +301,10 @@ def probe_hooks(pm: pluggy.PluginManager, probes: ProbeService) -> Step:
 def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: StorageBackend, reads: Reads,
                         events: Events,
                         clock: Clock, new_id: Callable[[], uuid.UUID], journal: Journal, worker_id: str,
-                        builder: Optional[Builder] = None, lease_clock: Clock = utcnow, poll_s: float = 1.0,
+                        builder: Optional[Builder] = None, lease_clock: Clock = utcnow, poll_s: Optional[float] = None,
                         max_attempts: Optional[int] = None, cancel_wait_s: float = 30.0,
-                        follow_poll_s: float = 0.2, build_threads: Optional[int] = None) -> ImageService:
+                        follow_poll_s: float = 0.2, build_threads: Optional[int] = None, process: str = "server",
+                        log_waits: Optional[KeyedWaits] = None) -> ImageService:
     """The image builds' part of the graph, bottom-up: paths, builder slot, queue, retention, service.
 
     :param journal: the one journal (history and webhook outbox) of the context: the queue and the
@@ -270,19 +312,23 @@ def build_image_service(settings: Settings, pm: pluggy.PluginManager, storage: S
     :param worker_id: the context's worker id (``runtime/lease.py``): the queue's workers are ``<id>/w<n>``.
     :param builder: a Builder to use instead of the one ``builder.backend`` chooses (tests).
     :param lease_clock: wall time for build leases, shared by every process (default: UTC now).
-    :param poll_s: how often idle workers look for builds submitted through other processes.
+    :param poll_s: how often idle workers look for builds submitted through other processes
+        (default ``builds.poll_s``).
     :param max_attempts: claims after which an unfinished build fails (default 3).
     :param build_threads: the queue's worker threads (default: ``builds.max_concurrent``).
+    :param process: what the process is called in the operators' log ("server", "worker").
+    :param log_waits: the build log followers of this process, woken when a log grows.
     """
     paths = ImagePaths.from_settings(settings)
     slot = BuilderSlot(builders(pm), settings, builder)
     # Build logs live in storage, readable by every process; logs_root only holds older logs.
-    logs = BuildLogStore(storage, paths.logs_root, clock)
+    logs = BuildLogStore(storage, paths.logs_root, clock, waits=log_waits)
     runner = BuildRunner(settings.builds, settings.polaris, settings.images, paths, slot,
                          PushTargets(settings.registry, settings.resolve(settings.registry.password_file)))
     threads = settings.builds.max_concurrent if build_threads is None else build_threads  # this process's own
     queue = BuildQueue(storage, settings.builds, paths, runner, events, clock, lease_clock, threads=threads,
-                       worker_id=worker_id, identity=Identity.here(), logs=logs, journal=journal, poll_s=poll_s,
+                       worker_id=worker_id, identity=Identity.here(), logs=logs, journal=journal, process=process,
+                       poll_s=settings.builds.poll_s if poll_s is None else poll_s,
                        max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS)
     retention = Retention(storage, paths, settings.images, settings.builds, slot, events, clock, logs=logs)
     # Whether this process builds (the queue's and the retention's loops) is the role's choice: background().
@@ -317,7 +363,8 @@ def create_app(ctx: AppContext, router: Optional[CompiledRouter] = None) -> falc
     if ctx.settings.server.metrics:
         app.add_route(api_metrics.PATH, api_metrics.MetricsResource(ctx.metrics))
     app.add_route("/api/v2/plugins", api_meta.Plugins(ctx.pm, storage_info))
-    app.add_route("/api/v2/health", api_meta.Health(ctx.pm, ctx.storage, storage_info, ctx.images, ctx.probes))
+    app.add_route("/api/v2/health", api_meta.Health(ctx.pm, ctx.storage, storage_info, ctx.images, ctx.probes,
+                                                          ctx.serving))
     if ctx.images is not None:
         api_images.add_routes(app, ctx.reads, ctx.body, ctx.images, ctx.settings.server.threads)
     if ctx.settings.server.ui:

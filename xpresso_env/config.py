@@ -28,6 +28,10 @@ BLOCK_PLUGINS_ENV = "XPRESSO_ENV_BLOCK_PLUGINS"  # read by plugin.make_plugin_ma
 # The prefixed variables that are not settings.
 OTHER_ENV: frozenset[str] = frozenset({CONFIG_ENV, LOG_LEVEL_ENV, DEBUG_ENV, BLOCK_PLUGINS_ENV})
 
+# server.processes: a positive integer, or "auto" (read as the CPU count when the settings load).
+ProcessCount = typing.NewType("ProcessCount", int)
+PROCESSES_AUTO = "auto"
+
 
 @dataclass(frozen=True)
 class StorageSettings:
@@ -100,6 +104,7 @@ class BuildsSettings:
     lease_s: float = 60.0  # a build whose worker stops renewing its claim this long is taken over
     enabled: bool = True  # false: `serve` runs no builds nor the retention sweep (`xpresso-env worker` does)
     max_queued_per_group: int = 20  # building images of one group beyond which a submit gets 429
+    poll_s: float = 1.0  # how often idle workers look for builds submitted through other processes
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,12 @@ class ServerSettings:
     log_format: str = "text"  # text | json (one object per line: logfmt.py)
     # The web page at / and /ui/ (api/ui.py); false serves the API only.
     ui: bool = True
+    # Processes serving the one port (CONTRACT section 15); "auto": one per CPU. 1: `serve` is the
+    # server itself; more: a supervisor starts them, replaces one that dies, reloads on SIGHUP.
+    processes: ProcessCount = ProcessCount(1)
+    # On SIGTERM or a reload, a process stops accepting and finishes the requests it holds for at
+    # most this long before it closes what is left.
+    drain_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -252,6 +263,8 @@ def _coerce(tp: Any, value: Any, where: str, from_text: bool) -> Any:
         return _coerce(args[0], value, where, from_text)
     if value is None:
         raise ConfigError(f"{where}: a value is required")
+    if tp is ProcessCount:
+        return _process_count(value, where)
     if origin is tuple:  # a list of strings: a YAML list, or comma-separated text
         if from_text and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -302,6 +315,18 @@ def _coerce(tp: Any, value: Any, where: str, from_text: bool) -> Any:
             return str(value)
         raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
     raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
+
+
+def _process_count(value: Any, where: str) -> ProcessCount:
+    if isinstance(value, str) and value.strip().lower() == PROCESSES_AUTO:
+        return ProcessCount(os.cpu_count() or 1)
+    try:
+        count = int(str(value).strip()) if not isinstance(value, bool) else 0
+    except ValueError:
+        count = 0
+    if count <= 0:
+        raise ConfigError(f"{where}: expected a positive integer or {PROCESSES_AUTO}, got {value!r}")
+    return ProcessCount(count)
 
 
 def _hint(name: str, known: Iterable[str]) -> str:
@@ -410,11 +435,11 @@ def _check_values(s: Settings) -> None:
         "storage.pool_max": s.storage.pool_max, "storage.statement_timeout_s": s.storage.statement_timeout_s,
         "storage.connect_timeout_s": s.storage.connect_timeout_s, "images.retention_days": s.images.retention_days + 1,
         "builds.max_concurrent": s.builds.max_concurrent, "builds.timeout_s": s.builds.timeout_s,
-        "builds.max_queued_per_group": s.builds.max_queued_per_group,
+        "builds.max_queued_per_group": s.builds.max_queued_per_group, "builds.poll_s": s.builds.poll_s,
         "server.port": s.server.port, "server.threads": s.server.threads,
         "server.max_body_bytes": s.server.max_body_bytes, "auth.token_days": s.auth.token_days,
         "server.connection_limit": s.server.connection_limit, "server.channel_timeout_s": s.server.channel_timeout_s,
-        "server.cleanup_interval_s": s.server.cleanup_interval_s,
+        "server.cleanup_interval_s": s.server.cleanup_interval_s, "server.drain_s": s.server.drain_s,
         "events.timeout_s": s.events.timeout_s, "events.retry_base_s": s.events.retry_base_s,
         "events.max_attempts": s.events.max_attempts, "events.concurrency": s.events.concurrency,
         "events.poll_s": s.events.poll_s, "events.lease_s": s.events.lease_s,

@@ -13,6 +13,7 @@ from xpresso_env.storage.sql_counters import SchemaGate
 from .breaker import CircuitBreaker
 from .errors import psycopg_module, translate, translated
 from .guard import StatementGuard
+from .notices import PostgresListener, commit_sending
 from .pool import ConnectionPool
 from .schema import COUNTERS_VERSION, INIT_LOCK_KEY, MIGRATIONS, SCHEMA_VERSION
 from .tx import PostgresTx
@@ -38,6 +39,7 @@ class PostgresStorage(QueryVersions):
         except psycopg.Error as exc:
             raise ConfigError(f"storage.dsn: not a valid PostgreSQL connection string: {exc}") from None
         self._dsn = dsn
+        self._connect_timeout_s = connect_timeout_s
         self._connect_kwargs = connect_kwargs(statement_timeout_s, connect_timeout_s)
         # The server's own bounds: a row lock waited for like SQLite's busy timeout, a statement.
         # SET rather than the startup packet's `options`, which PgBouncer refuses.
@@ -159,8 +161,16 @@ class PostgresStorage(QueryVersions):
             except BaseException:
                 self._rollback(execute)
                 raise
-            with translated():
-                execute("COMMIT")
+            if not tx.notices:
+                with translated():
+                    execute("COMMIT")
+                return
+            try:
+                with translated():  # delivered to the listeners when (and only if) the COMMIT succeeds
+                    execute(commit_sending(tx.notices))
+            except BaseException:
+                self._rollback(execute)  # a NOTIFY that failed left the transaction aborted, uncommitted
+                raise
 
     @staticmethod
     def _rollback(execute: Callable[..., Any]) -> None:
@@ -180,6 +190,10 @@ class PostgresStorage(QueryVersions):
                            "(SELECT value FROM xpresso_meta WHERE key = 'schema_version')",
                            (INIT_LOCK_KEY,)).fetchone()
         return None if row[1] is None else int(row[1])
+
+    def notice_listener(self) -> PostgresListener:
+        """A listener on its own connection (the ``ChangeNotices`` capability; ``notices.py``)."""
+        return PostgresListener(self._dsn, self._connect_timeout_s)
 
     def read(self) -> ContextManager[PostgresTx]:
         return self._transaction(writable=False)

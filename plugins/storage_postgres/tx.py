@@ -10,6 +10,7 @@ from xpresso_env.storage import Doc, Key
 from xpresso_env.storage.sql_counters import TxCounters
 
 from .errors import translated
+from .notices import payload
 from .schema import COUNTERS
 
 if TYPE_CHECKING:
@@ -55,6 +56,12 @@ class PostgresTx:
         self._execute = execute
         self._writable = writable
         self.counters = TxCounters(COUNTERS, execute)
+        self.notices: dict[str, None] = {}  # payloads to NOTIFY just before COMMIT (notices.py), in order
+
+    def notify(self, topic: str, key: str = "") -> None:
+        """Sent with the commit (``store.py``): a rolled back transaction tells nobody."""
+        if self._writable:
+            self.notices[payload(topic, key)] = None
 
     @staticmethod
     def _doc(row: tuple) -> Doc:

@@ -16,6 +16,7 @@ from xpresso_env.storage import Key
 from xpresso_env.storage.sql_counters import SchemaGate
 
 from .commit_sequence import CommitSequence, commit_sequence_path
+from .writers import WriterQueue, writers_path
 from .schema import COUNTERS_VERSION, MIGRATIONS, SCHEMA_VERSION
 from .tx import SQLiteTx, translate
 
@@ -42,6 +43,8 @@ class SQLiteStorage:
         # thread slept in BEGIN IMMEDIATE (benchmarks/mixed.py). Other processes still meet
         # SQLite's lock and its busy_timeout.
         self._writers = threading.Lock()
+        # ... and the writers of every process queue on a lock file (writers.py), not in that handler.
+        self._turns = WriterQueue(writers_path(self.path))
         self._counters_gate = SchemaGate(COUNTERS_VERSION)
         self._seq: Optional[CommitSequence] = None  # opened with the first connection
 
@@ -150,7 +153,7 @@ class SQLiteStorage:
         if not self._writers.acquire(timeout=self._busy_timeout_s):
             raise StorageUnavailable("The SQLite database is busy, try again later.")
         try:
-            with self._transaction("BEGIN IMMEDIATE") as tx:
+            with self._turns.turn(), self._transaction("BEGIN IMMEDIATE") as tx:
                 yield tx
         finally:
             self._writers.release()
@@ -201,6 +204,7 @@ class SQLiteStorage:
             raise translate(exc) from exc
 
     def close(self) -> None:
+        self._turns.close()
         with self._lock:
             if self._seq is not None:
                 self._seq.close()

@@ -83,6 +83,13 @@ def analyze_root(tmp_path_factory, unit) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
                 shutil.copy2(installed, target)
+    for line in unit["Service"].get("ExecReload", []):  # a system command (kill): the host's own
+        exe = Path(shlex.split(line.lstrip("-@:+!"))[0])
+        target = root / exe.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        host = shutil.which(exe.name)
+        assert host, f"{exe.name} is not installed"
+        shutil.copy2(host, target)
     return root
 
 
@@ -155,3 +162,34 @@ def test_hardening_options_and_writable_paths(unit):
         for part in key.split("."):
             value = getattr(value, part)
         assert any(str(value).startswith(w.rstrip("/") + "/") for w in writable), f"{key}={value} is not writable"
+
+
+@pytest.mark.slow  # a real serve with two processes
+def test_exec_reload_reloads_a_running_server(unit, tmp_path):
+    """`systemctl reload` runs ExecReload with $MAINPID, the supervisor's pid: run that command
+    line on a real `serve` configured as deploy/config.yaml is (server.processes: auto)."""
+    import requests
+
+    from tests.waiting import wait_for
+    from xpresso_env.testing.server import cli, serve, write_config
+
+    assert load_settings(ROOT / "deploy" / "config.yaml", env={}).server.processes == (os.cpu_count() or 1)
+    (reload,) = unit["Service"]["ExecReload"]
+    config = write_config(tmp_path, {"storage": {"backend": "sqlite", "path": "db.sqlite3"},
+                                     "auth": {"secret_file": "secret"}, "probes": {"enabled": False},
+                                     "server": {"processes": 2},
+                                     "images": {"nfs_root": "nfs", "logs_root": "logs", "workspace_root": "ws"}})
+    cli(config, "init")
+
+    def generation(url: str) -> int:
+        try:
+            status = requests.get(f"{url}/api/v2/health", timeout=10).json()["processes"]
+        except requests.RequestException:
+            return 0
+        return status["generation"] if status["serving"] == 2 else 0
+
+    with serve(config) as server:
+        wait_for(lambda: generation(server.url) == 1, timeout_s=90, what=f"serving: {server.log()}")
+        argv = [arg.replace("$MAINPID", str(server.pid)) for arg in shlex.split(reload)]
+        subprocess.run(argv, check=True, timeout=10)
+        wait_for(lambda: generation(server.url) == 2, timeout_s=90, what=f"reloaded: {server.log()}")

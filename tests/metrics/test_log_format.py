@@ -41,6 +41,9 @@ def test_serve_with_json_logs_writes_one_object_per_line(tmp_path):
         for rid in ("list-1", "list-2"):  # the second from the response cache's frontend
             r = requests.get(f"{server.url}/api/v2/harnesses", headers={**headers, "X-Request-Id": rid}, timeout=10)
             assert r.status_code == 200 and r.headers["X-Request-Id"] == rid
+        r = requests.get(f"{server.url}/api/v2/harnesses", timeout=10,
+                         headers={**headers, "Group": "nope", "X-Request-Id": "refused-1"})
+        assert r.status_code == 403
         r = requests.get(f"{server.url}/no/where%0Aforged", headers={"X-Request-Id": "bad id"}, timeout=10)
         new_id = r.headers["X-Request-Id"]
         assert r.status_code == 404 and len(new_id) == 32
@@ -66,6 +69,10 @@ def test_serve_with_json_logs_writes_one_object_per_line(tmp_path):
         "path": "/api/v2/harnesses", "status": 201, "user": "alice", "group": "myGroup", "request_id": "create-1"}
     assert access["list-2"]["status"] == 200 and access["list-2"]["user"] == "alice"
     assert access[new_id]["path"] == "/no/where\nforged" and access[new_id]["user"] == "-"  # JSON escapes it
+    # The refusal's reason line carries the request id of its access line (issue 19).
+    [reason] = [o for o in objects if o["logger"] == "xpresso_env.api" and o["msg"].startswith("403 ")]
+    assert reason["request_id"] == "refused-1" and "group 'nope' does not exist" in reason["msg"]
+    assert access["refused-1"]["status"] == 403
 
 
 def test_json_formatter_fields_exceptions_and_hostile_text():

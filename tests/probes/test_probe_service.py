@@ -337,3 +337,27 @@ def test_an_undecodable_folder_name_is_stored_escaped(probe_world, clock, tmp_pa
     w.ctx.probes.run_due()
     assert w.state("harnesses", odd)["reason"] == "pyATS 24.3\\udcff"
     assert w.record("harnesses", fine)["operational_state"] == "ONLINE"
+
+
+def test_an_edit_through_another_process_wakes_the_scheduler_on_postgres(probe_world, jenkins, refused_url,
+                                                                         tmp_path, pg_database):
+    """Issue 19: with change notices the edit is read at once, with no re-read for an hour (sync_s)."""
+    from tests.conftest import make_settings
+    from xpresso_env.testing import require
+    from xpresso_env.testing.postgres import reset_database
+
+    require(pg_database is not None, "PostgreSQL is not among XPRESSO_TEST_BACKENDS")
+    reset_database(pg_database)
+
+    def settings(**probes):
+        return make_settings(tmp_path, "postgres", pg_database,
+                             extra={"probes": {"enabled": True, "timeout_s": 2.0, **probes}})
+
+    runner = probe_world(settings=settings(interval_s=3600, sync_s=3600))
+    other = probe_world(settings=settings(enabled=False))
+    eid = runner.engine("e1", f"{jenkins.url}/jenkins", **CREDS)
+    runner.ctx.start()
+    wait_for(lambda: runner.record("engines", eid)["operational_state"] == "ONLINE")
+    other.patch(f"/api/v2/engines/{eid}", {"base_url": refused_url})
+    wait_for(lambda: runner.record("engines", eid)["operational_state"] == "OFFLINE", timeout_s=10)
+    assert runner.state("engines", eid)["reason"] == "connection refused"

@@ -9,7 +9,7 @@ import pytest
 
 from xpresso_env.testing import require
 from xpresso_env.testing.postgres import drop_tables, postgres_available, temp_database
-from xpresso_env.testing.storage_suite import ChangeCounterConformance, ProcessConformance
+from xpresso_env.testing.storage_suite import ChangeCounterConformance, ChangeNoticeConformance, ProcessConformance
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def pg_dsn():
         yield dsn
 
 
-class TestPostgresConformance(ChangeCounterConformance, ProcessConformance):
+class TestPostgresConformance(ChangeCounterConformance, ChangeNoticeConformance, ProcessConformance):
     @pytest.fixture
     def backend_spec(self, pg_dsn):
         drop_tables(pg_dsn)

@@ -86,10 +86,11 @@ class Outcome:
     release: bool = False  # give the build back to the queue (graceful stop)
 
 
-def summary(image: Image, outcome: Outcome) -> str:
-    """The last line of an attempt's log."""
+def summary(image: Image, outcome: Outcome, process: str) -> str:
+    """The last line of an attempt's log; ``process``: what the process that ran it is called
+    ("server", "worker")."""
     if outcome.release:
-        return "interrupted: the server is stopping; the build goes back to the queue"
+        return f"interrupted: the {process} is stopping; the build goes back to the queue"
     if outcome.status == ImageStatus.SUCCESSFUL:
         r = outcome.result
         assert r is not None

@@ -20,7 +20,10 @@ that queues or cancels, a worker that takes a build over):
 
 The build's own writer (:class:`BuildLog`) buffers lines and appends them every ``flush_s``
 (0.5 s) or ``CHUNK_BYTES``, and at the end, so a follower sees a line about half a second after
-the build wrote it, in every process.
+the build wrote it, in every process. A follower waits between looks on its image's event in
+``waits`` (``runtime/notices.py``): an append in this process wakes it, and so does one in another
+process on a storage with change notices (each append announces ``BUILD_LOG`` with its commit);
+otherwise it looks every ``poll_s``.
 
 Logs written by earlier versions as files (``<images.logs_root>/<image id>.log``) are still read
 when an image has no chunk yet; the first append to such an image copies the file into chunks
@@ -40,7 +43,8 @@ from typing import Callable, Iterator, Optional
 
 from ..core.errors import AlreadyExists, XpressoError
 from ..core.timeutil import Clock, format_time, utcnow
-from ..storage import Doc, StorageBackend, Tx
+from ..runtime.notices import KeyedWaits
+from ..storage import BUILD_LOG, Doc, StorageBackend, Tx, announce
 
 log = logging.getLogger("xpresso_env.images")
 
@@ -71,12 +75,16 @@ class BuildLogStore:
     """Appends to, reads and follows build logs kept in storage.
 
     :param legacy_root: ``images.logs_root``, where logs of earlier versions lie as files.
+    :param waits: the followers of this process, woken when a log grows (here, or in another
+        process on a storage with change notices); None where nobody follows (a CLI command).
     """
 
-    def __init__(self, storage: StorageBackend, legacy_root: Optional[Path] = None, clock: Clock = utcnow):
+    def __init__(self, storage: StorageBackend, legacy_root: Optional[Path] = None, clock: Clock = utcnow,
+                 waits: Optional[KeyedWaits] = None):
         self.storage = storage
         self.legacy_root = Path(legacy_root) if legacy_root is not None else None
         self.clock = clock
+        self.waits = waits
 
     # -- documents ----------------------------------------------------------------------
     def _doc(self, image_id: str, group: Optional[str], seq: int, offset: int, text: str,
@@ -172,12 +180,15 @@ class BuildLogStore:
             try:
                 with self.storage.write() as tx:
                     self._append(tx, image_id, group, text)
+                if self.waits is not None:
+                    self.waits.wake(image_id)  # this process's followers; other processes' get the notice
                 return
             except AlreadyExists:  # another process inserted the same new chunk first: retry after it
                 if attempt == APPEND_TRIES - 1:
                     raise
 
     def _append(self, tx: Tx, image_id: str, group: Optional[str], text: str) -> None:
+        announce(tx, BUILD_LOG, image_id)  # followers in other processes look when this commits
         last = self._last(tx, image_id)
         if last is None:
             # A log of an earlier version, kept as a file: its bytes become the first chunk(s).
@@ -304,16 +315,31 @@ class BuildLogStore:
         hint: Optional[Doc] = None
 
         def step() -> bytes:
-            nonlocal hint
+            nonlocal hint, pos
             with self.storage.read() as tx:
                 data, hint, stored = self._read(tx, image_id, pos, READ_BYTES, hint)
-            return data if stored else self._legacy(image_id, pos, READ_BYTES)
+            data = data if stored else self._legacy(image_id, pos, READ_BYTES)
+            pos += len(data)
+            return data
 
+        # Woken when the log grows (see ``waits``); else it looks every poll_s.
+        waits = self.waits
+        grown = waits.register(image_id) if waits is not None else None
+        try:
+            yield from self._follow(step, grown, still_running, stopping, poll_s, status_every_s)
+        finally:
+            if waits is not None and grown is not None:
+                waits.unregister(image_id, grown)
+
+    @staticmethod
+    def _follow(step: Callable[[], bytes], grown: Optional[threading.Event], still_running: Callable[[], bool],
+                stopping: Callable[[], bool], poll_s: float, status_every_s: float) -> Iterator[bytes]:
         next_status = 0.0
         while True:
+            if grown is not None:
+                grown.clear()  # before the look: a wake during it makes the wait below return at once
             data = step()
             if data:
-                pos += len(data)
                 yield data
                 continue
             now = time.monotonic()
@@ -325,9 +351,11 @@ class BuildLogStore:
                         data = step()
                         if not data:
                             return
-                        pos += len(data)
                         yield data
-            time.sleep(poll_s)
+            if grown is not None:
+                grown.wait(poll_s)
+            else:
+                time.sleep(poll_s)
 
 
 def _pieces(text: str, size: int = CHUNK_BYTES) -> list[str]:

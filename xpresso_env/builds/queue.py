@@ -47,9 +47,16 @@ from ..runtime import lease
 from ..runtime.events import Events
 from ..runtime.lease import Identity
 from ..runtime.loop import Loop
-from ..storage import StorageBackend
+from ..storage import BUILDS, StorageBackend, announce
 from . import claims
-from .attempt import TIMEOUT_GRACE_S, BuildRunner, Outcome, RunningBuild, lower_priority, summary
+from .attempt import (
+    TIMEOUT_GRACE_S,
+    BuildRunner,
+    Outcome,
+    RunningBuild,
+    lower_priority,
+    summary,
+)
 from .files import ImagePaths, remove_tar, remove_tree
 from .log import BuildLogStore
 from .sdk import procrun
@@ -58,6 +65,22 @@ log = logging.getLogger("xpresso_env.images")
 
 DEFAULT_MAX_ATTEMPTS = 3
 STOP_JOIN_S = 30.0  # how long a stop waits for the interrupted builds to give their claims back
+
+
+def describe(image: Image) -> str:
+    """How the operators' log names a build: its image id, then what it builds."""
+    return f"{image.id} ({image.name}:{image.tag}, group {image.group})"
+
+
+def outcome_text(final: Image, outcome: Outcome) -> str:
+    """The end of a build in the operators' log: its status, what it made or why not, how long."""
+    took = outcome.meta.get("timings", {}).get("total_s")
+    text = final.status.value
+    if outcome.result is not None and final.status == ImageStatus.SUCCESSFUL:
+        text += f", image_id {outcome.result.image_id}"
+    elif final.meta and final.meta.get("error"):
+        text += f": {final.meta['error']}"
+    return text + (f" after {took:g} s" if took is not None else "")
 
 
 def announce_finished(events: Events, image: Image) -> None:
@@ -81,13 +104,16 @@ class BuildQueue:
     :param max_attempts: claims after which an unfinished build fails "interrupted by restart".
     :param logs: build logs, in storage (``log.py``): every process reads and follows them.
     :param journal: image.submitted / image.finished webhook events, in the change's transaction.
+    :param process: what this process is called in operators' words ("server", "worker"): a build
+        a stop interrupts says "the worker is stopping".
     """
 
     def __init__(self, storage: StorageBackend, builds: BuildsSettings, paths: ImagePaths, runner: BuildRunner,
                  events: Events, clock: Clock, lease_clock: Clock, *, threads: int, worker_id: str,
-                 identity: Identity, logs: BuildLogStore, journal: Journal, poll_s: float = 1.0,
+                 identity: Identity, logs: BuildLogStore, journal: Journal, process: str, poll_s: float = 1.0,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS):
         self.storage = storage
+        self.process = process
         self.journal = journal
         self.logs = logs
         self.builds = builds
@@ -101,6 +127,8 @@ class BuildQueue:
         self.service_id = worker_id
         self.running: dict[str, RunningBuild] = {}
         self._lock = threading.Lock()
+        # Set when this process begins to stop: from then on it claims nothing (``hold``).
+        self._held = False
         # Worker n is ``<worker id>/w<n>`` on thread ``xpresso-build-<n>``; idle, it looks for
         # builds every poll_s or when woken. Its stop interrupts the running builds: each gives
         # its claim back (``Outcome.release``) and goes back to the queue for the next process.
@@ -114,6 +142,13 @@ class BuildQueue:
     @property
     def stopping(self) -> bool:
         return self.workers.stopping
+
+    def hold(self) -> None:
+        """Claim no more builds: this process is about to stop. One assignment, so a signal
+        handler may call it: without it, a process told to drain could still claim the build
+        another draining process just handed back (woken at once by its change notice), and that
+        build would be handed over twice."""
+        self._held = True
 
     def _interrupt(self) -> None:
         with self._lock:
@@ -143,6 +178,8 @@ class BuildQueue:
         return lease.micros(self.lease_clock())
 
     def claim_next(self, worker: str) -> Optional[Image]:
+        if self._held:
+            return None
         now = self._now()
         with self.storage.read() as tx:
             docs = tx.query(Image.KIND, include_deleted=False)
@@ -173,6 +210,7 @@ class BuildQueue:
                     claimed = claims.claimed(image, worker, now, self.builds.lease_s, self.identity, self.clock())
                     tx.update(to_doc(claimed))
             if finished is not None:
+                log.warning("build %s: %s", describe(finished), finished.meta["error"])
                 self._end_previous(finished, previous)
                 remove_tree(self.paths.workspace(finished.id), self.paths.workspace_root)
                 announce_finished(self.events, finished)
@@ -181,6 +219,11 @@ class BuildQueue:
                 if previous.claimed_by is not None:
                     self._log(claimed, f"worker {previous.claimed_by} stopped renewing its claim "
                                        f"(lease until {claims.expiry_text(previous)}): taking the build over")
+                    log.info("build %s: taken over by %s from %s, attempt %d of %d", describe(claimed), worker,
+                             previous.claimed_by, claimed.attempts, self.max_attempts)
+                else:
+                    log.info("build %s: claimed by %s, attempt %d of %d", describe(claimed), worker,
+                             claimed.attempts, self.max_attempts)
                 self._end_previous(claimed, previous)
                 return claimed
         return None
@@ -260,7 +303,7 @@ class BuildQueue:
                 outcome.meta.setdefault("timings", {})["total_s"] = round(elapsed, 3)
                 outcome.meta.update({"started_at": format_time(started), "finished_at": format_time(self.clock()),
                                      "attempt": image.attempts})
-                blog(summary(image, outcome))
+                blog(summary(image, outcome, self.process))
             self._finish(image, run, outcome)
         finally:
             # After the final commit: the result is visible without waiting for the clean-up.
@@ -276,6 +319,7 @@ class BuildQueue:
     def _finish(self, image: Image, run: RunningBuild, outcome: Outcome) -> None:
         published = outcome.status == ImageStatus.SUCCESSFUL
         final: Optional[Image] = None
+        handed_back = False
         with self.storage.write() as tx:
             doc = tx.get(Image.KIND, str(image.id), lock=True)
             current = from_doc(doc) if doc is not None else None
@@ -284,6 +328,8 @@ class BuildQueue:
                 # as it is, and a tar this build published is not wanted.
                 if published and current is not None and current.status != ImageStatus.SUCCESSFUL:
                     remove_tar(self.paths, image.nfs_path)
+                log.info("build %s: stopped, its record was %s meanwhile", describe(image),
+                         "deleted" if current is None or current.is_deleted else current.status.value)
                 return
             if current.claimed_by != run.worker:
                 log.warning("build %s: the claim passed to %s; result dropped", image.id, current.claimed_by)
@@ -292,8 +338,9 @@ class BuildQueue:
             meta = {**(current.meta or {}), **outcome.meta}
             if outcome.release:
                 tx.update(to_doc(claims.released(current, date_updated=now)))
-                return
-            if outcome.status == ImageStatus.SUCCESSFUL:
+                announce(tx, BUILDS)  # another process's idle worker takes it when this commits
+                handed_back = True
+            elif outcome.status == ImageStatus.SUCCESSFUL:
                 r = outcome.result
                 assert r is not None
                 meta.pop("error", None)
@@ -303,9 +350,13 @@ class BuildQueue:
             else:
                 meta["error"] = outcome.error or outcome.status.value
                 final = claims.released(current, status=outcome.status, meta=meta, date_updated=now)
-            tx.update(to_doc(final))
-            self.journal.image(tx, "finished", final)
+            if final is not None:
+                tx.update(to_doc(final))
+                self.journal.image(tx, "finished", final)
+        if handed_back:
+            log.info("build %s: handed back to the queue, the %s is stopping", describe(image), self.process)
         if final is not None:
+            log.info("build %s: %s", describe(final), outcome_text(final, outcome))
             announce_finished(self.events, final)
 
     # -- heartbeat ------------------------------------------------------------------------------

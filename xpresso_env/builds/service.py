@@ -38,7 +38,7 @@ from ..core.validation import (
 )
 from ..journal.journal import Journal
 from ..runtime.events import Events
-from ..storage import StorageBackend, Tx, filter_docs
+from ..storage import BUILDS, StorageBackend, Tx, announce, filter_docs
 from . import idempotency
 from .files import ImagePaths, remove_tar
 from .log import BuildLogStore
@@ -140,9 +140,12 @@ class ImageService:
         that cannot be set up is a start-up error; ``auto`` finding none is a warning (submits
         get 503), and so is a missing ``polaris.repo``."""
         try:
-            self.builders.get()
+            builder = self.builders.get()
         except ServiceUnavailable as exc:
             log.warning("image builds are refused until a builder is available: %s", exc.detail)
+        else:
+            log.info("this %s builds images with the %s builder, %d build thread(s)", self.queue.process,
+                     builder.name, self.queue.workers.size)
         if not self.polaris.repo:
             log.warning("polaris.repo is not configured: image builds are refused until it is set")
 
@@ -243,6 +246,7 @@ class ImageService:
                 raise QueueFull(f"Group {caller.group} already has {building} builds queued or running "
                                 f"(builds.max_queued_per_group is {limit}): try again when some have ended.")
             tx.insert(to_doc(image))
+            announce(tx, BUILDS)  # idle workers of other processes claim it when this commits
             self.journal.image(tx, "submitted", image)  # webhook outbox, same transaction
             if idempotency_key is not None:
                 idempotency.remember(tx, caller.group, idempotency_key, body_sha256, str(image.id), now)

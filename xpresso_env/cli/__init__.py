@@ -12,15 +12,36 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from .. import __version__
-from ..config import DEBUG_ENV, LOG_LEVEL_ENV, ServerSettings, Settings, load_settings
+from ..config import (
+    DEBUG_ENV,
+    LOG_LEVEL_ENV,
+    PROCESSES_AUTO,
+    ServerSettings,
+    Settings,
+    load_settings,
+)
 from ..core.errors import SchemaOutdated, XpressoError
 from ..http.server import quiet_queue_warnings
 from ..runtime.logfmt import configure_logging
-from .admin import (ROLE_NONE, cmd_export, cmd_group_add, cmd_group_list, cmd_images_sweep, cmd_import,
-                    cmd_load, cmd_probe, cmd_token_create, cmd_token_list, cmd_token_revoke, cmd_user_add,
-                    cmd_user_delete, cmd_user_list, cmd_user_set_role)
+from .admin import (
+    ROLE_NONE,
+    cmd_export,
+    cmd_group_add,
+    cmd_group_list,
+    cmd_images_sweep,
+    cmd_import,
+    cmd_load,
+    cmd_probe,
+    cmd_token_create,
+    cmd_token_list,
+    cmd_token_revoke,
+    cmd_user_add,
+    cmd_user_delete,
+    cmd_user_list,
+    cmd_user_set_role,
+)
 from .identity import add_parsers as add_identity_parsers
-from .server import cmd_init, cmd_serve, cmd_worker
+from .server import cmd_init, cmd_serve, cmd_worker, serve_overrides
 from .store import outdated, require_store
 
 __all__ = ["build_parser", "main"]
@@ -39,6 +60,12 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _processes(text: str) -> int | str:
+    if text.strip().lower() == PROCESSES_AUTO:
+        return PROCESSES_AUTO
+    return _positive(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help=f"TCP port to listen on (server.port, default {d.port})")
     p.add_argument("--threads", type=int, metavar="N",
                    help=f"requests handled at once (server.threads, default {d.threads})")
+    p.add_argument("--processes", type=_processes, metavar="N",
+                   help=f"processes serving the port, or {PROCESSES_AUTO} for one per CPU (server.processes, "
+                        f"default {d.processes}); with more than one, SIGHUP reloads without dropping a request")
+    # Given by the supervisor to the processes it starts (CONTRACT section 15), not by people.
+    p.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--status-file", help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("worker", help="run builds and the retention sweep, without serving HTTP",
@@ -141,13 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve_overrides(args: argparse.Namespace) -> dict:
-    if args.command != "serve":
-        return {}
-    server = {k: v for k, v in (("host", args.host), ("port", args.port), ("threads", args.threads)) if v is not None}
-    return {"server": server} if server else {}
-
-
 def _fail(message: str) -> int:
     print(f"xpresso-env: error: {message}", file=sys.stderr)
     return 1
@@ -155,6 +182,7 @@ def _fail(message: str) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `serve --processes` starts processes with them
     level = (os.environ.get(LOG_LEVEL_ENV) or "INFO").strip().upper()
     if level not in LOG_LEVELS:
         return _fail(f"environment variable {LOG_LEVEL_ENV}: unknown log level {level!r}; "
@@ -162,7 +190,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     configure_logging(level)  # text until the settings say otherwise: their own errors are logged too
     quiet_queue_warnings()
     try:
-        settings = load_settings(args.config, overrides=_serve_overrides(args))
+        settings = load_settings(args.config, overrides=serve_overrides(args))
         configure_logging(level, settings.server.log_format)
         if args.command != "init":
             require_store(settings)  # only init creates a store

@@ -6,20 +6,23 @@ open-files limit and signals.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from ..config import ServerSettings, Settings
-from ..core.errors import ConfigError, StorageUnavailable
-from ..http.lanes import LaneDispatcher, StartupGate
+from ..config import Settings, load_settings
+from ..core.errors import StorageUnavailable
 from ..core.words import count
-from ..http.server import waitress_options
+from ..http.lanes import StartupGate
+from ..http.server import create_server, serve_until_stopped
 from ..runtime.redact import redact
+from ..runtime.supervisor import READY
 from .admin import opened
 from .store import store_location
 
@@ -75,8 +78,86 @@ def _first_admin(args: argparse.Namespace, settings: Settings) -> None:
             print(issued.display)
 
 
+def serve_overrides(args: argparse.Namespace) -> dict:
+    """The `serve` flags as settings (they win over the file and the environment)."""
+    if args.command != "serve":
+        return {}
+    flags = (("host", args.host), ("port", args.port), ("threads", args.threads), ("processes", args.processes))
+    server = {k: v for k, v in flags if v is not None}
+    return {"server": server} if server else {}
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """`serve`: this process is the server (server.processes 1, or a process the supervisor
+    started: --listen-fd), or the supervisor of server.processes of them (CONTRACT section 15)."""
+    if args.listen_fd is None and settings.server.processes > 1:
+        return _supervise(args, settings)
+    return _serve(args, settings)
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    import shutil
+    import tempfile
+
+    from ..http.server import listening_socket
+    from ..runtime.processes import StatusFile
+    from ..runtime.supervisor import Supervisor
+
+    folder = Path(tempfile.mkdtemp(prefix="xpresso-env-"))
+    status = StatusFile(folder / "processes.json")
+    argv = list(args.argv)
+
+    def spawn(sock: socket.socket, ready_fd: int) -> subprocess.Popen:
+        # A fresh interpreter each time: a reload runs the code installed now, as configured now.
+        return subprocess.Popen([sys.executable, "-m", "xpresso_env.cli", *argv, "--listen-fd", str(sock.fileno()),
+                                 "--ready-fd", str(ready_fd), "--status-file", str(status.path)],
+                                pass_fds=(sock.fileno(), ready_fd))
+
+    def load() -> Settings:
+        return load_settings(args.config, overrides=serve_overrides(args))
+
+    try:
+        return Supervisor(settings, load, listening_socket, spawn, status).run()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Stop:
+    """The stop flag of a serving process: set by SIGTERM or SIGINT (its own, or the supervisor's
+    on a reload), or when the supervisor that started it is gone."""
+
+    def __init__(self, parent: Optional[int], hold: Callable[[], None]):
+        self._parent = parent
+        self._hold = hold  # signal-safe: the app takes no new work from the moment the signal comes
+        self._set = False
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        # SIGHUP is the supervisor's (a reload); alone, this process says it cannot reload rather
+        # than die of it (`systemctl reload` with server.processes 1).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN if parent is not None else self._on_hangup)
+
+    @staticmethod
+    def _on_hangup(signum, frame) -> None:
+        log.warning("SIGHUP: reloading needs server.processes of 2 or more (or auto); "
+                    "this process goes on serving as configured at its start")
+
+    def _on_signal(self, signum, frame) -> None:
+        self._hold()
+        if not self._set:
+            log.info("signal %s: stopping (finishing the requests in hand)", signum)
+        self._set = True
+
+    def __call__(self) -> bool:
+        if not self._set and self._parent is not None and os.getppid() != self._parent:
+            log.warning("the supervisor (pid %d) is gone: stopping", self._parent)
+            self._hold()
+            self._set = True
+        return self._set
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from ..app import Role, build_context, create_wsgi_app
+    from ..runtime.processes import ONE_PROCESS, StatusFile
 
     s = settings.server
     # A thread back from SQLite or a socket waits for the GIL up to one switch interval while
@@ -85,24 +166,41 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # than its own work under load (figures: benchmarks/README.md, mixed load).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     _raise_open_files_limit(s.connection_limit + FD_HEADROOM)
-    ctx = build_context(settings, check_schema=False, role=Role.SERVE)
+    inherited = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
+    serving = StatusFile(Path(args.status_file)) if args.status_file else ONE_PROCESS
+    ctx = build_context(settings, check_schema=False, role=Role.SERVE, serving=serving)
     gate = StartupGate(create_wsgi_app(ctx))
     starting = _Start(ctx, gate, redact(settings.storage.dsn or ""))
+    ready_fd = args.ready_fd
+
+    def announce() -> None:
+        if ready_fd is None:
+            log.info("xpresso-env serving on http://%s:%s/ (storage %s, %s threads, at most %s connections)",
+                     s.host, s.port, settings.storage.backend, s.threads, s.connection_limit)
+        else:  # the supervisor says it once all its processes serve
+            log.debug("process %d serving", os.getpid())
+            os.write(ready_fd, READY)
+            os.close(ready_fd)
+
+    def stop_work() -> None:
+        starting.stop()  # a start still waiting for the storage never comes
+        ctx.stop()
+
     try:
         # Bind first: a port in use is reported before anything else happens.
-        server = _listen(gate, s)
+        server = create_server(gate, s, inherited)
         try:
-            # waitress ignores SIGTERM; turn it into a clean exit so running builds are handed back.
-            signal.signal(signal.SIGTERM, _exit_on_signal)
+            # SIGTERM (and Ctrl-C) drain: no new connection, the requests in hand are answered, and
+            # then the loops stop (running builds are handed back through their lease).
+            stop = _Stop(parent=os.getppid() if inherited is not None else None, hold=ctx.hold)
             # An unreachable storage is waited for while serving: 503s meanwhile, never silence.
-            starting.begin(lambda: log.info(
-                "xpresso-env serving on http://%s:%s/ (storage %s, %s threads, at most %s connections)",
-                s.host, s.port, settings.storage.backend, s.threads, s.connection_limit))
-            try:
-                server.run()
-            except SystemExit:
-                starting.raise_failure()  # the storage came back with an outdated schema
-                raise
+            starting.begin(announce)
+            # Draining, the loops stop beside it: running builds go back to the queue at once (the
+            # next process takes them), followed logs end; the requests in hand are answered.
+            stopping = threading.Thread(target=stop_work, name="xpresso-stop", daemon=True)
+            serve_until_stopped(server, stop, s.drain_s, on_drain=stopping.start)
+            stopping.join()
+            starting.raise_failure()  # the storage came back with an outdated schema
         finally:
             server.close()
     finally:
@@ -185,22 +283,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- what running needs: listening, the storage, the open-files limit, signals -----------------
-
-def _listen(app: Callable, s: ServerSettings):
-    """The waitress server, bound and listening; a ConfigError naming the address if it cannot.
-    Storage-free routes have threads of their own (``http.lanes``)."""
-    import waitress
-
-    lanes = LaneDispatcher()
-    lanes.set_thread_count(s.threads)
-    try:
-        return waitress.create_server(app, _dispatcher=lanes, **waitress_options(s))
-    except OSError as exc:
-        lanes.shutdown()
-        reason = "the address is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-        raise ConfigError(f"cannot listen on {s.host}:{s.port}: {reason}; "
-                          f"choose another port with --port (or address with --host)") from None
-
 
 def _wait_for_storage(storage: "StorageBackend", where: str, stop: Optional[threading.Event] = None,
                       tries: Optional[int] = None) -> bool:

@@ -1,7 +1,8 @@
 """The outermost WSGI layer: every answer the app gives passes here, cache hits included.
 
 For each request it picks the request id (``api/request_id.py``) and puts it on the answer as
-``X-Request-Id`` (and in the environ, for the resources), counts the answer in the HTTP metrics
+``X-Request-Id`` (and in the environ, for the resources, and in ``logfmt.REQUEST_ID`` while the
+request is handled, for the log lines written meanwhile), counts the answer in the HTTP metrics
 under its route template (``ROUTE_KEY``: falcon's matched template, or the one the response
 cache's entry remembers; ``unmatched`` when no route matched, never the raw path), and hands the
 access-log line to the access log's queue. Should the app ever raise instead of answering, the
@@ -14,6 +15,7 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Optional, Protocol
 
+from ..runtime.logfmt import REQUEST_ID
 from .access_log import AccessLog, escape
 from .request import GROUP_KEY, REQUEST_ID_KEY, ROUTE_KEY, USER_KEY
 from .request_id import ENVIRON_HEADER, HEADER, NewId, request_id_for
@@ -41,6 +43,13 @@ class Edge:
         started = time.perf_counter()
         request_id = request_id_for(environ.get(ENVIRON_HEADER), self._new_id)
         environ[REQUEST_ID_KEY] = request_id
+        token = REQUEST_ID.set(request_id)  # every line logged while this request is handled carries it
+        try:
+            return self._handle(environ, start_response, request_id, started)
+        finally:
+            REQUEST_ID.reset(token)
+
+    def _handle(self, environ: dict, start_response: Callable, request_id: str, started: float) -> Iterable[bytes]:
         seen: list[str] = []
 
         def respond(status: str, headers: list, exc_info: Any = None) -> Callable:

@@ -75,7 +75,12 @@ SCHEMAS: dict[str, Any] = {
                     "down": {"type": "object", "additionalProperties": {"type": "string"},
                              "description": "each part that is down (storage, builder, probes) and why; {} when "
                                             "all work"},
-                    "plugins": {"type": "array", "items": _ref("Plugin")}},
+                    "plugins": {"type": "array", "items": _ref("Plugin")},
+                    "processes": {"type": "object",
+                                  "description": "the processes serving this port (server.processes): configured, "
+                                                 "serving (now), generation (1, then one more per reload), pid (of "
+                                                 "the process that answered), supervisor (its pid; null with one "
+                                                 "process)"}},
                    ["status", "version", "storage"], extra=True),
 }
 

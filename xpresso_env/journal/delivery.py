@@ -50,8 +50,21 @@ from ..runtime import lease
 from ..runtime.loop import Loop
 from ..storage import Doc, StorageBackend
 from .fanout import fan_out
-from .journal import DELIVERY_KIND, OUTBOX_KIND, QUEUE_KIND, WEBHOOK_KIND, Webhook, outbox_id
-from .webhooks import PrivateAddress, Resolver, check_destination, resolve, url_host_port
+from .journal import (
+    DELIVERY_KIND,
+    OUTBOX_KIND,
+    QUEUE_KIND,
+    WEBHOOK_KIND,
+    Webhook,
+    outbox_id,
+)
+from .webhooks import (
+    PrivateAddress,
+    Resolver,
+    check_destination,
+    resolve,
+    url_host_port,
+)
 
 log = logging.getLogger("xpresso_env.webhooks")
 

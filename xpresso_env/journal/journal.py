@@ -14,6 +14,9 @@ its write transaction. The journal then writes, in that same transaction:
 
 So a change and its history and events are committed together or not at all: a crash right after
 the commit still delivers the event (at least once), and a refused write leaves nothing behind.
+On a storage with change notices the same transaction announces what other processes wait for
+(``storage.announce``): new outbox entries (their delivery loops look at once) and a harness or
+engine created, edited or deleted (their probe schedulers look at it at once).
 
 Storage layout (document kinds of the journal's own; the index columns are chosen so the hot paths
 are index scans, never a scan of a whole kind):
@@ -48,7 +51,7 @@ from ..core.models import Group
 from ..core.render import record_v2
 from ..core.timeutil import Clock, format_time
 from ..runtime import lease
-from ..storage import Doc, Tx
+from ..storage import OUTBOX, PROBE_TARGETS, Doc, Tx, announce
 
 HISTORY_KIND = "history"
 WEBHOOK_KIND = "webhook"
@@ -285,6 +288,8 @@ class Journal:
         if kind in _HISTORY_FIELDS:
             if event not in RECORD_EVENTS:
                 raise ValueError(f"unknown {kind} event {event!r}")
+            if event != "state":  # a new, edited or deleted target: other processes' probes look at once
+                announce(tx, PROBE_TARGETS, f"{kind}:{record_id}")
             row_id = self._ids.next()
             tx.insert(Doc(kind=HISTORY_KIND, id=row_id, group=record_id, name=None, deleted=False, created=at,
                           body={"record_kind": kind, "record_id": record_id, "group": group, "at": at,
@@ -313,6 +318,7 @@ class Journal:
             return 0
         seq = self._ids.next()
         tx.insert(event_doc(seq, event, at, group, record_v2(kind, dict(record or {})), hook_ids))
+        announce(tx, OUTBOX)  # the delivery loops of other processes look when this commits
         if self._wake is not None:
             self._wake()  # the loop re-reads shortly; an entry not yet committed is found on its next look
         return len(hook_ids)

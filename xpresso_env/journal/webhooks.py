@@ -30,7 +30,7 @@ from ..core.validation import (
     reject_unknown_params,
     validate_body,
 )
-from ..storage import Doc, StorageBackend, Tx  # noqa: F401
+from ..storage import OUTBOX, Doc, StorageBackend, Tx, announce  # noqa: F401
 from .journal import (
     DELIVERY_KIND,
     OUTBOX_KIND,
@@ -328,6 +328,7 @@ class WebhookService:
             else:  # at the end of the webhook's queue, after what is queued now
                 body["outbox_id"] = enqueue(tx, hook.id, key, format_time(self._clock()))
             tx.update(replace(delivery, body=body))
+            announce(tx, OUTBOX)
         self._wake()
         return delivery_wire(body)
 

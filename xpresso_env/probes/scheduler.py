@@ -21,7 +21,9 @@
   The service's own state changes move those counters too; it accounts for its own bumps
   (``_own_writes``), so a round that changes thousands of states does not re-read everything. An
   edit through this process is noticed at once (the ``xpresso_record_saved`` hook). Either way a
-  new target is probed within a second.
+  new target is probed within a second. On a storage with change notices (PostgreSQL), an edit
+  through another process is announced with its commit and read at once
+  (:meth:`ProbeService.changed_elsewhere`).
 """
 from __future__ import annotations
 
@@ -174,6 +176,23 @@ class ProbeService:
             self._schedule[record_id] = Entry(kind, str(record.group), now, target, disabled)
             heapq.heappush(self._heap, (now, record_id))
         self.scheduler.wake()
+
+    def changed_elsewhere(self, key: str) -> None:
+        """A change notice (``runtime/notices.py``): a harness or engine, ``"<kind>:<id>"``, was
+        saved by another process; "" when notices may have been missed. The record is read and
+        treated as an edit made here, instead of waiting for the next ``sync_s`` re-read."""
+        if not self.scheduler.running:
+            return
+        kind, _, record_id = key.partition(":")
+        if kind not in RECORD_KINDS or not record_id:
+            self._next_sync = 0.0  # look at the change counters now
+            self.scheduler.wake()
+            return
+        with self.storage.read() as tx:
+            doc = tx.get(kind, record_id)
+        if doc is None or doc.deleted:
+            return  # gone: the next re-read drops it (a claim of it finds nothing to do meanwhile)
+        self.noticed(kind, from_doc(doc))
 
     # -- the scheduler ----------------------------------------------------------------------
     def _tick(self) -> Optional[float]:

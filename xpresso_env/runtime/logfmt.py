@@ -4,7 +4,9 @@ log shippers.
 ``json`` writes one object per line: ``ts`` (UTC, the wire format), ``level``, ``logger``,
 ``msg``, plus the fields a record carries in its ``fields`` attribute (the access log adds
 ``method``, ``path``, ``status``, ``ms``, ``user``, ``group``, ``request_id``) and ``exc`` with
-the traceback when there is one. ``json.dumps`` escapes every control character and everything
+the traceback when there is one. A line logged while a request is handled carries that request's
+``request_id`` too (:data:`REQUEST_ID`, set by the HTTP edge), so a 403's reason or a 503's cause
+can be joined to its access line. ``json.dumps`` escapes every control character and everything
 beyond ASCII, so no value a client chose can break a line or the encoding of the stream.
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any, Optional, Sequence, TextIO
 
@@ -22,6 +25,9 @@ FIELDS = "fields"  # LogRecord attribute: a dict of structured values (logger.in
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _OWNED = "_xpresso_handler"  # marks the root handler configure_logging added
+# The id of the request the current thread handles (None outside one): the edge sets it for the
+# duration of each request (http/edge.py), and the json format adds it to every line logged meanwhile.
+REQUEST_ID: ContextVar[Optional[str]] = ContextVar("xpresso_request_id", default=None)
 
 
 class TextFormatter(logging.Formatter):
@@ -68,8 +74,11 @@ class JsonFormatter(logging.Formatter):
             extra["exc"] = record.exc_text
         if record.stack_info:
             extra["stack"] = self.formatStack(record.stack_info)
-        return self.line(record.created, record.levelname, record.name, record.getMessage(),
-                         getattr(record, FIELDS, None), extra)
+        fields = getattr(record, FIELDS, None)
+        request_id = REQUEST_ID.get()
+        if request_id is not None and not (isinstance(fields, dict) and "request_id" in fields):
+            extra["request_id"] = request_id
+        return self.line(record.created, record.levelname, record.name, record.getMessage(), fields, extra)
 
 
 def formatter_for(log_format: str) -> logging.Formatter:

@@ -28,6 +28,7 @@ from ..core.models import Engine, Harness, Image, ImageStatus, OperationalState
 from ..core.timeutil import Clock, utcnow
 from ..storage import StorageBackend
 from . import lease
+from .processes import ServingStatus
 
 UNMATCHED = "unmatched"  # the route label of a request no route matched: never the raw path
 # Methods a client may invent any of: anything else is counted as "other", so a client cannot
@@ -50,7 +51,8 @@ class PrometheusMetrics:
     :param lease_clock: wall time that build leases are compared with (the build queue's).
     """
 
-    def __init__(self, storage: Optional[StorageBackend] = None, lease_clock: Clock = utcnow):
+    def __init__(self, storage: Optional[StorageBackend] = None, lease_clock: Clock = utcnow,
+                 serving: Optional[ServingStatus] = None):
         self.registry = CollectorRegistry()  # this object's own: two contexts never share a metric
         r = self.registry
         self.http_requests = Counter("xpresso_http_requests", "HTTP requests answered, by route template",
@@ -77,6 +79,8 @@ class PrometheusMetrics:
         self._cache_children: dict[str, Counter] = {}
         if storage is not None:
             r.register(StorageGauges(storage, lease_clock))
+        if serving is not None:
+            r.register(ProcessGauges(serving))
 
     # -- MetricsSink ----------------------------------------------------------------------------
     def probe_finished(self, kind: str, seconds: float, ok: bool) -> None:
@@ -199,6 +203,25 @@ class StorageGauges:
             for state, count in counts.items():
                 family.add_metric([kind, str(state)], count)
         return family
+
+
+class ProcessGauges:
+    """How many processes serve the port (CONTRACT section 15), read when scraped: the same
+    figures from whichever process answers."""
+
+    def __init__(self, serving: ServingStatus):
+        self._serving = serving
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._serving.status()
+        if status.get("serving") is None:  # the supervisor is gone: no figure rather than a wrong one
+            return
+        yield GaugeMetricFamily("xpresso_server_processes", "Processes serving the port now", value=status["serving"])
+        yield GaugeMetricFamily("xpresso_server_processes_configured", "Processes that server.processes asks for",
+                                value=status["configured"])
 
 
 def _held(body: dict, now: lease.Micros) -> bool:

@@ -52,9 +52,29 @@ without them. The contract of the counters:
   It must move with every write of a document of a kind in ``STAMPED_KINDS`` (what a cached
   answer may depend on); it may stay put for writes of other kinds only.
 
+The change-notice capability (optional)
+---------------------------------------
+A backend whose store other processes share may tell them at once that something they wait for
+was committed, instead of leaving them to find it at their next poll (CONTRACT section 15). It
+claims this by implementing ``ChangeNotices``: ``notify(topic, key)`` on the transactions its
+``write()`` gives (``NotifyingTx``), and ``notice_listener()`` on the backend. The contract:
+
+* ``tx.notify(topic, key)`` sends nothing before the transaction commits, and nothing if it rolls
+  back; once it commits, every listener on the store, in every process (this one included), gets
+  ``Notice(topic, key)``, at least once per commit (the same pair twice in one transaction may
+  come once). ``announce(tx, topic, key)`` is how services say it, on any backend (a no-op on a
+  backend without notices); the topics are below.
+* A listener's ``wait(timeout_s)`` returns the notices that arrived since its last call, waiting
+  up to ``timeout_s`` for the first (``[]`` when none came); ``interrupt()`` ends a wait at once,
+  from another thread; ``close()`` frees it. It reconnects by itself when its connection is lost;
+  since notices sent meanwhile are lost, ``wait`` then returns None once: "anything may have
+  changed, look again" (and also once when it first connects).
+* Notices are a hint that wakes a waiting loop: every loop still polls, so a lost notice only
+  costs its poll interval. Without the capability (SQLite, YAML) the polls are all there is.
+
 ``xpresso_env.testing.storage_suite`` is the conformance suite that holds backends to this:
 ``StorageConformance`` for the documents interface, ``ChangeCounterConformance`` on top for a
-backend that claims the counters.
+backend that claims the counters, ``ChangeNoticeConformance`` for one that claims notices.
 """
 from __future__ import annotations
 
@@ -173,6 +193,57 @@ class ChangeCounters(StorageBackend, Protocol):
 def change_counters(backend: StorageBackend) -> Optional[ChangeCounters]:
     """The backend as ``ChangeCounters`` if it claims them, else None (cache off)."""
     return backend if isinstance(backend, ChangeCounters) else None
+
+
+# The topics of change notices (``announce``); a notice's key says which one, "" when none.
+BUILDS = "builds"  # a build became claimable: submitted, or handed back by a stopping process
+PROBE_TARGETS = "probe_targets"  # a harness or engine was created, edited or deleted; key "<kind>:<id>"
+OUTBOX = "outbox"  # webhook deliveries were queued
+BUILD_LOG = "build_log"  # a build's log grew; key: the image id
+
+
+@dataclass(frozen=True)
+class Notice:
+    topic: str
+    key: str = ""
+
+
+@runtime_checkable
+class NotifyingTx(Tx, Protocol):
+    def notify(self, topic: str, key: str = "") -> None:
+        """Tell every listener on the store, once this transaction commits (see the module docstring)."""
+
+
+class NoticeListener(Protocol):
+    def wait(self, timeout_s: float) -> Optional[list[Notice]]:
+        """The notices since the last call, waiting up to ``timeout_s`` for the first; None after
+        a (re)connection: notices may have been missed."""
+
+    def interrupt(self) -> None:
+        """End a ``wait`` now (from another thread): it returns ``[]``."""
+
+    def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class ChangeNotices(StorageBackend, Protocol):
+    """The optional capability; its write transactions are ``NotifyingTx``."""
+
+    def notice_listener(self) -> NoticeListener:
+        """A new listener on the store (its own connection; the caller closes it)."""
+
+
+def change_notices(backend: StorageBackend) -> Optional[ChangeNotices]:
+    """The backend as ``ChangeNotices`` if it claims them, else None (the loops only poll)."""
+    return backend if isinstance(backend, ChangeNotices) else None
+
+
+def announce(tx: Tx, topic: str, key: str = "") -> None:
+    """``tx.notify(topic, key)`` on a backend with change notices; nothing on others."""
+    notify = getattr(tx, "notify", None)
+    if notify is not None:
+        notify(topic, key)
 
 
 class QueryVersions:

@@ -9,6 +9,7 @@ import pluggy
 
 from ... import __version__
 from ...plugin import plugin_list, storage_provider
+from ...runtime.processes import ServingStatus
 from ...storage import StorageBackend
 from ...storage.health import storage_problem
 from ..common import send_json
@@ -51,8 +52,10 @@ class Plugins:
 
 class Health:
     def __init__(self, pm: pluggy.PluginManager, storage: StorageBackend, storage_info: dict[str, Any],
-                 images: Optional["ImageService"], probes: Optional["ProbeService"] = None):
+                 images: Optional["ImageService"], probes: Optional["ProbeService"] = None,
+                 serving: Optional[ServingStatus] = None):
         self.pm = pm
+        self.serving = serving
         self.storage = storage
         self.storage_info = storage_info
         self.images = images
@@ -68,6 +71,8 @@ class Health:
         if self.probes is not None:  # the probes part: {enabled, running, problem, records, in_flight}
             body["probes"] = self.probes.status()
             body["probes_problem"] = body["probes"]["problem"]
+        if self.serving is not None:  # CONTRACT §15: {configured, serving, generation, pid, supervisor}
+            body["processes"] = self.serving.status()
         status = falcon.HTTP_200
         problem = storage_problem(self.storage)
         if problem is not None:

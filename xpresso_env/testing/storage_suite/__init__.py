@@ -40,7 +40,7 @@ for a slow backend. ``test_schema_upgrade_from_previous_version`` writes documen
 ``visible`` at version ``schema_version - 1``; a backend whose previous schema cannot hold those
 must override it.
 
-Three classes, one per part of the contract; a backend's test class subclasses each that applies:
+One class per part of the contract; a backend's test class subclasses each that applies:
 
 * :class:`StorageConformance`: the documents interface, in one process (threads, several backend
   objects on one store). Every backend.
@@ -55,6 +55,11 @@ Three classes, one per part of the contract; a backend's test class subclasses e
   assertions that a write leaves the counters of unrelated keys alone are then left out. Writes
   to a store still at the previous schema (the upgrade test) must work, with or without bumps;
   after ``init`` they must bump.
+
+* :class:`ChangeNoticeConformance`: the optional change notices (``ChangeNotices``), for a
+  backend that claims them: a commit tells every listener of the store (another backend object
+  included), after the commit only; a rollback tells nobody; ``interrupt`` ends a wait. As for
+  the counters, the documents suite checks that the claim and this class go together.
 
 For example ``class TestSQLiteConformance(ChangeCounterConformance, ProcessConformance)``, or
 ``class TestMemoryConformance(StorageConformance)`` for a documents-only store in one process
@@ -73,6 +78,7 @@ from __future__ import annotations
 
 from .children import child_main, spawn_child
 from .counters import ChangeCounterConformance
+from .notices import ChangeNoticeConformance
 from .processes import ProcessConformance
 from .records import (
     T0,
@@ -94,6 +100,7 @@ from .records import (
 )
 from .suite import StorageConformance
 
-__all__ = ["StorageConformance", "ProcessConformance", "ChangeCounterConformance", "open_backend", "child_main",
+__all__ = ["StorageConformance", "ProcessConformance", "ChangeCounterConformance", "ChangeNoticeConformance",
+           "open_backend", "child_main",
            "spawn_child", "T0", "at", "uid", "make_group", "make_user", "make_harness", "make_engine", "make_image",
            "sample_records", "insert", "increment_attempts", "ids", "counting", "versions", "store_wide"]

@@ -10,7 +10,13 @@ import pytest
 from xpresso_env.core.codec import from_doc, to_doc
 from xpresso_env.core.errors import SchemaOutdated
 from xpresso_env.core.models import Revocation, TokenRecord, User
-from xpresso_env.storage import StorageBackend, Tx, change_counters, check_ready
+from xpresso_env.storage import (
+    StorageBackend,
+    Tx,
+    change_counters,
+    change_notices,
+    check_ready,
+)
 
 from .base import SuiteBase
 from .records import at, ids, insert, make_harness, make_image, make_user, uid
@@ -31,13 +37,26 @@ class SchemaChecks(SuiteBase):
             assert isinstance(tx, Tx)
 
     def test_the_suite_proves_what_the_backend_claims(self, backend):
-        from .counters import ChangeCounterConformance  # that class derives from this one's suite
+        from .counters import (
+            ChangeCounterConformance,  # that class derives from this one's suite
+        )
 
         claims = change_counters(backend) is not None
         proves = isinstance(self, ChangeCounterConformance)
         assert claims == proves, (
             f"storage '{backend.name}' {'claims' if claims else 'does not claim'} change counters: "
             f"its conformance class must {'' if claims else 'not '}subclass ChangeCounterConformance")
+
+    def test_the_suite_proves_the_notices_the_backend_claims(self, backend):
+        from .notices import (
+            ChangeNoticeConformance,  # that class derives from this one's suite
+        )
+
+        claims = change_notices(backend) is not None
+        proves = isinstance(self, ChangeNoticeConformance)
+        assert claims == proves, (
+            f"storage '{backend.name}' {'claims' if claims else 'does not claim'} change notices: "
+            f"its conformance class must {'' if claims else 'not '}subclass ChangeNoticeConformance")
 
     def test_fresh_store_is_version_0_and_init_brings_it_up(self, make_backend):
         fresh = make_backend(init=False)
