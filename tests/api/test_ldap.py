@@ -46,7 +46,7 @@ def test_direct_bind_creates_the_user_with_mail_and_group_roles(make_world, sett
     r = login(world, "alice", "alice-pw-1")
     assert r.status_code == 200, r.text
     who = me(world, r.json["token"])
-    assert who["email"] == "alice@example.org"
+    assert who["email"] == "alice@example.org" and who["provider"] == "ldap"  # the page offers no password change
     assert who["groups"] == {"g1": "privilege_member", "g3": "guest"}  # the higher of devs' and leads' in g1
     assert login(world, "alice", "wrong password").status_code == 401
     assert login(world, "nobody", "whatever-pw").status_code == 401

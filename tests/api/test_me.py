@@ -15,7 +15,7 @@ PRIVILEGE = sorted({"add_docker_image", "add_harness", "change_harness", "add_en
                     "delete_docker_image"})
 
 
-PROFILE = ("email", "date_joined", "last_login", "preferences")
+PROFILE = ("email", "date_joined", "last_login", "preferences", "provider")
 
 
 def access(me: dict) -> dict:
@@ -27,6 +27,7 @@ def access(me: dict) -> dict:
 def test_member_with_one_group_falls_back_to_it(world):
     r = world.get(ME, user="mem", group=None)
     assert r.status_code == 200, r.text
+    assert r.json["provider"] == "local"  # added by hand: a local password
     assert access(r.json) == {"user": "mem", "superuser": False, "groups": {"g1": "member"}, "group": "g1",
                       "permissions": MEMBER}
 

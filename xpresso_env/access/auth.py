@@ -86,6 +86,7 @@ class Identity:
     date_joined: Optional[str] = None  # wire-format UTC times
     last_login: Optional[str] = None
     preferences: dict[str, str] = field(default_factory=dict)  # time_zone, time_format (defaults filled in)
+    provider: str = "local"  # who keeps the password: the page offers a password change for local only
 
 
 @dataclass(frozen=True)
@@ -328,7 +329,7 @@ class AuthService:
         return Identity(user=user.name, superuser=user.superuser, groups=groups, group=group, permissions=permissions,
                         email=user.email, date_joined=format_time(user.date_created),
                         last_login=None if user.last_login is None else format_time(user.last_login),
-                        preferences={**DEFAULT_PREFERENCES, **user.preferences})
+                        preferences={**DEFAULT_PREFERENCES, **user.preferences}, provider=user.provider)
 
     def _pick_group(self, user: User, header: Optional[str], tx: Tx) -> str:
         if header is None or header == "":

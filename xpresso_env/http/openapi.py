@@ -251,9 +251,11 @@ def _me_paths() -> dict[str, Any]:
                                "description": "held in `group` (empty without one)"},
                "email": {"type": ["string", "null"]}, "date_joined": {"type": ["string", "null"]},
                "last_login": {"type": ["string", "null"]},
-               "preferences": {**prefs, "required": ["time_zone", "time_format"]}},
+               "preferences": {**prefs, "required": ["time_zone", "time_format"]},
+               "provider": {"type": "string", "description": "the identity provider that keeps the user's "
+                            "password (local: `POST /api/v2/me/password` changes it)"}},
               ["user", "superuser", "groups", "group", "permissions", "email", "date_joined", "last_login",
-               "preferences"])
+               "preferences", "provider"])
     return {**identity, "/api/v2/me": {"patch": {
         "summary": "Set your preferences (time zone, 12/24 h); answers what GET answers",
         "security": [{"jwt": []}],
