@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Optio
 
 from xpresso_env.core.errors import ConfigError, StorageError, StorageUnavailable
 from xpresso_env.storage import QueryVersions
-from xpresso_env.storage.sql_counters import SchemaGate
+from xpresso_env.storage.sql_counters import SchemaGate, migrate
 
 from .breaker import CircuitBreaker
 from .errors import psycopg_module, translate, translated
@@ -225,14 +225,7 @@ class PostgresStorage(QueryVersions):
                     raise StorageError(f"the database has schema version {current}, newer than this "
                                        f"xpresso-env knows ({SCHEMA_VERSION}): upgrade xpresso-env")
                 tx = PostgresTx(conn.execute, writable=True)  # the document steps' view of this transaction
-                for version in range(current, target):
-                    for statement in MIGRATIONS[version]:
-                        if callable(statement):
-                            statement(tx)
-                        else:
-                            conn.execute(statement)
-                if tx.counters.pending and max(current, target) >= COUNTERS_VERSION:
-                    tx.counters.flush()
+                migrate(tx, conn.execute, MIGRATIONS, current, target, COUNTERS_VERSION)
                 if target > current:
                     conn.execute("INSERT INTO xpresso_meta (key, value) VALUES ('schema_version', %s) "
                                  "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (str(target),))

@@ -13,7 +13,7 @@ from typing import ContextManager, Iterator, Optional, Sequence
 
 from xpresso_env.core.errors import StorageError, StorageUnavailable
 from xpresso_env.storage import Key
-from xpresso_env.storage.sql_counters import SchemaGate
+from xpresso_env.storage.sql_counters import SchemaGate, migrate
 
 from .commit_sequence import CommitSequence, commit_sequence_path
 from .writers import WriterQueue, writers_path
@@ -178,14 +178,7 @@ class SQLiteStorage:
                     raise StorageError(f"{self.path} has schema version {current}, newer than this "
                                        f"xpresso-env knows ({SCHEMA_VERSION}): upgrade xpresso-env")
                 tx = SQLiteTx(conn)  # the document steps' view of this transaction
-                for version in range(current, target):
-                    for statement in MIGRATIONS[version]:
-                        if callable(statement):
-                            statement(tx)
-                        else:
-                            conn.execute(statement)
-                if tx.counters.pending and max(current, target) >= COUNTERS_VERSION:
-                    tx.counters.flush()
+                migrate(tx, conn.execute, MIGRATIONS, current, target, COUNTERS_VERSION)
                 mine = None
                 if target > current:
                     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",

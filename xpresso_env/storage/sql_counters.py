@@ -106,3 +106,19 @@ class SchemaGate:
             version = schema_version()
             self._ready = version is not None and version >= self._counters_version
         return self._ready
+
+
+def migrate(tx: Any, execute: Callable[[str], Any], migrations: Sequence[Sequence[Any]], current: int,
+            target: int, counters_version: int) -> None:
+    """The schema steps from ``current`` to ``target``, in the caller's transaction: SQL text run
+    with ``execute``, a callable (a document step such as ``identity_upgrade``) given ``tx``, the
+    backend's document view of that transaction; then the counters those steps bumped, once the
+    schema has the counters table."""
+    for version in range(current, target):
+        for step in migrations[version]:
+            if callable(step):
+                step(tx)
+            else:
+                execute(step)
+    if tx.counters.pending and max(current, target) >= counters_version:
+        tx.counters.flush()
