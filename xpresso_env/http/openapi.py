@@ -324,7 +324,8 @@ def _identity_paths() -> tuple[dict[str, Any], Schema]:
             "post": op("Make yourself an API token; the answer shows it this once",
                        {"201": _json("the new token", created), **BODY_ERRORS},
                        requestBody={"required": True, "content": {"application/json": {"schema": _obj(
-                           {"name": {"type": "string", "minLength": 1, "maxLength": TOKEN_NAME_MAX},
+                           {"name": {"type": "string", "minLength": 1, "maxLength": TOKEN_NAME_MAX, "pattern": r"\S",
+                                    "description": "not only spaces"},
                             "days": {"type": "integer", "minimum": 1, "maximum": AuthSettings().token_days_max,
                                      "description": "lifetime in days, at most auth.token_days_max (the "
                                                     "maximum shown is its default)"}}, ["name"])}}}),
