@@ -21,9 +21,12 @@ THREADS = 4  # server.threads; more clients than that hit storage at once
 CLIENTS = 10
 STATEMENT_S = 1.5  # storage.statement_timeout_s
 CONNECT_S = 2.0  # storage.connect_timeout_s (libpq's least)
-# What a request that needs storage may take while the database hangs: the longer of the two
-# bounds (a statement is cut 0.5 s after its timeout), plus a busy shared machine's margin.
-BOUND_S = max(STATEMENT_S + 0.5, CONNECT_S) + 2.0
+# What a request that needs storage may take, seen by its client, while the database hangs: the
+# longer of the two bounds (a statement is cut 0.5 s after its timeout) for its own statement,
+# once more for the wait for a thread that another request holds (CLIENTS > THREADS; a statement
+# begun just before the first cut opened the breaker runs to its bound), and a busy machine's
+# margin. Without the bounds these requests hang as long as the database does.
+BOUND_S = 2 * max(STATEMENT_S + 0.5, CONNECT_S) + 1.0
 AT_ONCE_S = 1.0  # a storage-free route; /metrics waits for its gauges at most 1 s more
 FAST_S = 0.5  # the first 503 of an outage, as fast as the rest
 RECOVER_S = 15.0
