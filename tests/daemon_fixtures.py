@@ -42,6 +42,7 @@ from xpresso_env.testing.daemons import (
 )
 from xpresso_env.testing.leaks import LeakWatch
 from xpresso_env.testing.pg_cluster import PrivateCluster, cluster_missing_reason, private_cluster
+from xpresso_env.testing.postgres import postgres_available, temp_database
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +95,15 @@ def buildah_store(tmp_path_factory) -> Iterator[BuildahStore]:
     store.buildah("rm", "--all")
     store.buildah("rmi", "--all", "--force")
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    """A database of the test's own on the shared PostgreSQL (127.0.0.1:5432 or
+    XPRESSO_TEST_PG_ADMIN_DSN), dropped after the test."""
+    require(postgres_available(), "PostgreSQL is not reachable (set XPRESSO_TEST_PG_ADMIN_DSN)")
+    with temp_database() as dsn:
+        yield dsn
 
 
 @pytest.fixture

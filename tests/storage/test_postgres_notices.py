@@ -9,17 +9,8 @@ import logging
 import pytest
 
 from xpresso_env.storage import Notice
-from xpresso_env.testing import require
-from xpresso_env.testing.postgres import postgres_available, temp_database
 from xpresso_env.testing.storage_suite import open_backend
 from xpresso_env.testing.storage_suite.notices import collect, listening
-
-
-@pytest.fixture
-def pg_dsn():
-    require(postgres_available(), "PostgreSQL is not reachable (set XPRESSO_TEST_PG_ADMIN_DSN)")
-    with temp_database() as dsn:
-        yield dsn
 
 
 @pytest.fixture

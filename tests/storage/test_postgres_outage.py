@@ -15,21 +15,13 @@ from xpresso_env_plugins.storage_postgres.errors import translated
 
 from xpresso_env.core.codec import to_doc
 from xpresso_env.core.errors import StorageUnavailable
-from xpresso_env.testing import require
-from xpresso_env.testing.postgres import admin_dsn, postgres_available, temp_database
+from xpresso_env.testing.postgres import admin_dsn
 from xpresso_env.testing.storage_suite import insert, make_harness, open_backend, uid
 
 TIMEOUT_S = 1.0  # storage.busy_timeout_s: how long a request waits for a connection
 FAST_S = TIMEOUT_S + 2.0  # what the one request that finds the database gone may take, on a loaded machine
 INSTANT_S = 0.2  # what each request takes while the circuit breaker is open
 RECOVER_S = 15.0
-
-
-@pytest.fixture
-def pg_dsn():
-    require(postgres_available(), "PostgreSQL is not reachable (set XPRESSO_TEST_PG_ADMIN_DSN)")
-    with temp_database() as dsn:
-        yield dsn
 
 
 def _admin(sql: str, *params) -> None:

@@ -15,13 +15,6 @@ from xpresso_env.testing.postgres import admin_dsn, postgres_available, reset_da
 from xpresso_env.testing.storage_suite import insert, make_harness, open_backend, uid
 
 
-@pytest.fixture
-def pg_dsn():
-    require(postgres_available(), "PostgreSQL is not reachable (set XPRESSO_TEST_PG_ADMIN_DSN)")
-    with temp_database() as dsn:
-        yield dsn
-
-
 def factory():
     return pick_storage(make_plugin_manager(load_entry_points=False), "postgres").factory
 

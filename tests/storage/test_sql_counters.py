@@ -52,13 +52,6 @@ def make(spec):
 
 
 @pytest.fixture
-def pg_dsn():
-    require(postgres_available(), "PostgreSQL is not reachable (set XPRESSO_TEST_PG_ADMIN_DSN)")
-    with temp_database() as dsn:
-        yield dsn
-
-
-@pytest.fixture
 def pg_make(pg_dsn):
     make_backend, opened = _maker({"storage": {"backend": "postgres", "dsn": pg_dsn, "busy_timeout_s": 5.0}})
     yield make_backend
