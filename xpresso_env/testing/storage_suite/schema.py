@@ -36,27 +36,24 @@ class SchemaChecks(SuiteBase):
         with backend.write() as tx:
             assert isinstance(tx, Tx)
 
-    def test_the_suite_proves_what_the_backend_claims(self, backend):
-        from .counters import (
-            ChangeCounterConformance,  # that class derives from this one's suite
-        )
-
-        claims = change_counters(backend) is not None
-        proves = isinstance(self, ChangeCounterConformance)
+    def _proves_what_it_claims(self, backend, capability: str, claims: bool, suite: type) -> None:
+        """A backend offering ``capability`` runs its conformance suite, and one without does not."""
+        proves = isinstance(self, suite)
         assert claims == proves, (
-            f"storage '{backend.name}' {'claims' if claims else 'does not claim'} change counters: "
-            f"its conformance class must {'' if claims else 'not '}subclass ChangeCounterConformance")
+            f"storage '{backend.name}' {'claims' if claims else 'does not claim'} {capability}: "
+            f"its conformance class must {'' if claims else 'not '}subclass {suite.__name__}")
+
+    def test_the_suite_proves_what_the_backend_claims(self, backend):
+        from .counters import ChangeCounterConformance  # that class derives from this one's suite
+
+        self._proves_what_it_claims(backend, "change counters", change_counters(backend) is not None,
+                                    ChangeCounterConformance)
 
     def test_the_suite_proves_the_notices_the_backend_claims(self, backend):
-        from .notices import (
-            ChangeNoticeConformance,  # that class derives from this one's suite
-        )
+        from .notices import ChangeNoticeConformance  # that class derives from this one's suite
 
-        claims = change_notices(backend) is not None
-        proves = isinstance(self, ChangeNoticeConformance)
-        assert claims == proves, (
-            f"storage '{backend.name}' {'claims' if claims else 'does not claim'} change notices: "
-            f"its conformance class must {'' if claims else 'not '}subclass ChangeNoticeConformance")
+        self._proves_what_it_claims(backend, "change notices", change_notices(backend) is not None,
+                                    ChangeNoticeConformance)
 
     def test_fresh_store_is_version_0_and_init_brings_it_up(self, make_backend):
         fresh = make_backend(init=False)
