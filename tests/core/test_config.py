@@ -17,6 +17,28 @@ def test_default_yaml_documents_exactly_the_defaults():
     assert settings_as_dict(shipped) == settings_as_dict(Settings())
 
 
+def test_default_yaml_names_every_key():
+    # A key left out of the file still loads with its default: the comparison above cannot see it.
+    import dataclasses
+
+    import yaml
+
+    def missing(cls: type, node: object, path: str) -> list[str]:
+        out = []
+        for f in dataclasses.fields(cls):
+            if f.name in ("source", "base_dir"):  # where the settings came from, not settings
+                continue
+            if not isinstance(node, dict) or f.name not in node:
+                out.append(path + f.name)
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default):
+                out += missing(type(default), node[f.name], f"{path}{f.name}.")
+        return out
+
+    assert missing(Settings, yaml.safe_load((ROOT / "config" / "default.yaml").read_text()), "") == []
+
+
 def test_precedence_defaults_file_env_flags(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("server: {port: 9000, threads: 3}\nimages: {nfs_root: nfs}\n")
