@@ -196,7 +196,7 @@ def run_wrk(label: str, port: int, script: Path, duration: int, connections: int
      n_list, n_item, n_patch) = map(int, line.split()[1:])
     by_status = {int(c): int(k) for c, k in (p.split("=") for p in status_line.split()[1:])}
     return Result(label, n, n / (dur_us / 1e6), p50 / 1000, p99 / 1000, mx / 1000, conn + read + write + timeout,
-                  non2xx, by_status, {"list": n_list, "item": n_item, "patch": n_patch}, samples)
+                  non2xx, by_status=by_status, sent={"list": n_list, "item": n_item, "patch": n_patch}, rss_kb=samples)
 
 
 def call(port: int, method: str, path: str, headers: dict[str, str],
