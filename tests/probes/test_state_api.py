@@ -92,6 +92,35 @@ def test_the_services_own_state_changes_do_not_look_like_edits(world, refused_ur
     assert probes._records_changed() is False
 
 
+def test_an_edit_re_reads_the_records_of_its_group_only(world, refused_url):
+    """Issue 19 (mixed load): each PATCH moved a counter, and every sync_s the scheduler re-read
+    all 10,000 records and their states. Now it re-reads only the (kind, group)s whose counter
+    moved, and still learns of records added, edited (a new target) and deleted; a group added or
+    deleted, or a store-wide counter (yaml), re-reads everything."""
+    probes = world.ctx.probes
+    g1 = [world.post("/api/v2/engines", {"name": f"e{i}", "base_url": refused_url}).json["id"] for i in range(3)]
+    g2 = world.post("/api/v2/engines", {"name": "far", "base_url": refused_url}, group="g2").json["id"]
+    probes.run_due()  # every record probed once: each is due an interval from now
+    assert probes._moved() == (None if probes._counters.versions_store_wide else frozenset())
+    before = dict(probes._schedule)
+    assert world.patch(f"/api/v2/engines/{g1[0]}", {"base_url": refused_url + "/jenkins"}).status_code == 200
+    assert world.delete(f"/api/v2/engines/{g1[1]}").status_code == 204
+    added = world.post("/api/v2/engines", {"name": "new", "base_url": refused_url}).json["id"]
+    moved = probes._moved()
+    if probes._counters.versions_store_wide:
+        assert moved is None
+        return
+    assert moved == {("engine", "g1")}
+    probes._sync(moved)
+    schedule = probes._schedule
+    assert schedule[g2] is before[g2]  # g2 was not read again
+    assert schedule[g1[0]].target != before[g1[0]].target and schedule[g1[0]].due < before[g1[0]].due
+    assert g1[1] not in schedule and added in schedule and schedule[g1[2]].due == before[g1[2]].due
+    assert probes._moved() == frozenset()  # the counters read are taken as of that read
+    world.ctx.auth.add_group("g9")
+    assert probes._moved() is None  # a new group: every record is read again
+
+
 def test_health_has_a_probes_part(world):
     body = world.client.simulate_get("/api/v2/health").json
     assert body["probes"]["enabled"] is False and body["probes_problem"] is None

@@ -16,8 +16,9 @@
 * **What is due** is known from an in-memory schedule, with a heap of due times (a step pops
   what is due, it does not scan every record). Every ``probes.sync_s`` the scheduler asks the
   store's change counters whether any harness, engine or group changed (one small read) and
-  re-reads the records only then (and once an interval when another process probes too, or every
-  time on a backend without counters): records added, edited or deleted through other processes.
+  re-reads only the (kind, group)s whose counter moved (``schedule.py``; every record when a group
+  was added or deleted, once an interval when another process probes too, or every time on a
+  backend without counters): records added, edited or deleted through other processes.
   The service's own state changes move those counters too; it accounts for its own bumps
   (``_own_writes``), so a round that changes thousands of states does not re-read everything. An
   edit through this process is noticed at once (the ``xpresso_record_saved`` hook). Either way a
@@ -32,7 +33,6 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Optional, cast
 
@@ -41,34 +41,23 @@ from ..core.codec import from_doc
 from ..core.errors import XpressoError
 from ..core.metrics import NULL_METRICS, MetricsSink
 from ..core.models import Group
-from ..core.timeutil import Clock, parse_time, utcnow
+from ..core.timeutil import Clock, utcnow
 from ..hookspecs import hookimpl
 from ..journal.journal import Journal
-from ..runtime import lease
 from ..runtime.events import Events
 from ..runtime.loop import Loop
-from ..storage import CountingTx, StorageBackend, change_counters
+from ..storage import CountingTx, Key, StorageBackend, change_counters
 from .claims import Finished, Job, Outcome, ProbeClaims, Step, Watched, storable
 from .pool import ProbePool
 from .protocol import Prober, ProbeResult, ProbeTarget
-from .state import DISABLED, RECORD_KINDS, STATE_KIND, UNKNOWN, fingerprint, record_type
+from .schedule import GROUPS_KEY, Entry, entries, moved_keys, read_moved
+from .state import DISABLED, RECORD_KINDS, STATE_KIND, fingerprint
 
 log = logging.getLogger("xpresso_env.probes")
 
 TICK_S = 0.25  # the scheduler looks for due records at least this often
 STOP_JOIN_S = 10.0  # how long a stop waits for a scheduler step to end
 KIND_NAMES = {"harnesses": "harness", "engines": "engine"}
-
-
-@dataclass
-class Entry:
-    """What the scheduler knows of one record between syncs."""
-
-    kind: str
-    group: str
-    due: datetime
-    target: str  # fingerprint
-    disabled: bool
 
 
 class ProbeHooks:
@@ -206,10 +195,13 @@ class ProbeService:
                 # once an interval when another process probes too (due times moved by its
                 # probes; without the re-read each would cost a claim that finds it done).
                 periodic = now_m >= self._next_full and (self._others_seen or self._counters is None)
-                if periodic or self._records_changed():
+                moved = None if periodic else self._moved()
+                if moved is None:
                     self._others_seen = False
                     self._sync()
                     self._next_full = now_m + self.settings.interval_s
+                elif moved:
+                    self._sync(moved)
                 self._next_sync = now_m + self.settings.sync_s
             self._step()
             self._problem = None
@@ -231,56 +223,62 @@ class ProbeService:
         return waiting > 0 and (waiting >= self.settings.concurrency or waiting >= len(self._inflight))
 
     def _records_changed(self) -> bool:
-        if self._counters is None or self._watched is None:
-            return True  # a backend without counters: re-read every sync_s
-        keys, values = self._watched
-        return self._counters.versions(keys) != values
+        return self._moved() != frozenset()
 
-    def _sync(self) -> None:
-        """Re-read which records exist, their targets and when each is due."""
+    def _moved(self) -> Optional[frozenset[Key]]:
+        """The watched (kind, group)s changed since the last read (``schedule.moved_keys``);
+        None: re-read every record (also on a backend without counters, every sync_s)."""
+        if self._counters is None or self._watched is None:
+            return None
+        keys, values = self._watched
+        return moved_keys(keys, values, self._counters.versions(keys), self._counters.versions_store_wide)
+
+    def _sync(self, moved: Optional[frozenset[Key]] = None) -> None:
+        """Re-read which records exist, their targets and when each is due: every record, or with
+        ``moved`` only those of the (kind, group)s whose counters moved (``schedule.read_moved``).
+        Only the counters read are taken as of this read: a change to the others meanwhile is
+        seen at the next look."""
         now = self.clock()
+        watched = self._watched
         with self.storage.read() as tx:
-            records = [(kind, d) for kind in RECORD_KINDS for d in tx.query(kind, include_deleted=False)]
-            states = {d.id: d.body for d in tx.query(STATE_KIND)}
-            if self._counters is not None:
-                groups = sorted(d.id for d in tx.query(Group.KIND))
-                keys = ((Group.KIND, ""),) + tuple((k, g) for g in groups for k in RECORD_KINDS)
-                self._watched = (keys, cast(CountingTx, tx).versions(keys))
-        now_us = lease.micros(now)
-        schedule: dict[str, Entry] = {}
-        for kind, doc in records:
-            body = doc.body
-            disabled = body.get("configuration_state") == DISABLED
-            target = fingerprint(kind, body)
-            state = states.get(doc.id)
-            if disabled:
-                if body.get("operational_state") == UNKNOWN and (state is None or state.get("disabled")):
-                    continue  # nothing to do until it is enabled again
-                due = now
-            elif (kind, record_type(kind, body)) not in self.probers:
-                continue
-            elif state is None or state.get("target") != target or state.get("disabled") or not state.get("next_at"):
-                due = now
+            if moved is None or watched is None:
+                moved = None
+                records = [(kind, d) for kind in RECORD_KINDS for d in tx.query(kind, include_deleted=False)]
+                states = {d.id: d.body for d in tx.query(STATE_KIND)}
+                if self._counters is not None:
+                    groups = sorted(d.id for d in tx.query(Group.KIND))
+                    keys = (GROUPS_KEY,) + tuple((k, g) for g in groups for k in RECORD_KINDS)
+                    watched = (keys, cast(CountingTx, tx).versions(keys))
             else:
-                due = parse_time(state["next_at"])
-                if state.get("claimed_by") is not None:  # (most are not: no claim to read)
-                    held = lease.read_fields(state)
-                    if held is not None and not lease.takeable(held, now_us, by=self.owner):
-                        due = max(due, lease.from_micros(held.until))  # another process's live claim
-            schedule[doc.id] = Entry(kind, str(doc.group), due, target, disabled)
+                # Looked up one id at a time (atomic under the GIL), not iterated: no copy, no lock.
+                records, states, unchanged = read_moved(tx, moved, self._schedule)
+                read = cast(CountingTx, tx).versions(watched[0])
+        fresh = entries(records, states, now, self.probers, self.owner)
         with self._lock:
-            # An edit noticed while this read ran may be due sooner than the read says: keep the
-            # earlier time (a claim checks storage, so an early look costs a read, not a probe).
-            for record_id, entry in schedule.items():
-                old = self._schedule.get(record_id)
-                if old is not None and old.due < entry.due:
-                    entry.due = old.due
+            old = self._schedule
+            schedule = {} if moved is None else {rid: e for rid, e in old.items()
+                                                  if (e.kind, e.group) not in moved or rid in fresh or rid in unchanged}
+            for record_id, entry in fresh.items():
+                known = old.get(record_id)
+                # An edit noticed while this read ran may be due sooner than the read says: keep the
+                # earlier time (a claim checks storage, so an early look costs a read, not a probe).
+                if known is not None and known.due < entry.due:
+                    entry.due = known.due
+                schedule[record_id] = entry
+                if moved is not None and (known is None or known.due != entry.due):
+                    heapq.heappush(self._heap, (entry.due, record_id))  # (dropped entries' items go stale)
             for record_id in self._inflight:
-                if record_id in self._schedule:
-                    schedule[record_id] = self._schedule[record_id]
+                if record_id in old:
+                    schedule[record_id] = old[record_id]
             self._schedule = schedule
-            self._heap = [(entry.due, record_id) for record_id, entry in schedule.items()]
-            heapq.heapify(self._heap)
+            if moved is None:
+                self._heap = [(entry.due, record_id) for record_id, entry in schedule.items()]
+                heapq.heapify(self._heap)
+                self._watched = watched
+            elif self._watched is not None:
+                keys, values = self._watched
+                self._watched = (keys, tuple(new if key in moved else value
+                                             for key, value, new in zip(keys, values, read)))
 
     def _step(self) -> None:
         now = self.clock()
