@@ -114,6 +114,31 @@ def test_a_run_that_leaves_something_behind_fails_and_it_is_ended(tmp_path: Path
     assert _gone(child), f"pid {child} still runs"
 
 
+@pytest.mark.slow
+def test_under_xdist_a_worker_that_leaves_something_behind_fails_the_run(tmp_path: Path):
+    """With parallel workers (pytest-xdist) a worker's own report is not shown: what it left is
+    reported by the controller, the run fails, and the process is killed."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_leaky.py").write_text(textwrap.dedent("""
+        import subprocess
+        from pathlib import Path
+
+        def test_leaky():
+            child = subprocess.Popen(["sleep", "300"], start_new_session=True)
+            (Path(__file__).parent / "child.pid").write_text(str(child.pid))
+
+        def test_clean():
+            pass
+    """))
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                          "-p", "xpresso_env.testing.leaks", "-o", "leak_watch_wait_s=0.5", "test_leaky.py"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "left behind" in res.stdout and "running: pid" in res.stdout and "sleep 300" in res.stdout, res.stdout
+    assert "2 passed" in res.stdout, res.stdout
+    assert _gone(int((tmp_path / "child.pid").read_text())), "the child still runs"
+
+
 def test_temp_folders_go_to_ram_only_on_a_tmpfs_with_room():
     assert ram_temp_root("/") is None  # not a tmpfs
     assert ram_temp_root("/no/such/folder") is None
