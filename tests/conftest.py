@@ -26,8 +26,10 @@ from xpresso_env.app import AppContext, build_context, create_app
 from xpresso_env.config import Settings, load_settings
 
 # The run's temp folders in RAM (xpresso_env.testing.tempdirs); the run fails if it leaves a
-# mount, a process or a listening socket behind (xpresso_env.testing.leaks).
-pytest_plugins = ["xpresso_env.testing.tempdirs", "xpresso_env.testing.leaks", "tests.daemon_fixtures"]
+# mount, a process or a listening socket behind (xpresso_env.testing.leaks); the processes it
+# starts reuse compiled bytecode (xpresso_env.testing.bytecode).
+pytest_plugins = ["xpresso_env.testing.tempdirs", "xpresso_env.testing.leaks", "xpresso_env.testing.bytecode",
+                  "tests.daemon_fixtures"]
 ALL_BACKENDS = ("sqlite", "yaml", "postgres")
 SECRET = "test-secret-" + "s" * 40
 # A test using one of these (directly or through its fixtures) needs Docker, buildah, Chromium,

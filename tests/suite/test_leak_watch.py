@@ -1,6 +1,7 @@
 """The suite's own guards: a run that leaves a mount, a process or a listening socket behind fails
-(xpresso_env.testing.leaks), and the run's temp folders go to RAM when there is room
-(xpresso_env.testing.tempdirs)."""
+(xpresso_env.testing.leaks), the run's temp folders go to RAM when there is room
+(xpresso_env.testing.tempdirs), and its processes reuse compiled bytecode
+(xpresso_env.testing.bytecode)."""
 from __future__ import annotations
 
 import os
@@ -175,3 +176,24 @@ def test_a_run_stopped_with_sigterm_still_tears_its_fixtures_down(tmp_path: Path
                          env={**os.environ, "PYTEST_DEBUG_TEMPROOT": str(temp_root)})
     assert res.returncode == pytest.ExitCode.INTERRUPTED, res.stdout + res.stderr
     assert (temp_root / "torn-down").read_text() == "yes"
+
+
+def test_with_no_bytecode_asked_for_the_run_keeps_it_in_pytests_cache(tmp_path: Path):
+    """xpresso_env.testing.bytecode: the processes a run starts reuse compiled modules from
+    .pytest_cache, and nothing is written beside the sources."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "helper.py").write_text("VALUE = 1\n")
+    (tmp_path / "test_env.py").write_text(textwrap.dedent("""
+        import os, subprocess, sys
+
+        def test_env():
+            assert "PYTHONDONTWRITEBYTECODE" not in os.environ
+            subprocess.run([sys.executable, "-c", "import helper"], check=True, cwd=os.path.dirname(__file__))
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "xpresso_env.testing.bytecode",
+                          "test_env.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**env, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert list((tmp_path / ".pytest_cache" / "d" / "pycache").rglob("helper.*.pyc"))
+    assert not (tmp_path / "__pycache__").exists()
