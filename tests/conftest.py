@@ -15,6 +15,7 @@ that take more than about two seconds for another reason (real server processes,
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -40,13 +41,19 @@ REAL_BUILDERS = frozenset({"docker", "buildah"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         params = callspec.params.values() if callspec is not None else ()
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or any(
                 isinstance(value, str) and value in REAL_BUILDERS for value in params):
             item.add_marker(pytest.mark.slow)
+    if hasattr(config, "workerinput"):
+        # pytest-xdist hands whole files to the workers in this order: the files with the most slow
+        # tests go first, so that the run does not end with the other workers idle, waiting for one
+        # slow file. A stable sort: every file stays whole and in its own order.
+        slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+        items.sort(key=lambda item: -slow[item.path])
 
 
 def selected_backends() -> list[str]:
