@@ -32,7 +32,8 @@ def _gone(pid: int, timeout_s: float = 10.0) -> bool:
     return False
 
 
-def test_a_child_left_running_is_a_leak_until_it_ends():
+def test_a_child_left_running_is_a_leak_until_it_ends(background):
+    background.wait_all()  # the run's own preparations (pip) are this process's children too
     env = dict(os.environ)
     watch = LeakWatch.start(environ=env)
     child = subprocess.Popen(["sleep", "30"], env=env)
@@ -44,9 +45,10 @@ def test_a_child_left_running_is_a_leak_until_it_ends():
     assert not watch.leaks()
 
 
-def test_an_orphan_is_found_by_the_marker_it_inherited():
+def test_an_orphan_is_found_by_the_marker_it_inherited(background):
     """A build step whose server was killed is re-parented away from this process: the marker in
     its environment still names it as this run's."""
+    background.wait_all()  # the run's own preparations (pip) are this process's children too
     env = dict(os.environ)
     watch = LeakWatch.start(environ=env)
     out = subprocess.run(["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"], env=env, capture_output=True,

@@ -115,6 +115,12 @@ class Background:
         assert job.outcome is not None
         return job.outcome
 
+    def wait_all(self, timeout_s: float = 900) -> None:
+        """Wait for every preparation started so far: a test that counts this process's children
+        (the leak watch's own tests) must not count a preparation's."""
+        for job in list(self._jobs.values()):
+            job.done.wait(timeout_s)
+
     def stop(self) -> None:
         for job in self._jobs.values():
             job.stop()
