@@ -49,6 +49,8 @@ setup(
         "docker": [],  # kept so `pip install '.[docker]'` still works: docker is now always installed
         "test": [
             "pytest>=7",
+            # Parallel workers (pytest.ini): the suite mostly waits on processes, builds and timeouts.
+            "pytest-xdist>=3.5",
             "requests>=2.28",
             "openapi-spec-validator>=0.7",
             "schemathesis>=4.0",  # brings hypothesis and jsonschema-rs, which the tests use too

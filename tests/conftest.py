@@ -15,6 +15,7 @@ that take more than about two seconds for another reason (real server processes,
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -26,8 +27,10 @@ from xpresso_env.app import AppContext, build_context, create_app
 from xpresso_env.config import Settings, load_settings
 
 # The run's temp folders in RAM (xpresso_env.testing.tempdirs); the run fails if it leaves a
-# mount, a process or a listening socket behind (xpresso_env.testing.leaks).
-pytest_plugins = ["xpresso_env.testing.tempdirs", "xpresso_env.testing.leaks", "tests.daemon_fixtures"]
+# mount, a process or a listening socket behind (xpresso_env.testing.leaks); the processes it
+# starts reuse compiled bytecode (xpresso_env.testing.bytecode).
+pytest_plugins = ["xpresso_env.testing.tempdirs", "xpresso_env.testing.leaks", "xpresso_env.testing.bytecode",
+                  "tests.daemon_fixtures"]
 ALL_BACKENDS = ("sqlite", "yaml", "postgres")
 SECRET = "test-secret-" + "s" * 40
 # A test using one of these (directly or through its fixtures) needs Docker, buildah, Chromium,
@@ -38,13 +41,19 @@ REAL_BUILDERS = frozenset({"docker", "buildah"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         params = callspec.params.values() if callspec is not None else ()
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or any(
                 isinstance(value, str) and value in REAL_BUILDERS for value in params):
             item.add_marker(pytest.mark.slow)
+    if hasattr(config, "workerinput"):
+        # pytest-xdist hands whole files to the workers in this order: the files with the most slow
+        # tests go first, so that the run does not end with the other workers idle, waiting for one
+        # slow file. A stable sort: every file stays whole and in its own order.
+        slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+        items.sort(key=lambda item: -slow[item.path])
 
 
 def selected_backends() -> list[str]:

@@ -43,6 +43,7 @@ from xpresso_env.testing.daemons import (
 from xpresso_env.testing.leaks import LeakWatch
 from xpresso_env.testing.pg_cluster import PrivateCluster, cluster_missing_reason, private_cluster
 from xpresso_env.testing.postgres import postgres_available, temp_database
+from xpresso_env.testing.tempdirs import run_folder
 
 
 @pytest.fixture(scope="session")
@@ -131,20 +132,27 @@ def _pyats_commands(venv: Path) -> list[list[str]]:
             [str(venv / "bin" / "pip"), "install", "-q", "--no-compile", "--disable-pip-version-check", "pyats"]]
 
 
+def _pyats_venv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # One installation per run, shared by its xdist workers (the first to start makes it).
+    return run_folder(tmp_path_factory, request.config) / "pyats-venv"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def early_start(request: pytest.FixtureRequest, background: Background,
                 tmp_path_factory: pytest.TempPathFactory) -> None:
     """Start the slow preparations the collected tests will need, before the first test runs."""
     used = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
     if "pyats_venv" in used:
-        background.start("pyats", _pyats_commands(tmp_path_factory.getbasetemp() / "pyats-venv"))
+        venv = _pyats_venv(request, tmp_path_factory)
+        background.start("pyats", _pyats_commands(venv), shared=venv)
 
 
 @pytest.fixture(scope="session")
-def pyats_venv(background: Background, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pyats_venv(request: pytest.FixtureRequest, background: Background,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv with the real pyATS from the package index, made once per test run."""
-    venv = tmp_path_factory.getbasetemp() / "pyats-venv"
-    outcome = background.wait("pyats", _pyats_commands(venv))
+    venv = _pyats_venv(request, tmp_path_factory)
+    outcome = background.wait("pyats", _pyats_commands(venv), shared=venv)
     if outcome.returncode != 0:
         pytest.fail(f"pip install pyats failed (the probe tests need the package index):\n{outcome.output[-2000:]}")
     return venv

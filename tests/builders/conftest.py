@@ -14,10 +14,11 @@ from typing import Optional
 import pytest
 
 from tests.git_repo import GitRepo
+from tests.waiting import worker_sleep_s
 from xpresso_env.builds.sdk.builder import BuildRequest
 
 # A sleep length no other test on the machine is likely to use: lets a test find leftovers.
-SLEEP_S = 37
+SLEEP_S = worker_sleep_s(37)
 
 
 # --------------------------------------------------------------------------- git repositories

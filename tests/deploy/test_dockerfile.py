@@ -316,8 +316,8 @@ def _wait_healthy(container, port: int) -> dict:
             resp = requests.get(url, timeout=5)
             if resp.status_code == 200:
                 return resp.json()
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # still starting (a busy machine may take longer than one request's timeout)
         if time.monotonic() > deadline:
             pytest.fail(f"{url} did not answer 200 in {START_TIMEOUT_S} s:\n{container.logs().decode()}",
                         pytrace=False)

@@ -20,10 +20,11 @@ import pytest
 
 from tests.conftest import World, make_settings
 from tests.git_repo import GitRepo
+from tests.waiting import worker_sleep_s
 from xpresso_env.testing.daemons import BUSYBOX_REF
 
 # A sleep length no other test uses, so a test can look for leftover processes by command line.
-SLEEP_S = 41
+SLEEP_S = worker_sleep_s(41)
 FINAL = ("successful", "failed", "cancelled")
 
 

@@ -52,7 +52,11 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # it ended (and was reaped) since the kill above: ESRCH or ENOENT
+        return False
+    return not stat.split(") ")[-1].startswith("Z")
 
 
 def health(url: str) -> dict:

@@ -1,6 +1,7 @@
 """The suite's own guards: a run that leaves a mount, a process or a listening socket behind fails
-(xpresso_env.testing.leaks), and the run's temp folders go to RAM when there is room
-(xpresso_env.testing.tempdirs)."""
+(xpresso_env.testing.leaks), the run's temp folders go to RAM when there is room
+(xpresso_env.testing.tempdirs), and its processes reuse compiled bytecode
+(xpresso_env.testing.bytecode)."""
 from __future__ import annotations
 
 import os
@@ -31,7 +32,8 @@ def _gone(pid: int, timeout_s: float = 10.0) -> bool:
     return False
 
 
-def test_a_child_left_running_is_a_leak_until_it_ends():
+def test_a_child_left_running_is_a_leak_until_it_ends(background):
+    background.wait_all()  # the run's own preparations (pip) are this process's children too
     env = dict(os.environ)
     watch = LeakWatch.start(environ=env)
     child = subprocess.Popen(["sleep", "30"], env=env)
@@ -43,9 +45,10 @@ def test_a_child_left_running_is_a_leak_until_it_ends():
     assert not watch.leaks()
 
 
-def test_an_orphan_is_found_by_the_marker_it_inherited():
+def test_an_orphan_is_found_by_the_marker_it_inherited(background):
     """A build step whose server was killed is re-parented away from this process: the marker in
     its environment still names it as this run's."""
+    background.wait_all()  # the run's own preparations (pip) are this process's children too
     env = dict(os.environ)
     watch = LeakWatch.start(environ=env)
     out = subprocess.run(["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"], env=env, capture_output=True,
@@ -114,6 +117,31 @@ def test_a_run_that_leaves_something_behind_fails_and_it_is_ended(tmp_path: Path
     assert _gone(child), f"pid {child} still runs"
 
 
+@pytest.mark.slow
+def test_under_xdist_a_worker_that_leaves_something_behind_fails_the_run(tmp_path: Path):
+    """With parallel workers (pytest-xdist) a worker's own report is not shown: what it left is
+    reported by the controller, the run fails, and the process is killed."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_leaky.py").write_text(textwrap.dedent("""
+        import subprocess
+        from pathlib import Path
+
+        def test_leaky():
+            child = subprocess.Popen(["sleep", "300"], start_new_session=True)
+            (Path(__file__).parent / "child.pid").write_text(str(child.pid))
+
+        def test_clean():
+            pass
+    """))
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                          "-p", "xpresso_env.testing.leaks", "-o", "leak_watch_wait_s=0.5", "test_leaky.py"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "left behind" in res.stdout and "running: pid" in res.stdout and "sleep 300" in res.stdout, res.stdout
+    assert "2 passed" in res.stdout, res.stdout
+    assert _gone(int((tmp_path / "child.pid").read_text())), "the child still runs"
+
+
 def test_temp_folders_go_to_ram_only_on_a_tmpfs_with_room():
     assert ram_temp_root("/") is None  # not a tmpfs
     assert ram_temp_root("/no/such/folder") is None
@@ -150,3 +178,24 @@ def test_a_run_stopped_with_sigterm_still_tears_its_fixtures_down(tmp_path: Path
                          env={**os.environ, "PYTEST_DEBUG_TEMPROOT": str(temp_root)})
     assert res.returncode == pytest.ExitCode.INTERRUPTED, res.stdout + res.stderr
     assert (temp_root / "torn-down").read_text() == "yes"
+
+
+def test_with_no_bytecode_asked_for_the_run_keeps_it_in_pytests_cache(tmp_path: Path):
+    """xpresso_env.testing.bytecode: the processes a run starts reuse compiled modules from
+    .pytest_cache, and nothing is written beside the sources."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "helper.py").write_text("VALUE = 1\n")
+    (tmp_path / "test_env.py").write_text(textwrap.dedent("""
+        import os, subprocess, sys
+
+        def test_env():
+            assert "PYTHONDONTWRITEBYTECODE" not in os.environ
+            subprocess.run([sys.executable, "-c", "import helper"], check=True, cwd=os.path.dirname(__file__))
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "xpresso_env.testing.bytecode",
+                          "test_env.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**env, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert list((tmp_path / ".pytest_cache" / "d" / "pycache").rglob("helper.*.pyc"))
+    assert not (tmp_path / "__pycache__").exists()

@@ -13,6 +13,8 @@ ended. Everything comes from /proc, so nothing is guessed:
   this process or by one of those processes.
 
 Other work on the machine (another run's daemon, a database) is neither ours nor counted.
+Under pytest-xdist every worker keeps a watch of its own (its marker, its descendants, its temp
+folder) and hands what it found to the controller, whose report fails the run.
 """
 from __future__ import annotations
 
@@ -303,18 +305,42 @@ def leak_watch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     return watch
 
 
+def _report(session: pytest.Session, text: str) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.section("left behind", sep="=", red=True, bold=True)
+        reporter.line(text, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.hookimpl(trylast=True)  # after the runner's: every fixture has been torn down by then
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     watch = session.config.stash.get(WATCH, None)
     if watch is None:
         return
     leaks = watch.settle(float(session.config.getini("leak_watch_wait_s")))
-    if not leaks:
-        return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.ensure_newline()
-        reporter.section("left behind", sep="=", red=True, bold=True)
-        reporter.line(describe(leaks, watch.folders), red=True)
-    watch.clean(leaks)
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    # Under pytest-xdist each worker watches what it started; nobody sees a worker's report or exit
+    # status, so it hands its findings to the controller (pytest_testnodedown), which fails the run.
+    worker_output = getattr(session.config, "workeroutput", None)
+    found = [*session.config.stash.get(WORKER_LEAKS, [])]
+    if leaks:
+        text = describe(leaks, watch.folders)
+        watch.clean(leaks)
+        if worker_output is not None:
+            worker_output[LEFT_BEHIND] = text
+        else:
+            found.append(text)
+    if found:
+        _report(session, "\n".join(found))
+
+
+LEFT_BEHIND = "xpresso_left_behind"
+WORKER_LEAKS = pytest.StashKey[list[str]]()
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, in the controller: a worker has finished
+def pytest_testnodedown(node, error) -> None:
+    text = getattr(node, "workeroutput", {}).get(LEFT_BEHIND)
+    if text:
+        node.config.stash.setdefault(WORKER_LEAKS, []).append(f"[{node.gateway.id}] {text}")

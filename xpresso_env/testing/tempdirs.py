@@ -10,6 +10,7 @@ temp folders on ``/dev/shm`` when that is a tmpfs with room to spare. pytest tak
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -39,6 +40,13 @@ def ram_temp_root(path: str = RAM_ROOT, min_free: int = MIN_FREE_BYTES) -> Optio
         return None
     st = os.statvfs(path)
     return path if st.f_bavail * st.f_frsize >= min_free else None
+
+
+def run_folder(tmp_path_factory: pytest.TempPathFactory, config: pytest.Config) -> Path:
+    """The run's temp folder. Under pytest-xdist each worker's folder is inside the run's
+    (``<run>/popen-gw0``): that one, shared by the workers, is the run's."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(config, "workerinput") else base
 
 
 def pytest_configure(config: pytest.Config) -> None:
