@@ -215,3 +215,17 @@ def test_racing_guesses_on_two_processes_are_checked_no_more_than_the_limit(make
         t.join(60)
     assert sorted(codes) == [401] * 3 + [429] * 13, codes
     assert all(login(w, "mem").status_code == 429 for w in worlds)
+
+
+def test_the_dummy_hash_is_made_at_the_first_check_not_when_the_service_is_built():
+    """Every CLI command and process builds the service, and few check a password: the dummy hash
+    an unknown user is checked against (about 0.13 s at the default cost) is made when the
+    first password is checked, with the configured parameters, whoever that check is for."""
+    from xpresso_env.access.passwords import Passwords
+
+    passwords = Passwords(time_cost=1, memory_kib=1024, parallelism=1)
+    assert passwords._dummy is None
+    stored = passwords.hash("a right password")
+    assert passwords.verify(stored, "a right password").ok
+    assert passwords._dummy is not None and passwords._dummy.startswith("$argon2id$v=19$m=1024,t=1,p=1$")
+    assert not passwords.verify(None, "a right password").ok

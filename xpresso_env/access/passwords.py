@@ -5,7 +5,9 @@ never exported: only its hash is stored.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import Optional
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -25,8 +27,12 @@ class Passwords:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism,
                                       type=Type.ID)
         # Checked against when the user has no password, so that an unknown user costs the same
-        # time as a wrong password (CONTRACT section 13).
-        self._dummy = self._hasher.hash("no such user: a dummy password")
+        # time as a wrong password (CONTRACT section 13). Made at the first verification, whoever
+        # it is for (so that first one costs the same either way), not here: a hash costs a
+        # tenth of a second, and most commands and processes that build the service never
+        # check a password.
+        self._dummy: Optional[str] = None
+        self._dummy_lock = threading.Lock()
 
     def hash(self, password: str) -> str:
         return self._hasher.hash(password)
@@ -36,12 +42,19 @@ class Passwords:
         dummy hash for the time it takes)."""
         if len(password) > MAX_LENGTH:
             return Verdict(False)
+        dummy = self._dummy_hash()
         if stored_hash is None:
-            self._check(self._dummy, password)
+            self._check(dummy, password)
             return Verdict(False)
         if not self._check(stored_hash, password):
             return Verdict(False)
         return Verdict(True, rehash=self._hasher.check_needs_rehash(stored_hash))
+
+    def _dummy_hash(self) -> str:
+        with self._dummy_lock:
+            if self._dummy is None:
+                self._dummy = self._hasher.hash("no such user: a dummy password")
+            return self._dummy
 
     def _check(self, stored_hash: str, password: str) -> bool:
         try:
