@@ -85,11 +85,12 @@ def test_the_services_own_state_changes_do_not_look_like_edits(world, refused_ur
     world.post("/api/v2/engines", {"name": "other-group", "base_url": refused_url}, group="g2")
     assert sorted(o.state for o in probes.run_due()) == ["OFFLINE"] * 4  # UNKNOWN -> OFFLINE: records written
     assert all(world.get(f"/api/v2/engines/{i}").json["operational_state"] == "OFFLINE" for i in ids)
-    assert probes._records_changed() is probes._counters.versions_store_wide
+    store_wide = probes._counters.versions_store_wide
+    assert probes._moved() == (None if store_wide else frozenset())  # None: every record is read again
     world.patch(f"/api/v2/engines/{ids[0]}", {"site": "OTT"})  # an edit (not a target: no restart)
-    assert probes._records_changed() is True
+    assert probes._moved() == (None if store_wide else {("engine", "g1")})
     probes.run_due()  # re-reads (nothing due, nothing written): the edit is known
-    assert probes._records_changed() is False
+    assert probes._moved() == frozenset()
 
 
 def test_an_edit_re_reads_the_records_of_its_group_only(world, refused_url):

@@ -222,9 +222,6 @@ class ProbeService:
         waiting = len(self._finished)
         return waiting > 0 and (waiting >= self.settings.concurrency or waiting >= len(self._inflight))
 
-    def _records_changed(self) -> bool:
-        return self._moved() != frozenset()
-
     def _moved(self) -> Optional[frozenset[Key]]:
         """The watched (kind, group)s changed since the last read (``schedule.moved_keys``);
         None: re-read every record (also on a backend without counters, every sync_s)."""

@@ -42,7 +42,7 @@ class _Job:
                 if lock is None:
                     self.outcome = Outcome(-1, "stopped")
                     return
-                if self.shared.with_name(self.shared.name + ".done").exists():
+                if self._beside(".done").exists():
                     self.outcome = Outcome(0, "made by another process of this run")
                     return
             for argv in self.commands:
@@ -57,7 +57,7 @@ class _Job:
                 if self.proc.returncode != 0:
                     return
             if self.shared is not None:
-                self.shared.with_name(self.shared.name + ".done").touch()
+                self._beside(".done").touch()
         except OSError as exc:
             self.outcome = Outcome(-1, str(exc))
         finally:
@@ -65,10 +65,14 @@ class _Job:
                 lock.close()  # releases the flock
             self.done.set()
 
+    def _beside(self, suffix: str) -> Path:
+        """``<shared><suffix>``: the lock and the "made" mark beside the shared preparation."""
+        assert self.shared is not None
+        return self.shared.with_name(self.shared.name + suffix)
+
     def _lock(self):
         """The shared preparation's lock, held until closed; None if the job was stopped meanwhile."""
-        assert self.shared is not None
-        fh = open(self.shared.with_name(self.shared.name + ".lock"), "a")
+        fh = open(self._beside(".lock"), "a")
         while True:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

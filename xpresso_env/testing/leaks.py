@@ -305,6 +305,12 @@ def leak_watch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     return watch
 
 
+# What a pytest-xdist worker left behind, handed to the controller in its workeroutput, and the
+# controller's collection of them.
+LEFT_BEHIND = "xpresso_left_behind"
+WORKER_LEAKS = pytest.StashKey[list[str]]()
+
+
 def _report(session: pytest.Session, text: str) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
@@ -333,10 +339,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             found.append(text)
     if found:
         _report(session, "\n".join(found))
-
-
-LEFT_BEHIND = "xpresso_left_behind"
-WORKER_LEAKS = pytest.StashKey[list[str]]()
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, in the controller: a worker has finished
