@@ -326,6 +326,25 @@ def _log_findings(log: Path, access_log: bool, top: int = 8) -> list[str]:
     return out
 
 
+def in_server_times(log: Path, offset: int = 0) -> str:
+    """Each kind of request's time inside the server (from entering the app to its answer, the
+    access log's figure; waitress's queue not included), from ``offset`` of the log on: where the
+    tail comes from."""
+    times: dict[str, list[float]] = collections.defaultdict(list)
+    with open(log, "rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode(errors="replace")
+    for m in re.finditer(r"xpresso_env\.access: (\w+) /api/v2/harnesses(/\S+)? \d{3} ([\d.]+)ms", text):
+        times[f"{m.group(1)} {'item' if m.group(2) else 'list'}"].append(float(m.group(3)))
+    parts = []
+    for kind, values in sorted(times.items()):
+        values.sort()
+        n = len(values)
+        parts.append(f"{kind} p50 {values[n // 2]:.1f} ms, p90 {values[int(n * 0.9)]:.1f}, "
+                     f"p99 {values[int(n * 0.99)]:.1f} ({n:,})")
+    return "time inside the server (access log): " + ("; ".join(parts) or "no access lines")
+
+
 def _rss_verdict(samples: list[tuple[float, int]], duration: int) -> tuple[bool, float, str]:
     """Flat after warm-up: the last third's peak minus the first sample (taken as the measured run
     starts, after the warm-up) stays under RSS_FLAT_MB."""
@@ -363,6 +382,7 @@ def _run(args, tmp: Path, servers: list) -> int:
         run_wrk("warm-up", port, script, args.warmup, args.connections, args.wrk_threads)
     print(f"xpresso-env serve ({tag}, {args.threads} threads, pid {server.pid}): wrk -c {args.connections} "
           f"-d {args.duration}s, {mix} ...", flush=True)
+    offset = server.log.stat().st_size
     service = run_wrk(f"serve ({tag})", port, script, args.duration, args.connections, args.wrk_threads,
                       watch_pid=server.pid)
     rss_end = proc_status(server.pid)
@@ -370,6 +390,8 @@ def _run(args, tmp: Path, servers: list) -> int:
     server.stop()
     servers.remove(server)
     findings = _log_findings(server.log, args.access_log == "on")
+    if args.access_log == "on":
+        findings.insert(0, in_server_times(server.log, offset))
 
     for name, body in captured.items():
         (tmp / f"{name}.body").write_bytes(body)

@@ -321,9 +321,11 @@ def _mixed_serve(args, tmp: Path, servers: list, store: Path, processes: int, sc
     sampler = RssSampler(pids)
     sampler.start()
     cpu0 = cpu_of(pids)
+    offset = server.log.stat().st_size
     result = mixed.run_wrk(f"serve, {processes} process(es)", server.port, script, args.mixed_duration, 64,
                            args.wrk_threads)
     cpu = cpu_of(pids) - cpu0
+    print(f"    {processes} process(es), {mixed.in_server_times(server.log, offset)}", flush=True)
     sampler.stop.set()
     sampler.join()
     server.stop()

@@ -11,7 +11,10 @@ with wrk:
   miss, see ``LUA``),
 
 then stops it and runs the same against the ceiling: a bare WSGI app on waitress with the same
-thread count that answers the exact bytes the service answered. Each run also reads the server
+thread count that answers the exact bytes the service answered. The item reads also run against a
+second bare app that first reads each record through the SQLite store's own read (one statement,
+as a miss does): what that one read costs a waitress thread among the others, whatever the
+service does around it. Each run also reads the server
 process's CPU time (user + system, ``/proc/<pid>/stat``) before and after: CPU per request.
 Prints each round, then medians of requests/s, p99 and CPU per request, the medians of the
 rounds' paired ratios (service / ceiling in req/s, ceiling / service in CPU per request), the
@@ -233,10 +236,14 @@ def serve_command(config: Path, override: Optional[str] = None) -> list[str]:
 
 
 # -- the ceiling: a bare WSGI app answering captured bytes -------------------------------------------
-def serve_ceiling(port: int, threads: int, list_file: str, item_file: str) -> None:
+def serve_ceiling(port: int, threads: int, list_file: str, item_file: str, store: Optional[str] = None) -> None:
+    """The bare app. With ``store`` (a SQLite file), each read by id first reads its record through
+    the SQLite store's own read (one statement, its visible groups, the body decoded), as a miss
+    must: what that read alone costs a waitress thread, beside the threads of the other requests."""
     import waitress
 
     list_body, item_body = Path(list_file).read_bytes(), Path(item_file).read_bytes()
+    read_record = _store_read(Path(store)) if store else None
     list_headers = [("Content-Type", "application/json"), ("Content-Length", str(len(list_body))),
                     ("X-Total-Count", "50")]
     item_headers = [("Content-Type", "application/json"), ("Content-Length", str(len(item_body)))]
@@ -245,6 +252,9 @@ def serve_ceiling(port: int, threads: int, list_file: str, item_file: str) -> No
         if environ["PATH_INFO"] == LIST_PATH:
             start_response("200 OK", list_headers)
             return [list_body]
+        if read_record is not None and read_record(environ["PATH_INFO"].rpartition("/")[2]) is None:
+            start_response("404 Not Found", [("Content-Length", "0")])
+            return []
         start_response("200 OK", item_headers)
         return [item_body]
 
@@ -257,6 +267,19 @@ def serve_ceiling(port: int, threads: int, list_file: str, item_file: str) -> No
     # The same waitress options as `xpresso-env serve`.
     server = dataclasses.replace(ServerSettings(), host="127.0.0.1", port=port, threads=threads)
     waitress.serve(app, _quiet=True, **waitress_options(server))
+
+
+def _store_read(path: Path):
+    from xpresso_env_plugins.storage_sqlite import SQLiteStorage
+
+    storage = SQLiteStorage(path)
+
+    def read_record(record_id: str):
+        with storage.read() as tx:
+            tx.one_statement_left()  # as the service's read of a record by id (ReadScope, one_statement)
+            return tx.get("harness", record_id)
+
+    return read_record
 
 
 # -- sampling profile of the running server (py-spy) ----------------------------------------------------
@@ -385,11 +408,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="run this instead of `xpresso-env --config {config} serve` ({config} is replaced; "
                         "it must listen on the configured 127.0.0.1 port)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (prints where)")
-    p.add_argument("--ceiling-server", nargs=4, metavar=("PORT", "THREADS", "LIST", "ITEM"), help=argparse.SUPPRESS)
+    p.add_argument("--ceiling-server", nargs="+", help=argparse.SUPPRESS)  # PORT THREADS LIST ITEM [STORE]
     args = p.parse_args(argv)
     if args.ceiling_server:
-        port, threads, list_file, item_file = args.ceiling_server
-        serve_ceiling(int(port), int(threads), list_file, item_file)
+        port, threads, list_file, item_file, *store = args.ceiling_server
+        serve_ceiling(int(port), int(threads), list_file, item_file, *store)
         return 0
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -457,6 +480,8 @@ def _run(args, tmp: Path, servers: list) -> int:
     pairs: dict[tuple[str, str], list[tuple[Result, Result]]] = {}
     rss: dict[str, dict[str, int]] = {}
     ceiling: Optional[Server] = None
+    read_ceiling: Optional[Server] = None  # the ceiling that reads each item's record from the store first
+    reads: list[tuple[Result, Result, Result]] = []  # each round's item runs: service, ceiling, read_ceiling
 
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.access_log]
     for access_log in modes:
@@ -474,6 +499,11 @@ def _run(args, tmp: Path, servers: list) -> int:
                                   str(args.threads), str(tmp / "list.body"), str(tmp / "item.body")],
                                  port, tmp / "ceiling.log")
                 servers.append(ceiling)
+                port = free_port()
+                read_ceiling = Server([sys.executable, str(Path(__file__).resolve()), "--ceiling-server", str(port),
+                                       str(args.threads), str(tmp / "list.body"), str(tmp / "item.body"),
+                                       str(tmp / "xpresso.sqlite3")], port, tmp / "read-ceiling.log")
+                servers.append(read_ceiling)
                 if args.warmup:
                     run_wrk("warm-up", ceiling.port, scripts["list"], args.warmup, args.connections,
                             args.wrk_threads)
@@ -510,13 +540,21 @@ def _run(args, tmp: Path, servers: list) -> int:
                 top = run_wrk(f"{labels[mode]}  [ceiling]", ceiling.port, scripts[mode], args.duration,
                               args.connections, args.wrk_threads, pid=ceiling.pid)
                 pairs.setdefault((tag, mode), []).append((svc, top))
+                if mode == "item" and read_ceiling is not None:
+                    floor = run_wrk(f"{labels[mode]}  [ceiling + the store's read]", read_ceiling.port, scripts[mode],
+                                    args.duration, args.connections, args.wrk_threads, pid=read_ceiling.pid)
+                    reads.append((svc, top, floor))
+                    print(f"  round {rnd}, {tag}, item: the ceiling reading each record from the store first "
+                          f"{floor.rps:,.0f} req/s ({floor.cpu_us:.0f} us CPU a request): "
+                          f"{floor.rps / top.rps:.2f} of the ceiling", flush=True)
                 print(f"  round {rnd}, {tag}, {mode}: serve {svc.rps:,.0f} req/s (p99 {svc.p99_ms:.1f} ms, "
                       f"{svc.cpu_us:.0f} us CPU a request), ceiling {top.rps:,.0f} req/s (p99 {top.p99_ms:.1f} ms, "
                       f"{top.cpu_us:.0f} us): {svc.rps / top.rps:.2f} in req/s, {top.cpu_us / svc.cpu_us:.2f} in CPU "
                       f"per request; load average {os.getloadavg()[0]:.2f}", flush=True)
-    if ceiling is not None:
-        ceiling.stop()
-        servers.remove(ceiling)
+    for bare in (ceiling, read_ceiling):
+        if bare is not None:
+            bare.stop()
+            servers.remove(bare)
 
     print()
     print(f"wrk: {args.connections} connections, {args.wrk_threads} threads, {args.duration:g} s per run, "
@@ -543,6 +581,17 @@ def _run(args, tmp: Path, servers: list) -> int:
                      f"{row['cpu_ratio']:.2f}", " ".join(f"{r:.2f}" for r in cpu_ratios), f"{int(row['errors'])}"])
     print(table(rows, ["endpoint", "req/s", "p99 ms", "ceiling req/s", "ceiling p99", "ratio", "each round",
                        "CPU us/req", "ceiling's", "CPU ratio", "each round", "errors"]))
+    if reads:
+        bare = [floor.rps / top.rps for _, top, floor in reads]
+        bare_cpu = [top.cpu_us / floor.cpu_us for _, top, floor in reads]
+        svc_rps = [svc.rps / floor.rps for svc, _, floor in reads]
+        svc_cpu = [floor.cpu_us / svc.cpu_us for svc, _, floor in reads]
+        print(f"\nthe ceiling reading each item's record through the SQLite store first (one statement, as a miss "
+              f"does): {_median([f.rps for *_, f in reads]):,.0f} req/s, "
+              f"{_median([f.cpu_us for *_, f in reads]):.0f} us CPU a request: {_median(bare):.2f} of the bare "
+              f"ceiling in req/s ({' '.join(f'{r:.2f}' for r in bare)}), {_median(bare_cpu):.2f} in CPU per request "
+              f"({' '.join(f'{r:.2f}' for r in bare_cpu)}); the service's item misses are {_median(svc_rps):.2f} of "
+              f"it in req/s, {_median(svc_cpu):.2f} in CPU per request")
     print()
     for when, st in rss.items():
         print(f"server memory {when}: VmRSS {st['VmRSS'] / 1024:.1f} MB, peak (VmHWM) {st['VmHWM'] / 1024:.1f} MB")
