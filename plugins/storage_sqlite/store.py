@@ -15,6 +15,7 @@ from xpresso_env.core.errors import StorageError, StorageUnavailable
 from xpresso_env.storage import Key
 from xpresso_env.storage.sql_counters import SchemaGate, migrate
 
+from .commit_group import Group, Groups
 from .commit_sequence import CommitSequence, commit_sequence_path
 from .writers import WriterQueue, writers_path
 from .schema import COUNTERS_VERSION, MIGRATIONS, SCHEMA_VERSION
@@ -43,6 +44,10 @@ class SQLiteStorage:
         # thread slept in BEGIN IMMEDIATE (benchmarks/mixed.py). Other processes still meet
         # SQLite's lock and its busy_timeout.
         self._writers = threading.Lock()
+        # ... and, while a leader's group commits (it no longer holds the writer lock), the next
+        # leader waits here: its BEGIN IMMEDIATE would wait in SQLite's busy handler otherwise.
+        self._leading = threading.Lock()
+        self._groups = Groups()
         # ... and the writers of every process queue on a lock file (writers.py), not in that handler.
         self._turns = WriterQueue(writers_path(self.path))
         self._counters_gate = SchemaGate(COUNTERS_VERSION)
@@ -118,13 +123,25 @@ class SQLiteStorage:
             raise
         if not tx.begun:
             return  # nothing or one statement read, in autocommit: nothing to end
-        mine = self._seq.begin() if tx.changed and self._seq is not None else None
         try:
-            if tx.counters.pending and self._counters_gate.ready(lambda: self._schema_version(conn)):
-                tx.counters.flush()
-            conn.execute("COMMIT")
+            self._flush_counters(conn, tx)
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
+            raise translate(exc) from exc
+        self._commit(conn, tx.changed)
+
+    def _flush_counters(self, conn: sqlite3.Connection, tx: SQLiteTx) -> None:
+        if tx.counters.pending and self._counters_gate.ready(lambda: self._schema_version(conn)):
+            tx.counters.flush()
+
+    def _commit(self, conn: sqlite3.Connection, changed: bool) -> None:
+        """COMMIT (ROLLBACK if it fails); ``changed``: a STAMPED_KINDS document was written, so the
+        commit sequence moves around it."""
+        mine = self._seq.begin() if changed and self._seq is not None else None
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _roll_back(conn)
             raise translate(exc) from exc
         finally:
             if mine is not None:
@@ -150,13 +167,98 @@ class SQLiteStorage:
 
     @contextmanager
     def write(self) -> Iterator[SQLiteTx]:
-        if not self._writers.acquire(timeout=self._busy_timeout_s):
-            raise StorageUnavailable("The SQLite database is busy, try again later.")
+        """A write transaction: this process's writers run their blocks one at a time; a writer
+        that finds a group open joins it, else it leads one (commit_group.py)."""
+        self._groups.queue()
         try:
-            with self._turns.turn(), self._transaction("BEGIN IMMEDIATE") as tx:
-                yield tx
+            got = self._writers.acquire(timeout=self._busy_timeout_s)
         finally:
+            self._groups.unqueue()
+        if not got:
+            raise StorageUnavailable("The SQLite database is busy, try again later.")
+        group = self._groups.join()
+        if group is None:
+            with self._lead() as tx:
+                yield tx
+        else:
+            with self._member(group) as tx:
+                yield tx
+
+    @contextmanager
+    def _lead(self) -> Iterator[SQLiteTx]:
+        """Entered holding the writer lock: begin, run the block, then, if writers of this process
+        wait, let them run theirs in this transaction before the one COMMIT."""
+        holds_writers = True
+        try:
+            if not self._leading.acquire(timeout=self._busy_timeout_s):  # the group before commits
+                raise StorageUnavailable("The SQLite database is busy, try again later.")
+            try:
+                with self._turns.turn():
+                    conn = self._connect()
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                    except sqlite3.Error as exc:
+                        raise translate(exc) from exc
+                    tx = SQLiteTx(conn)
+                    try:
+                        yield tx
+                        self._flush_counters(conn, tx)
+                    except BaseException as exc:
+                        _roll_back(conn)
+                        if isinstance(exc, sqlite3.Error):
+                            raise translate(exc) from exc
+                        raise
+                    group = Group(conn, changed=tx.changed)
+                    waiting = self._groups.waiting()
+                    if waiting:
+                        self._groups.open(group)
+                        self._writers.release()
+                        holds_writers = False
+                        self._groups.close(group, waiting, self._busy_timeout_s)
+                    try:
+                        self._commit(conn, group.changed)
+                    except BaseException as exc:
+                        group.error = exc
+                        raise
+                    finally:
+                        group.done.set()
+            finally:
+                self._leading.release()
+        finally:
+            if holds_writers:
+                self._writers.release()
+
+    @contextmanager
+    def _member(self, group: Group) -> Iterator[SQLiteTx]:
+        """Entered holding the writer lock, counted in ``group``: run the block in the group's
+        transaction inside a SAVEPOINT, hand the lock on, and return once the group committed."""
+        conn = group.conn
+        tx = SQLiteTx(conn)
+        changed = False
+        try:
+            try:
+                conn.execute("SAVEPOINT xpresso_member")
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
+            try:
+                yield tx
+                self._flush_counters(conn, tx)
+            except BaseException as exc:
+                _roll_back(conn, "ROLLBACK TO xpresso_member", "RELEASE xpresso_member")
+                if isinstance(exc, sqlite3.Error):
+                    raise translate(exc) from exc
+                raise
+            try:
+                conn.execute("RELEASE xpresso_member")
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
+            changed = tx.changed
+        finally:
+            self._groups.left(group, changed)
             self._writers.release()
+        group.done.wait()
+        if group.error is not None:
+            raise StorageUnavailable(f"The write was not committed: {group.error}")
 
     def current_version(self) -> int:
         conn = self._connect()
@@ -209,3 +311,13 @@ class SQLiteStorage:
                     pass
             self._all.clear()
         self._local = _PerThread()
+
+
+def _roll_back(conn: sqlite3.Connection, *statements: str) -> None:
+    """Undo (``ROLLBACK``, or ``statements``) on the way out of a failure, which it must not hide:
+    after some errors SQLite has already rolled the whole transaction back."""
+    for statement in statements or ("ROLLBACK",):
+        try:
+            conn.execute(statement)
+        except sqlite3.Error:
+            return
