@@ -7,6 +7,11 @@ for its first statement, and a read that says it is one statement (``SQLiteTx.on
 the registry's reads by id and by name, ``access/reads.py``) runs it alone, in autocommit, its own
 snapshot: no BEGIN and COMMIT, each a release of the GIL on a busy server.
 
+Writers queue: in a process on a thread lock, across processes on a lock file (:mod:`.writers`).
+The writers of a process that queue behind a write run their blocks in its transaction, on its
+connection, one thread at a time, and share its COMMIT (:mod:`.commit_group`): the only time a
+connection serves another thread, and never two at once.
+
 Change counters (``ChangeCounters``, see ``xpresso_env/storage/__init__.py``) live in the ``counters`` table,
 kept by ``xpresso_env.storage.sql_counters`` as on PostgreSQL. A ``CommitSequence`` beside the database
 gives the cache a store-wide ``change_stamp`` that costs a memory read. Migration 3 starts the counter of every (kind, group) that already holds documents at 1 (0 stays
@@ -15,8 +20,8 @@ code needs schema 3 refuses to start on schema 2 (``check_ready``). Processes ru
 xpresso-env do not bump counters: stop them all before ``xpresso-env init`` upgrades the store.
 
 Its modules: :mod:`.schema` (the migrations), :mod:`.tx` (a transaction's statements),
-:mod:`.commit_sequence` (the store-wide stamp beside the database) and :mod:`.store` (connections,
-transactions, init).
+:mod:`.commit_sequence` (the store-wide stamp beside the database), :mod:`.writers` (the writers'
+lock file), :mod:`.commit_group` (group commit) and :mod:`.store` (connections, transactions, init).
 """
 from __future__ import annotations
 

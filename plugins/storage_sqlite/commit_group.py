@@ -12,6 +12,7 @@ A writer that finds nobody waiting commits at once, as before: a lone write wait
 """
 from __future__ import annotations
 
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 from typing import Optional
@@ -22,7 +23,7 @@ class Group:
     """One open write transaction that waiting writers of this process may join (``conn``: the
     leader's connection, used by one writer at a time under the store's writer lock)."""
 
-    conn: object
+    conn: sqlite3.Connection
     changed: bool = False  # whether any member wrote a STAMPED_KINDS document
     joined: int = 0  # members whose blocks ran (or failed) in it
     active: int = 0  # members running their block now

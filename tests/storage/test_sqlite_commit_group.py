@@ -34,101 +34,85 @@ def _committed_names(store: SQLiteStorage) -> set[str]:
         conn.close()
 
 
-def _queue_behind_a_held_write(store: SQLiteStorage, write_one, first_hold: threading.Event):
-    """Start a write that holds its block open, then QUEUED writers behind it; returns the threads
-    once all of them wait for the writer lock."""
-    threads = [threading.Thread(target=write_one, args=(0,))]
-    threads[0].start()
-    deadline = time.monotonic() + 10
-    while not first_hold.is_set():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    for n in range(1, QUEUED + 1):
-        threads.append(threading.Thread(target=write_one, args=(n,)))
-        threads[-1].start()
-    while store._groups.waiting() < QUEUED:  # all of them wait for the lock the first one holds
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    return threads
+class Writers:
+    """QUEUED + 1 threads, each inserting harness n: writer 0 holds its block open until
+    ``release()``, the others queue behind it. What each saw or raised is kept by n."""
+
+    def __init__(self, store: SQLiteStorage, failing: int = -1):
+        self.store = store
+        self.failing = failing  # the writer whose block raises ValueError
+        self.holding, self.go = threading.Event(), threading.Event()
+        self.raised: dict[int, BaseException] = {}
+        self.visible_on_return: dict[int, bool] = {}
+        self.threads = [threading.Thread(target=self._write, args=(n,)) for n in range(QUEUED + 1)]
+
+    def _write(self, n: int) -> None:
+        try:
+            with self.store.write() as tx:
+                tx.insert(to_doc(make_harness(n)))
+                if n == 0:
+                    self.holding.set()
+                    assert self.go.wait(10)
+                if n == self.failing:
+                    raise ValueError("this block fails")
+        except BaseException as exc:
+            self.raised[n] = exc
+            return
+        # Returned: the change is durable and visible to everyone.
+        self.visible_on_return[n] = make_harness(n).name in _committed_names(self.store)
+
+    def queue(self) -> None:
+        """Start writer 0, then the others once it holds its block; return when all of them wait
+        for the writer lock it holds."""
+        deadline = time.monotonic() + 10
+        self.threads[0].start()
+        assert self.holding.wait(10)
+        for t in self.threads[1:]:
+            t.start()
+        while self.store._groups.waiting() < QUEUED:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    def release(self) -> None:
+        self.go.set()
+        for t in self.threads:
+            t.join(10)
 
 
 def test_writers_queued_behind_a_write_commit_with_it_in_one_commit(store):
-    holding, go = threading.Event(), threading.Event()
-    seen_after_return: dict[int, bool] = {}
     stamp_before = store.change_stamp()
-
-    def write_one(n: int) -> None:
-        with store.write() as tx:
-            tx.insert(to_doc(make_harness(n)))
-            if n == 0:
-                holding.set()
-                assert go.wait(10)
-        # Returned: the change is durable and visible to everyone.
-        seen_after_return[n] = make_harness(n).name in _committed_names(store)
-
-    threads = _queue_behind_a_held_write(store, write_one, holding)
-    go.set()
-    for t in threads:
-        t.join(10)
-    assert all(seen_after_return.get(n) for n in range(QUEUED + 1)), seen_after_return
+    writers = Writers(store)
+    writers.queue()
+    writers.release()
+    assert writers.raised == {}
+    assert writers.visible_on_return == {n: True for n in range(QUEUED + 1)}
     assert len(_committed_names(store)) == QUEUED + 1
     # One COMMIT for the five writes: the commit sequence moved once.
     assert store.change_stamp() == stamp_before + 1
 
 
 def test_a_member_whose_block_raises_loses_only_its_own_changes(store):
-    holding, go = threading.Event(), threading.Event()
-    raised: dict[int, BaseException] = {}
-
-    def write_one(n: int) -> None:
-        try:
-            with store.write() as tx:
-                tx.insert(to_doc(make_harness(n)))
-                if n == 0:
-                    holding.set()
-                    assert go.wait(10)
-                if n == 2:
-                    raise ValueError("this block fails")
-        except BaseException as exc:
-            raised[n] = exc
-
-    threads = _queue_behind_a_held_write(store, write_one, holding)
-    go.set()
-    for t in threads:
-        t.join(10)
-    assert set(raised) == {2} and isinstance(raised[2], ValueError)
-    names = _committed_names(store)
-    assert make_harness(2).name not in names
-    assert names == {make_harness(n).name for n in range(QUEUED + 1) if n != 2}
+    writers = Writers(store, failing=2)
+    writers.queue()
+    writers.release()
+    assert set(writers.raised) == {2} and isinstance(writers.raised[2], ValueError)
+    assert _committed_names(store) == {make_harness(n).name for n in range(QUEUED + 1) if n != 2}
 
 
 def test_when_the_group_commit_fails_every_member_raises_and_nothing_is_kept(store, monkeypatch):
-    holding, go = threading.Event(), threading.Event()
-    raised: dict[int, BaseException] = {}
     real_commit = store._commit
 
     def failing_commit(conn, changed):
         conn.execute("ROLLBACK")
         raise StorageUnavailable("SQLite error: disk I/O error")
 
-    def write_one(n: int) -> None:
-        try:
-            with store.write() as tx:
-                tx.insert(to_doc(make_harness(n)))
-                if n == 0:
-                    holding.set()
-                    assert go.wait(10)
-        except BaseException as exc:
-            raised[n] = exc
-
-    threads = _queue_behind_a_held_write(store, write_one, holding)
+    writers = Writers(store)
+    writers.queue()
     monkeypatch.setattr(store, "_commit", failing_commit)
-    go.set()
-    for t in threads:
-        t.join(10)
-    assert sorted(raised) == list(range(QUEUED + 1))
-    assert all(isinstance(e, StorageUnavailable) for e in raised.values())
-    assert "not committed" in str(raised[1])
+    writers.release()
+    assert sorted(writers.raised) == list(range(QUEUED + 1))
+    assert all(isinstance(e, StorageUnavailable) for e in writers.raised.values())
+    assert "not committed" in str(writers.raised[1])
     assert _committed_names(store) == set()
     # The store goes on: the next write commits on its own.
     monkeypatch.setattr(store, "_commit", real_commit)
