@@ -9,6 +9,9 @@ the writers that were waiting run their blocks in it one at a time, each inside 
 block that raises rolls back its own changes only), then commits once for all. No writer returns
 before the COMMIT that holds its changes; if that COMMIT fails, every one of them raises.
 A writer that finds nobody waiting commits at once, as before: a lone write waits for no one.
+
+A leader's ``with storage.write()`` returns only after its members' blocks ran: so a lock held
+around a write must never be taken inside a write block (no code of ours does either).
 """
 from __future__ import annotations
 
