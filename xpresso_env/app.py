@@ -366,7 +366,7 @@ def create_app(ctx: AppContext, router: Optional[CompiledRouter] = None) -> falc
     app.add_route("/api/v2/health", api_meta.Health(ctx.pm, ctx.storage, storage_info, ctx.images, ctx.probes,
                                                           ctx.serving))
     if ctx.images is not None:
-        api_images.add_routes(app, ctx.reads, ctx.body, ctx.images, ctx.settings.server.threads)
+        api_images.add_routes(app, ctx.reads, ctx.body, ctx.images, ctx.settings.server.threads_per_process)
     if ctx.settings.server.ui:
         api_ui.add_routes(app, api_ui.Assets())  # the web page: / and /ui/<shipped file>, not API routes
     ctx.pm.hook.xpresso_add_routes(app=app, ctx=ctx)

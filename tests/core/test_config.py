@@ -119,3 +119,12 @@ def test_unknown_prefixed_environment_variables_are_errors():
 def test_connection_defaults_keep_idle_clients_from_locking_others_out():
     s = Settings().server
     assert s.connection_limit >= 1000 > 100 and s.channel_timeout_s <= 30 and s.cleanup_interval_s <= 10
+
+
+@pytest.mark.parametrize("threads, processes, each", [(8, 1, 8), (8, 2, 4), (8, 3, 3), (3, 2, 2), (8, 16, 1), (1, 1, 1)])
+def test_server_threads_are_shared_out_among_the_processes(threads, processes, each):
+    from xpresso_env.http.server import waitress_options
+
+    server = dataclasses.replace(Settings().server, threads=threads, processes=processes)
+    assert server.threads_per_process == each
+    assert waitress_options(server)["threads"] == each  # what each serving process's waitress runs

@@ -77,7 +77,7 @@ def serving(url: str, generation: int = 1, count: int = 2) -> bool:
 def two_processes(tmp_path: Path, kind: str, env: dict | None = None, **extra) -> Iterator[tuple]:
     with database(kind, tmp_path) as storage:
         settings = {"storage": storage, "auth": {"secret_file": "secret"},
-                    "server": {"processes": 2, "threads": 4, "drain_s": 10},
+                    "server": {"processes": 2, "threads": 8, "drain_s": 10},
                     "probes": {"enabled": False},
                     "images": {"nfs_root": "nfs", "logs_root": "logs", "workspace_root": "ws"}, **extra}
         config = write_config(tmp_path / "conf", settings)
@@ -98,6 +98,8 @@ def test_a_killed_process_is_replaced_and_both_read_every_write(tmp_path, kind):
     with two_processes(tmp_path, kind) as (server, _, _, headers):
         first = children(server.pid)
         assert len(first) == 2 and server.pid not in first
+        # server.threads (8) is the whole server's: each of the two processes runs half of them
+        assert "with 2 processes" in server.log() and "4 threads each" in server.log(), server.log()
         # every connection is a new one: the kernel hands them to both processes
         seen = {requests.get(f"{server.url}/api/v2/health", headers={"Connection": "close"},
                              timeout=10).json()["processes"]["pid"] for _ in range(40)}

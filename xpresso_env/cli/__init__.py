@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"address to listen on; 0.0.0.0 for every interface (server.host, default {d.host})")
     p.add_argument("--port", type=int, help=f"TCP port to listen on (server.port, default {d.port})")
     p.add_argument("--threads", type=int, metavar="N",
-                   help=f"requests handled at once (server.threads, default {d.threads})")
+                   help=f"requests handled at once, shared among the processes (server.threads, default "
+                        f"{d.threads})")
     p.add_argument("--processes", type=_processes, metavar="N",
                    help=f"processes serving the port, or {PROCESSES_AUTO} for one per CPU (server.processes, "
                         f"default {d.processes}); with more than one, SIGHUP reloads without dropping a request")

@@ -176,7 +176,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     def announce() -> None:
         if ready_fd is None:
             log.info("xpresso-env serving on http://%s:%s/ (storage %s, %s threads, at most %s connections)",
-                     s.host, s.port, settings.storage.backend, s.threads, s.connection_limit)
+                     s.host, s.port, settings.storage.backend, s.threads_per_process, s.connection_limit)
         else:  # the supervisor says it once all its processes serve
             log.debug("process %d serving", os.getpid())
             os.write(ready_fd, READY)

@@ -28,7 +28,7 @@ def waitress_options(server: ServerSettings, address: bool = True) -> dict[str, 
     """The keyword arguments for ``waitress.create_server`` (or ``waitress.serve``); without
     ``address`` (host and port) for a server handed its listening socket."""
     where = dict(host=server.host, port=server.port) if address else {}
-    return dict(**where, threads=server.threads, ident="xpresso-env",
+    return dict(**where, threads=server.threads_per_process, ident="xpresso-env",
                 max_request_body_size=max(server.max_body_bytes * 2, 1 << 20),
                 connection_limit=server.connection_limit, channel_timeout=math.ceil(server.channel_timeout_s),
                 cleanup_interval=math.ceil(server.cleanup_interval_s),
@@ -80,7 +80,7 @@ def create_server(app: Callable, s: ServerSettings, sock: Optional[socket.socket
 
     # Storage-free routes have threads of their own (``lanes``): a hung database never holds them.
     lanes = LaneDispatcher()
-    lanes.set_thread_count(s.threads)
+    lanes.set_thread_count(s.threads_per_process)
     try:
         if sock is not None:
             server = waitress.create_server(app, _dispatcher=lanes, sockets=[sock], **waitress_options(s, address=False))

@@ -122,7 +122,7 @@ class Supervisor:
             s = self.settings.server
             log.info("xpresso-env serving on http://%s:%s/ with %d processes (pids %s, storage %s, %s threads "
                      "each); SIGHUP reloads", s.host, s.port, len(self.children),
-                     " ".join(str(c.pid) for c in self.children), self.settings.storage.backend, s.threads)
+                     " ".join(str(c.pid) for c in self.children), self.settings.storage.backend, s.threads_per_process)
             while not self._stop:
                 self._tick()
             return 0
