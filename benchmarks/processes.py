@@ -396,7 +396,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="pairs of runs in each part (2)")
     p.add_argument("-c", "--connections", type=int, default=16, help="wrk connections of sockets and list (16)")
     p.add_argument("--wrk-threads", type=int, default=2)
-    p.add_argument("--threads", type=int, default=ServerSettings.threads, help="waitress threads a process")
+    p.add_argument("--threads", type=int, default=ServerSettings.threads,
+                   help="server.threads: shared among the serving processes; the ceiling runs them all")
     p.add_argument("--access-log", choices=("on", "off"), default="off", help="in the list part (off)")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--socket-child", nargs=3, help=argparse.SUPPRESS)

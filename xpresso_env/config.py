@@ -138,9 +138,8 @@ class ServerSettings:
     @property
     def threads_per_process(self) -> int:
         """Each serving process's share of ``threads`` (rounded up): more processes add cores, not
-        threads. Under the mixed load, two processes of 8 threads each on 2 CPUs kept a write
-        waiting for the GIL behind 15 other threads; 4 each cut a PATCH's time in the server by
-        two thirds (benchmarks/README.md)."""
+        threads. Every thread of a process wants its one GIL, and a write holding the store's lock
+        waits behind them (benchmarks/README.md, "Threads shared out among the processes")."""
         return max(1, -(-self.threads // max(1, self.processes)))
 
 

@@ -1,14 +1,14 @@
 """Group commit: the writers of one process that queue behind a write join its transaction, and
 one COMMIT (one fsync of the WAL) makes them all durable.
 
-Under the mixed load with two processes, the store's one write lock was ~90 % busy: a write held
-it 7-9 ms (0.7 ms alone), 2-3 ms of it the COMMIT's fsync, and a PATCH waited ~90 ms for its turn
-(benchmarks/README.md). A writer that finishes its block while others of its process wait for
-theirs (its *leader* role) does not commit at once: it opens a ``Group`` on its connection, lets
-the writers that were waiting run their blocks in it one at a time, each inside a SAVEPOINT (a
-block that raises rolls back its own changes only), then commits once for all. No writer returns
-before the COMMIT that holds its changes; if that COMMIT fails, every one of them raises.
-A writer that finds nobody waiting commits at once, as before: a lone write waits for no one.
+Under a write-heavy load the store's one write lock was nearly always busy, much of it in each
+write's own fsync and in hand-offs between writers (benchmarks/README.md, "group commit"). A
+writer that finishes its block while others of its process wait for theirs (its *leader* role)
+does not commit at once: it opens a ``Group`` on its connection, lets the writers that were
+waiting run their blocks in it one at a time, each inside a SAVEPOINT (a block that raises rolls
+back its own changes only), then commits once for all. No writer returns before the COMMIT that
+holds its changes; if that COMMIT fails, every one of them raises. A writer that finds nobody
+waiting commits at once, as before: a lone write waits for no one.
 
 A leader's ``with storage.write()`` returns only after its members' blocks ran: so a lock held
 around a write must never be taken inside a write block (no code of ours does either).
