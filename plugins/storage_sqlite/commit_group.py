@@ -30,7 +30,6 @@ class Group:
     changed: bool = False  # whether any member wrote a STAMPED_KINDS document
     joined: int = 0  # members whose blocks ran (or failed) in it
     active: int = 0  # members running their block now
-    open: bool = True
     done: threading.Event = field(default_factory=threading.Event)
     error: Optional[BaseException] = None  # the COMMIT's failure, raised again by every member
 
@@ -82,5 +81,4 @@ class Groups:
             self.cond.wait_for(lambda: group.joined >= expected or (self.queued == 0 and group.active == 0),
                                timeout_s)
             self.current = None
-            group.open = False
             self.cond.wait_for(lambda: group.active == 0)
