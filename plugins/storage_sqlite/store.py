@@ -209,16 +209,17 @@ class SQLiteStorage:
                             raise translate(exc) from exc
                         raise
                     group = Group(conn, changed=tx.changed)
-                    waiting = self._groups.waiting()
-                    if waiting:
-                        self._groups.open(group)
-                        self._writers.release()
-                        holds_writers = False
-                        self._groups.close(group, waiting, self._busy_timeout_s)
-                    try:
+                    try:  # whatever happens from here, the members hear of it
+                        waiting = self._groups.waiting()
+                        if waiting:
+                            self._groups.open(group)
+                            self._writers.release()
+                            holds_writers = False
+                            self._groups.close(group, waiting, self._busy_timeout_s)
                         self._commit(conn, group.changed)
                     except BaseException as exc:
                         group.error = exc
+                        _roll_back(conn)  # nothing to undo after a failed COMMIT, which rolled back
                         raise
                     finally:
                         group.done.set()
