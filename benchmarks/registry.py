@@ -425,6 +425,17 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _start_ceiling(args, tmp: Path, servers: list, name: str, store: Optional[Path] = None) -> Server:
+    """The bare app (``serve_ceiling``) on the captured bodies; with ``store``, reading each item
+    through it first."""
+    port = free_port()
+    argv = [sys.executable, str(Path(__file__).resolve()), "--ceiling-server", str(port), str(args.threads),
+            str(tmp / "list.body"), str(tmp / "item.body")] + ([str(store)] if store else [])
+    server = Server(argv, port, tmp / f"{name}.log")
+    servers.append(server)
+    return server
+
+
 def _start_service(args, tmp: Path, servers: list, access_log: bool, total: int) -> Server:
     """A fresh server on a fresh copy of the seeded store: its response cache is empty (every item
     request misses), and its first probe round is over before the runs, as on a server that has
@@ -494,16 +505,8 @@ def _run(args, tmp: Path, servers: list) -> int:
             if ceiling is None:  # the same bytes from a bare app, started once, measured while no service runs
                 (tmp / "list.body").write_bytes(list_body)
                 (tmp / "item.body").write_bytes(item_body)
-                port = free_port()
-                ceiling = Server([sys.executable, str(Path(__file__).resolve()), "--ceiling-server", str(port),
-                                  str(args.threads), str(tmp / "list.body"), str(tmp / "item.body")],
-                                 port, tmp / "ceiling.log")
-                servers.append(ceiling)
-                port = free_port()
-                read_ceiling = Server([sys.executable, str(Path(__file__).resolve()), "--ceiling-server", str(port),
-                                       str(args.threads), str(tmp / "list.body"), str(tmp / "item.body"),
-                                       str(tmp / "xpresso.sqlite3")], port, tmp / "read-ceiling.log")
-                servers.append(read_ceiling)
+                ceiling = _start_ceiling(args, tmp, servers, "ceiling")
+                read_ceiling = _start_ceiling(args, tmp, servers, "read-ceiling", tmp / "xpresso.sqlite3")
                 if args.warmup:
                     run_wrk("warm-up", ceiling.port, scripts["list"], args.warmup, args.connections,
                             args.wrk_threads)

@@ -140,7 +140,7 @@ class ServerSettings:
         """Each serving process's share of ``threads`` (rounded up): more processes add cores, not
         threads. Every thread of a process wants its one GIL, and a write holding the store's lock
         waits behind them (benchmarks/README.md, "Threads shared out among the processes")."""
-        return max(1, -(-self.threads // max(1, self.processes)))
+        return -(-self.threads // self.processes)  # both are checked positive
 
 
 @dataclass(frozen=True)

@@ -103,18 +103,11 @@ class SQLiteStorage:
         return conn
 
     @contextmanager
-    def _transaction(self, begin: str, deferred: bool = False) -> Iterator[SQLiteTx]:
-        """``deferred``: BEGIN waits for the first statement, and is skipped when the reader says
-        that one statement is all it reads (``SQLiteTx.one_statement_left``)."""
+    def _read_transaction(self) -> Iterator[SQLiteTx]:
+        """BEGIN waits for the first statement, and is skipped when the reader says that one
+        statement is all it reads (``SQLiteTx.one_statement_left``)."""
         conn = self._connect()
-        if deferred:
-            tx = SQLiteTx(conn, begin)
-        else:
-            try:
-                conn.execute(begin)
-            except sqlite3.Error as exc:
-                raise translate(exc) from exc
-            tx = SQLiteTx(conn)
+        tx = SQLiteTx(conn, "BEGIN")
         try:
             yield tx
         except BaseException:
@@ -163,7 +156,7 @@ class SQLiteStorage:
         return SQLiteTx(self._connect()).versions(keys)
 
     def read(self) -> ContextManager[SQLiteTx]:
-        return self._transaction("BEGIN", deferred=True)
+        return self._read_transaction()
 
     @contextmanager
     def write(self) -> Iterator[SQLiteTx]:
@@ -200,14 +193,9 @@ class SQLiteStorage:
                     except sqlite3.Error as exc:
                         raise translate(exc) from exc
                     tx = SQLiteTx(conn)
-                    try:
+                    with _undone_on_failure(conn, "ROLLBACK"):
                         yield tx
                         self._flush_counters(conn, tx)
-                    except BaseException as exc:
-                        _roll_back(conn)
-                        if isinstance(exc, sqlite3.Error):
-                            raise translate(exc) from exc
-                        raise
                     group = Group(conn, changed=tx.changed)
                     try:  # whatever happens from here, the members hear of it
                         waiting = self._groups.waiting()
@@ -241,14 +229,9 @@ class SQLiteStorage:
                 conn.execute("SAVEPOINT xpresso_member")
             except sqlite3.Error as exc:
                 raise translate(exc) from exc
-            try:
+            with _undone_on_failure(conn, "ROLLBACK TO xpresso_member", "RELEASE xpresso_member"):
                 yield tx
                 self._flush_counters(conn, tx)
-            except BaseException as exc:
-                _roll_back(conn, "ROLLBACK TO xpresso_member", "RELEASE xpresso_member")
-                if isinstance(exc, sqlite3.Error):
-                    raise translate(exc) from exc
-                raise
             try:
                 conn.execute("RELEASE xpresso_member")
             except sqlite3.Error as exc:
@@ -312,6 +295,19 @@ class SQLiteStorage:
                     pass
             self._all.clear()
         self._local = _PerThread()
+
+
+@contextmanager
+def _undone_on_failure(conn: sqlite3.Connection, *statements: str) -> Iterator[None]:
+    """A block whose failure runs ``statements`` (the undo) and leaves as a domain error when
+    sqlite3 raised it."""
+    try:
+        yield
+    except BaseException as exc:
+        _roll_back(conn, *statements)
+        if isinstance(exc, sqlite3.Error):
+            raise translate(exc) from exc
+        raise
 
 
 def _roll_back(conn: sqlite3.Connection, *statements: str) -> None:
