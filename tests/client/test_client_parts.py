@@ -110,7 +110,7 @@ def test_completion_scripts_are_valid_shell():
     import subprocess
 
     from xpresso_env.client.completion import bash_script, zsh_script
-    from xpresso_env.client.main import build_parser
+    from xpresso_env.client.parser import build_parser
 
     for shell, text in (("bash", bash_script(build_parser())), ("zsh", zsh_script(build_parser()))):
         assert shutil.which(shell), f"{shell} is installed by .ci/run"

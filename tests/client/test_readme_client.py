@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from xpresso_env.client.main import build_parser
+from xpresso_env.client.parser import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 

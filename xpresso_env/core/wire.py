@@ -2,7 +2,7 @@
 
 - The records a client receives (harness and engine v2/v1, the name look-up, the image record, a
   record's ``/state``): their keys in the order they are sent, with each value's JSON Schema.
-  ``render.py`` renders records from these tables and ``http/openapi.py`` documents them from the
+  ``render.py`` renders records from these tables and ``http/openapi/`` documents them from the
   same tables.
 - The grammar of every string a client sends (:class:`TextGrammar`), and of the names the service
   makes from them (a registry namespace): the services validate with it (``validation.py``) and
