@@ -32,7 +32,7 @@ def opened(settings: Settings, **kwargs) -> Iterator["AppContext"]:
         ctx.close()
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *rows])
 
@@ -51,7 +51,7 @@ def cmd_group_list(args: argparse.Namespace, settings: Settings) -> int:
         groups = ctx.auth.list_groups()
         users = ctx.auth.list_users()
     rows = [(g.name, format_time(g.date_created), str(sum(g.name in u.roles for u in users))) for g in groups]
-    print(_table(("GROUP", "CREATED", "MEMBERS"), rows))
+    print(text_table(("GROUP", "CREATED", "MEMBERS"), rows))
     return 0
 
 
@@ -70,7 +70,7 @@ def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
         users = ctx.auth.list_users()
     rows = [(u.name, "yes" if u.superuser else "no",
              ", ".join(f"{g}:{r}" for g, r in sorted(u.roles.items())) or "-") for u in users]
-    print(_table(("USER", "SUPERUSER", "ROLES (GROUP:ROLE)"), rows))
+    print(text_table(("USER", "SUPERUSER", "ROLES (GROUP:ROLE)"), rows))
     return 0
 
 
@@ -105,7 +105,7 @@ def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
         tokens = ctx.auth.list_tokens(args.name)
     rows = [(t.jti, t.user or "-", format_time(t.issued) if t.issued else "-",
              format_time(t.expires) if t.expires else "-", "yes" if t.revoked else "no") for t in tokens]
-    print(_table(("JTI", "USER", "ISSUED", "EXPIRES", "REVOKED"), rows))
+    print(text_table(("JTI", "USER", "ISSUED", "EXPIRES", "REVOKED"), rows))
     return 0
 
 

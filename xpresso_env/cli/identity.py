@@ -9,7 +9,7 @@ import sys
 from ..config import Settings
 from ..core.errors import BadRequest
 from ..core.timeutil import format_time
-from .admin import _table, opened
+from .admin import opened, text_table
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -41,7 +41,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         rows = ctx.audit.entries(user=args.user, event=args.event)
     if args.limit is not None:
         rows = rows[:args.limit]
-    print(_table(("AT", "EVENT", "USER", "BY", "ADDRESS", "DETAIL"),
+    print(text_table(("AT", "EVENT", "USER", "BY", "ADDRESS", "DETAIL"),
                  [(format_time(r.date_created), r.event, r.user, r.by or "-", r.address or "-", r.detail or "-")
                   for r in rows]))
     return 0
