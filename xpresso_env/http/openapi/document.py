@@ -113,10 +113,10 @@ def build_openapi(include_images: bool = True, include_metrics: bool = True) -> 
     if include_images:
         paths.update(image_paths())
     paths["/api/v2/openapi.json"] = {"get": {"summary": "This document", "security": [],
-                                             "responses": {"200": {"description": "OpenAPI 3.1",
-                                                                   "content": {"application/json": {"schema": {"type": "object"}}}}}}}
+                                             "responses": {"200": json_answer("OpenAPI 3.1", {"type": "object"})}}}
+    plugins = json_answer("plugins", {"type": "array", "items": ref("Plugin")})
     paths["/api/v2/plugins"] = {"get": {"summary": "Loaded plugins and their versions", "security": [],
-                                        "responses": {"200": json_answer("plugins", {"type": "array", "items": ref("Plugin")})}}}
+                                        "responses": {"200": plugins}}}
     paths["/api/v2/health"] = {"get": {"summary": "Liveness and the storage/builder in use", "security": [],
                                        "responses": {"200": json_answer("healthy", ref("Health")),
                                                      "503": json_answer("storage unreachable", ref("Health"))}}}

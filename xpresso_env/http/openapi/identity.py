@@ -21,17 +21,17 @@ def me_paths() -> dict[str, Any]:
              "description": "the role; null: a system administrator who is not a member"}
     identity, prefs = _identity_paths()
     me = obj({"user": {"type": "string"}, "superuser": {"type": "boolean"},
-               "groups": {"type": "object", "additionalProperties": roles},
-               "group": {"type": ["string", "null"], "description": "the request's group, or null"},
-               "permissions": {"type": "array", "items": {"type": "string", "enum": sorted(ALL_PERMISSIONS)},
-                               "description": "held in `group` (empty without one)"},
-               "email": {"type": ["string", "null"]}, "date_joined": {"type": ["string", "null"]},
-               "last_login": {"type": ["string", "null"]},
-               "preferences": {**prefs, "required": ["time_zone", "time_format"]},
-               "provider": {"type": "string", "description": "the identity provider that keeps the user's "
-                            "password (local: `POST /api/v2/me/password` changes it)"}},
-              ["user", "superuser", "groups", "group", "permissions", "email", "date_joined", "last_login",
-               "preferences", "provider"])
+              "groups": {"type": "object", "additionalProperties": roles},
+              "group": {"type": ["string", "null"], "description": "the request's group, or null"},
+              "permissions": {"type": "array", "items": {"type": "string", "enum": sorted(ALL_PERMISSIONS)},
+                              "description": "held in `group` (empty without one)"},
+              "email": {"type": ["string", "null"]}, "date_joined": {"type": ["string", "null"]},
+              "last_login": {"type": ["string", "null"]},
+              "preferences": {**prefs, "required": ["time_zone", "time_format"]},
+              "provider": {"type": "string", "description": "the identity provider that keeps the user's "
+                           "password (local: `POST /api/v2/me/password` changes it)"}},
+             ["user", "superuser", "groups", "group", "permissions", "email", "date_joined", "last_login",
+              "preferences", "provider"])
     return {**identity, "/api/v2/me": {"patch": {
         "summary": "Set your preferences (time zone, 12/24 h); answers what GET answers",
         "security": [{"jwt": []}],
@@ -53,18 +53,18 @@ def _identity_paths() -> tuple[dict[str, Any], Schema]:
     text = {"type": "string", "minLength": 1, "maxLength": 1024}
     time = dict(wire.TIME)
     token = obj({"jti": {"type": "string"}, "name": {"type": "string"},
-                  "typ": {"type": "string", "enum": ["api", "session"]}, "created": time, "expires": time,
-                  "last_used": {"type": ["string", "null"]}, "revoked": {"type": "boolean"}},
-                 ["jti", "name", "typ", "created", "expires", "last_used", "revoked"])
+                 "typ": {"type": "string", "enum": ["api", "session"]}, "created": time, "expires": time,
+                 "last_used": {"type": ["string", "null"]}, "revoked": {"type": "boolean"}},
+                ["jti", "name", "typ", "created", "expires", "last_used", "revoked"])
     created = {**token, "properties": {**token["properties"], "token": {"type": "string",
                                                                         "description": "`Jwt <token>`, shown once"}},
                "required": ["token", *token["required"]]}
     prefs = obj({"time_zone": {"type": "string", "enum": sorted(time_zones()),
-                                "description": "an IANA time zone name (an unknown one is a 400)"},
-                  "time_format": {"type": "string", "enum": list(TIME_FORMATS)}})
+                               "description": "an IANA time zone name (an unknown one is a 400)"},
+                 "time_format": {"type": "string", "enum": list(TIME_FORMATS)}})
     audit_row = obj({"at": time, "event": {"type": "string", "enum": list(EVENTS)}, "user": {"type": "string"},
-                      "by": {"type": "string"}, "address": {"type": "string"}, "detail": {"type": "string"}},
-                     ["at", "event", "user", "by", "address", "detail"])
+                     "by": {"type": "string"}, "address": {"type": "string"}, "detail": {"type": "string"}},
+                    ["at", "event", "user", "by", "address", "detail"])
     no_group = {"security": [{"jwt": []}], "responses": dict(AUTH_ERRORS)}
 
     def op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -82,8 +82,8 @@ def _identity_paths() -> tuple[dict[str, Any], Schema]:
             "security": [],
             "requestBody": {"required": True, "content": {"application/json": {"schema": login_body}}},
             "responses": {"200": json_answer("signed in", obj({"token": {"type": "string"}, "expires": time,
-                                                          "user": {"type": "string"}},
-                                                         ["token", "expires", "user"])),
+                                                               "user": {"type": "string"}},
+                                                              ["token", "expires", "user"])),
                           "400": AUTH_ERRORS["400"], "401": err("Invalid username or password."),
                           "429": err("too many failures for this user name", headers=RETRY_AFTER),
                           "503": err("the directory cannot be reached"), **BODY_ERRORS}}},

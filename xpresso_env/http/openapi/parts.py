@@ -79,7 +79,7 @@ def request_body(schema_name: str) -> dict[str, Any]:
 
 
 def op(summary: str, responses: dict[str, Any], permission: Optional[str] = None,
-        parameters: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (), **extra: Any) -> dict[str, Any]:
+       parameters: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (), **extra: Any) -> dict[str, Any]:
     out = {"summary": summary + (f" (permission: {permission})" if permission else ""),
            "parameters": [GROUP, *parameters],
            "responses": {**responses, **AUTH_ERRORS}, "security": [{"jwt": []}]}
