@@ -188,10 +188,7 @@ class SQLiteStorage:
             try:
                 with self._turns.turn():
                     conn = self._connect()
-                    try:
-                        conn.execute("BEGIN IMMEDIATE")
-                    except sqlite3.Error as exc:
-                        raise translate(exc) from exc
+                    _control(conn, "BEGIN IMMEDIATE")
                     tx = SQLiteTx(conn)
                     with _undone_on_failure(conn, "ROLLBACK"):
                         yield tx
@@ -225,17 +222,11 @@ class SQLiteStorage:
         tx = SQLiteTx(conn)
         changed = False
         try:
-            try:
-                conn.execute("SAVEPOINT xpresso_member")
-            except sqlite3.Error as exc:
-                raise translate(exc) from exc
+            _control(conn, "SAVEPOINT xpresso_member")
             with _undone_on_failure(conn, "ROLLBACK TO xpresso_member", "RELEASE xpresso_member"):
                 yield tx
                 self._flush_counters(conn, tx)
-            try:
-                conn.execute("RELEASE xpresso_member")
-            except sqlite3.Error as exc:
-                raise translate(exc) from exc
+            _control(conn, "RELEASE xpresso_member")
             changed = tx.changed
         finally:
             self._groups.left(group, changed)
@@ -295,6 +286,14 @@ class SQLiteStorage:
                     pass
             self._all.clear()
         self._local = _PerThread()
+
+
+def _control(conn: sqlite3.Connection, statement: str) -> None:
+    """A transaction-control statement (BEGIN, SAVEPOINT, RELEASE); its failure as a domain error."""
+    try:
+        conn.execute(statement)
+    except sqlite3.Error as exc:
+        raise translate(exc) from exc
 
 
 @contextmanager
