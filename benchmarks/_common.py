@@ -166,6 +166,12 @@ def run_in_tempdir(prefix: str, keep: bool, run: Callable[[Path, list], int]) ->
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank ``p``th percentile of ``values`` (any order)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -47,6 +47,7 @@ from _common import (  # noqa: E402
     Seeded,
     backend_settings,
     free_port,
+    percentile,
     proc_status,
     run_in_tempdir,
     seed_bench_store,
@@ -338,10 +339,8 @@ def in_server_times(log: Path, offset: int = 0) -> str:
         times[f"{m.group(1)} {'item' if m.group(2) else 'list'}"].append(float(m.group(3)))
     parts = []
     for kind, values in sorted(times.items()):
-        values.sort()
-        n = len(values)
-        parts.append(f"{kind} p50 {values[n // 2]:.1f} ms, p90 {values[int(n * 0.9)]:.1f}, "
-                     f"p99 {values[int(n * 0.99)]:.1f} ({n:,})")
+        parts.append(f"{kind} p50 {percentile(values, 50):.1f} ms, p90 {percentile(values, 90):.1f}, "
+                     f"p99 {percentile(values, 99):.1f} ({len(values):,})")
     return "time inside the server (access log): " + ("; ".join(parts) or "no access lines")
 
 

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402,F401  (puts the repository on sys.path)
+from _common import percentile  # noqa: E402  (importing _common puts the repository on sys.path)
 
 import requests  # noqa: E402
 
@@ -39,11 +39,6 @@ from tests.git_repo import hello_polaris  # noqa: E402
 from xpresso_env.core.timeutil import parse_time  # noqa: E402
 from xpresso_env.testing.postgres import temp_database  # noqa: E402
 from xpresso_env.testing.server import cli, serve, worker, write_config  # noqa: E402
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 def measure(n: int, poll_s: float, tmp: Path) -> list[float]:
